@@ -1,0 +1,65 @@
+# glmlite — `make help` lists the targets.
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN    := -Wall -Wextra -Werror
+BASE    := -std=c11 -D_GNU_SOURCE -pthread $(WARN)
+LDLIBS  := -lm -pthread
+BUILD   ?= build
+
+SRC      := $(filter-out src/cli.c,$(wildcard src/*.c))
+OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
+
+.PHONY: all test debug fuzz bench deps help clean
+all: glmlite
+
+help:
+	@echo "make            build ./glmlite (portable; AVX2/FMA kernels chosen at run time)"
+	@echo "make test       install test dependencies if missing, build, run every test"
+	@echo "make debug      run the test suite under AddressSanitizer + UBSan"
+	@echo "make fuzz       run the libFuzzer targets for longer (FUZZ_SECONDS=60 each)"
+	@echo "make bench      glmlite bench on a checkpoint with GLM-4.7-Flash's layer widths"
+	@echo "make clean      remove build outputs"
+
+# AVX2/FMA kernels are compiled for that ISA only in their own file and
+# called only after a CPU check, so the binary runs on any x86-64.
+$(BUILD)/obj/kernels_avx2.o: EXTRA := -mavx2 -mfma -mf16c
+
+$(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
+	$(CC) $(BASE) $(CFLAGS) $(EXTRA) -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c tests/test.h src/*.h | $(BUILD)/obj/tests
+	$(CC) $(BASE) $(CFLAGS) -Isrc -c $< -o $@
+
+$(BUILD)/obj $(BUILD)/obj/tests:
+	mkdir -p $@
+
+$(BUILD)/libglm.a: $(OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+glmlite: $(BUILD)/obj/cli.o $(BUILD)/libglm.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_runner: $(TEST_OBJ) $(BUILD)/libglm.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@bash tools/install-deps.sh
+
+# TEST=name runs only the tests whose name contains it.
+test: deps glmlite $(BUILD)/test_runner
+	$(BUILD)/test_runner $(TEST)
+
+debug:
+	$(MAKE) BUILD=build-debug OPT=-O1 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    LDLIBS="-lm -pthread -fsanitize=address,undefined" build-debug/test_runner glmlite-debug
+	GLMLITE=./glmlite-debug build-debug/test_runner $(TEST)
+
+glmlite-debug: build-debug/obj/cli.o build-debug/libglm.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+clean:
+	rm -rf build build-debug glmlite glmlite-debug
