@@ -31,7 +31,9 @@ import tiny_bpe  # noqa: E402
 
 DTYPES = {"f32": ("F32", "float32"), "bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16")}
 PRESETS = ("tiny", "groups", "yarn", "v2lite", "flash")
-CHAT_TEMPLATE = "/work/shared/data/glm-4.7-flash/chat_template.jinja"
+# the official template, copied into tokenizer_config.json when the shared data directory is present
+CHAT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                             "glm-4.7-flash", "chat_template.jinja")
 
 
 def _tokenizer():
