@@ -32,6 +32,9 @@
  * the stream is accepted only if it names a declared tool and has all its
  * required arguments. A call that cannot be accepted yields an ERROR event
  * followed by its raw text as CONTENT, so nothing is dropped silently. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* memmem, qsort_r */
+#endif
 #include "chat.h"
 
 #include <stdio.h>

@@ -8,6 +8,9 @@
  * each piece reproduces; the whitespace of the template itself vanishes under
  * trim_blocks/lstrip_blocks and the explicit {%- -%} markers, so the only
  * newlines written are those inside the tools preamble. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* memmem, qsort_r */
+#endif
 #include "chat.h"
 
 #include <math.h>
