@@ -27,6 +27,7 @@ help:
 # AVX2/FMA kernels are compiled for that ISA only in their own file and
 # called only after a CPU check, so the binary runs on any x86-64.
 $(BUILD)/obj/kernels_avx2.o: EXTRA := -mavx2 -mfma -mf16c
+$(BUILD)/obj/quant_avx2.o: EXTRA := -mavx2 -mfma -mf16c
 
 $(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
 	$(CC) $(BASE) $(CFLAGS) $(EXTRA) -c $< -o $@
@@ -61,5 +62,26 @@ debug:
 glmlite-debug: build-debug/obj/cli.o build-debug/libglm.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# libFuzzer targets: every tests/fuzz/fuzz_*.c, linked with the whole engine.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -mavx2 -mfma -mf16c -fsanitize=fuzzer,address,undefined -Isrc
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+build-fuzz/%: tests/fuzz/%.c $(SRC) src/*.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(SRC) -o $@ -lm
+
+# Each target runs FUZZ_SECONDS on its seeds plus the corpus it has grown.
+fuzz: deps $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	    n=$$(basename $$f); mkdir -p build-fuzz/corpus/$$n; \
+	    seeds=; [ -d tests/fuzz/seeds/$$n ] && seeds=tests/fuzz/seeds/$$n; \
+	    if $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 build-fuzz/corpus/$$n $$seeds \
+	          > build-fuzz/$$n.log 2>&1; then \
+	        echo "fuzz $$n: ok, $$(grep -o 'stat::number_of_executed_units: [0-9]*' build-fuzz/$$n.log | grep -o '[0-9]*$$' || echo '?') runs in $(FUZZ_SECONDS)s"; \
+	    else echo "fuzz $$n: FAILED (build-fuzz/$$n.log)"; tail -40 build-fuzz/$$n.log; exit 1; fi; \
+	done
+
 clean:
-	rm -rf build build-debug glmlite glmlite-debug
+	rm -rf build build-debug build-fuzz glmlite glmlite-debug

@@ -1,0 +1,126 @@
+/* quant.h — quantized weight formats (SPEC §6): element/scale decoders, row
+ * pack/unpack, dot products straight from packed data (scalar reference and
+ * AVX2/FMA fast paths chosen at run time), the batched form for prefill, the
+ * MLX-compatible quantizer, and load-time validation.
+ *
+ * Exact dequantization (what weight_row_f32 returns, bit for bit, and what the
+ * numpy oracle tools/quant_ref.py reproduces), all arithmetic in IEEE f32,
+ * never fused:
+ *   affine:       w = (scale * q) + bias               (scale/bias from bf16/f16/f32)
+ *   nvfp4/mxfp4:  w = e2m1(code) * scale_value         (exact: 2+4 significant bits)
+ *   mxfp8:        w = e4m3(code) * e8m0(scale)
+ * and then, when the weight carries a global scale g (g != 0 and g != 1),
+ * w = w * g. A global_scale of 0 is read as "absent" (a weight struct whose
+ * field was left zero must not silently become all zeros).
+ *
+ * Special codes: E4M3 0x7F/0xFF and E8M0 0xFF decode to NaN (OCP spec; MLX's
+ * CPU decoder would give inf for E8M0 0xFF). quant_validate rejects tensors
+ * whose scales hold them, so the model never multiplies by NaN/inf scales.
+ * E8M0 0x00 decodes to 2^-127 (MLX's convention, = the formula). E4M3 element
+ * codes 0x7F/0xFF in mxfp8 data decode to NaN in every path. */
+#ifndef GLM_QUANT_H
+#define GLM_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* ---- scalar codecs ------------------------------------------------------ */
+float e2m1_to_f32(uint8_t code);      /* low 4 bits used; 8 = -0 */
+float e4m3_to_f32(uint8_t code);      /* FN variant; 0x7F/0xFF -> NaN */
+float e8m0_to_f32(uint8_t code);      /* 2^(code-127); 0 -> 2^-127; 0xFF -> NaN */
+/* MLX (Metal) encoders. f32_to_e4m3: round to nearest even, subnormals,
+ * saturating to +-448 (0x7E/0xFE) for |x| >= 464, inf and NaN too. (MLX's
+ * kernel maps (464, 480) to the NaN code 0x7F — a PyTorch-derived quirk we do
+ * not copy: a NaN scale would poison the whole group.) */
+uint8_t f32_to_e4m3(float x);
+uint8_t f32_to_e2m1(float x);         /* MLX's thresholds: ties to even, sign kept */
+uint8_t f32_to_e8m0_ceil(float x);    /* smallest 2^k >= x, k in [-127, 127]; x <= 0 -> 0 */
+
+/* The same decoders inline, for the hot loops (one definition of each). */
+static inline float quant_bits_f32(uint32_t u) { union { uint32_t u; float f; } v = {u}; return v.f; }
+static inline float quant_e4m3(uint8_t code) {
+    uint32_t e = (code >> 3) & 15, m = code & 7, sign = (uint32_t)(code & 0x80) << 24;
+    if (e == 15 && m == 7) return quant_bits_f32(sign | 0x7fc00000u);
+    if (e == 0) return sign ? -((float)m * 0x1p-9f) : (float)m * 0x1p-9f;   /* subnormal, exact */
+    return quant_bits_f32(sign | ((e + 120) << 23) | (m << 20));
+}
+static inline float quant_e8m0(uint8_t code) {
+    if (code == 0xff) return quant_bits_f32(0x7fc00000u);
+    return quant_bits_f32(code ? (uint32_t)code << 23 : 0x400000u);   /* 0 -> 2^-127 */
+}
+
+/* ---- layout helpers ----------------------------------------------------- */
+/* Bytes of one row's packed codes / of one row's scales (or biases). */
+size_t quant_row_bytes(wformat f, int bits, int64_t cols);
+size_t quant_scale_row_bytes(wformat f, int group_size, dtype scale_dtype, int64_t cols);
+/* Element bits/group size a format implies (affine: as given). */
+int quant_format_bits(wformat f, int bits);
+int quant_format_group(wformat f, int group_size);
+
+/* Little-endian bit stream (SPEC §6.1): code k at bits [k*bits, (k+1)*bits).
+ * pack writes ceil(n*bits/8) bytes; codes must be < 2^bits. */
+void quant_pack_row(const uint8_t *codes, int bits, int64_t n, uint8_t *packed);
+void quant_unpack_row(const uint8_t *packed, int bits, int64_t n, uint8_t *codes);
+
+/* Checks a weight view: format parameters (affine bits 2,3,4,5,6,8 and groups
+ * 32/64/128; nvfp4 group 16, mxfp4/mxfp8 group 32, U8 scales), cols a multiple
+ * of the group, strides large enough, pointers present, a finite global scale,
+ * and every scale: no NaN codes (E4M3 0x7F/0xFF, E8M0 0xFF), no NaN/inf affine
+ * scales or biases. 0 if usable, -1 with a message naming the problem. */
+int quant_validate(const weight *w, char *err, size_t errlen);
+
+/* ---- dot products -------------------------------------------------------- */
+/* dot(row `row` of w, x[cols]) — the truth: exact dequantized values as above,
+ * accumulated in double. Works for every format, plain ones included. */
+float quant_dot_ref(const weight *w, int64_t row, const float *x);
+/* The fast version (AVX2/FMA when the CPU has it, else portable scalar code).
+ * Same products, f32 accumulation in another order. */
+float quant_dot(const weight *w, int64_t row, const float *x);
+/* y[t * y_stride + r] = dot(row r, x + t * x_stride) for r in [row0, row1),
+ * t in [0, n_x): each row's codes are decoded once and used for all n_x
+ * activation vectors (prefill). Strides are in floats. Each result equals
+ * quant_dot(w, r, x + t * x_stride) bit for bit, so prefill and token-by-token
+ * decode agree exactly. */
+void quant_matmul_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
+                       size_t x_stride, float *y, size_t y_stride);
+
+/* Which implementation quant_dot/quant_matmul_rows use: 1 for AVX2/FMA. Tests
+ * can force the portable path with quant_set_fast(0) to check it too. */
+int quant_using_avx2(void);
+void quant_set_fast(int allow_avx2);
+
+/* ---- quantizer ------------------------------------------------------------ */
+/* One row of cols (a multiple of the group) in MLX's algorithms:
+ *  WF_AFFINE (bits 2..8 but 7, group 32/64/128, scale_dtype F32/F16/BF16):
+ *    mlx/backend/cpu/quantized.cpp `quantize` (= ops.cpp's fallback): per group
+ *    min/max in f32, scale = max((max-min)/(2^b-1), 1e-7) signed away from the
+ *    larger-magnitude edge, q0 = rint(edge/scale); if q0 != 0: scale = edge/q0,
+ *    bias = edge; q = clamp(rint((w-bias)/scale), 0, 2^b-1) with the f32
+ *    scale/bias; the stored scale/bias are then rounded (to nearest even) to
+ *    scale_dtype.
+ *  WF_NVFP4 / WF_MXFP4 / WF_MXFP8 (scale_dtype DT_U8; bits/group ignored):
+ *    mlx/backend/metal/kernels/fp_quantized.h `fp_quantize` without a global
+ *    scale: d = amax/6 (fp4) or amax/448 (fp8); scale = e4m3(d) (nvfp4) or the
+ *    smallest power of two >= d (E8M0, mx); inv = scale ? 1/scale : 0; code =
+ *    e2m1(w*inv) or e4m3(w*inv).
+ * Writes quant_row_bytes to packed, one scale per group to scales and (affine)
+ * one bias per group to biases. Returns 0, or -1 for unsupported parameters or
+ * a non-finite input value (nothing meaningful to encode). */
+int quant_quantize_row(wformat f, int bits, int group, dtype scale_dtype, const float *src, int64_t cols,
+                       uint8_t *packed, uint8_t *scales, uint8_t *biases);
+
+/* ---- internal: the AVX2 file's entry points (quant_avx2.c), called only after
+ * the CPU check in quant.c ---------------------------------------------------- */
+float quant_dot_avx2(const weight *w, int64_t row, const float *x);
+void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
+                            size_t x_stride, float *y, size_t y_stride);
+/* Dequantize cols [c0, c0+n) of row r (n and c0 multiples of the group) into
+ * out, exactly as weight_row_f32 but without the global scale. Shared by both
+ * implementations. */
+void quant_decode_span(const weight *w, int64_t r, int64_t c0, int64_t n, float *out);
+/* The global scale to apply (1 when absent). */
+float quant_global(const weight *w);
+
+#endif

@@ -1,0 +1,254 @@
+/* quant_avx2.c — AVX2/FMA dot products straight from packed weights, and the
+ * batched (prefill) form. Compiled with -mavx2 -mfma -mf16c and called only
+ * after quant.c's CPU check. Hot formats (affine 4/8-bit, nvfp4, mxfp4,
+ * mxfp8) have fused decode+dot loops; the batched form decodes a row's codes
+ * once and runs the very same loop over the decoded values for every vector,
+ * so its results equal quant_dot's bit for bit. Other formats dequantize a
+ * span (quant_decode_span) and take a vector dot. Only the f32 accumulation
+ * order differs from the double-precision reference. */
+#include "quant.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#include <string.h>
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float load_scale(const uint8_t *p, dtype d) {
+    switch (d) {
+    case DT_F32: { float f; memcpy(&f, p, 4); return f; }
+    case DT_F16: return f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    case DT_BF16: return bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    default: return 0.0f;
+    }
+}
+
+static inline size_t scale_size(dtype d) { return d == DT_F32 ? 4 : d == DT_U8 ? 1 : 2; }
+
+/* 16 packed nibbles (8 bytes) -> 16 codes in element order (low nibble first). */
+static inline __m128i nibbles16(const uint8_t *p) {
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    __m128i m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    return _mm_unpacklo_epi8(lo, hi);
+}
+
+static inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+
+/* E2M1 codes (int32 lanes) -> values: magnitude by table, sign from bit 3. */
+static inline __m256 e2m1_ps(__m256i c) {
+    const __m256 lut = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    __m256 mag = _mm256_permutevar8x32_ps(lut, c);   /* uses the low 3 bits */
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(8)), 28);
+    return _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
+}
+
+/* E4M3 codes (int32 lanes) -> values: the 7 magnitude bits placed at the top
+ * of an f32 exponent/mantissa and rescaled by 2^120 (this also covers the
+ * subnormals exactly); 0x7F/0xFF become NaN. */
+static inline __m256 e4m3_ps(__m256i c) {
+    __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));
+    __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)),
+                             _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));   /* 2^120 */
+    __m256i nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f));
+    v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), _mm256_castsi256_ps(nan));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24);
+    return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
+}
+
+/* Codes of one 16-element step, as f32 vectors. `buf` non-NULL: read values
+ * decoded earlier by decode_codes (prefill); NULL: decode from the packed
+ * bytes now. Both give the same values, so the row kernels below perform the
+ * same operations in the same order either way, and a batched product equals
+ * the single-vector one bit for bit. */
+enum { K_A4, K_A8, K_FP4, K_FP8 };
+
+static inline __attribute__((always_inline)) void step16(int kind, const uint8_t *row, const float *buf, int64_t c,
+                                                         __m256 *v0, __m256 *v1) {
+    if (buf) {
+        *v0 = _mm256_loadu_ps(buf + c);
+        *v1 = _mm256_loadu_ps(buf + c + 8);
+        return;
+    }
+    switch (kind) {
+    case K_A4: {
+        __m128i q = nibbles16(row + c / 2);
+        *v0 = u8x8_to_ps(q);
+        *v1 = u8x8_to_ps(_mm_srli_si128(q, 8));
+        break;
+    }
+    case K_A8: {
+        __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
+        *v0 = u8x8_to_ps(q);
+        *v1 = u8x8_to_ps(_mm_srli_si128(q, 8));
+        break;
+    }
+    case K_FP4: {
+        __m128i q = nibbles16(row + c / 2);
+        *v0 = e2m1_ps(_mm256_cvtepu8_epi32(q));
+        *v1 = e2m1_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        break;
+    }
+    default: {
+        __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
+        *v0 = e4m3_ps(_mm256_cvtepu8_epi32(q));
+        *v1 = e4m3_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        break;
+    }
+    }
+}
+
+static int hot_kind(const weight *w) {
+    switch (w->format) {
+    case WF_AFFINE: return w->bits == 4 ? K_A4 : w->bits == 8 ? K_A8 : -1;
+    case WF_NVFP4: case WF_MXFP4: return K_FP4;
+    case WF_MXFP8: return K_FP8;
+    default: return -1;
+    }
+}
+
+/* sum x*(s*q+b) per group as s*sum(x*q) + b*sum(x): two FMAs per group. */
+static inline __attribute__((always_inline)) float affine_row(int kind, const weight *w, int64_t r, const float *x,
+                                                              const float *buf) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
+    size_t ss = scale_size(w->scale_dtype);
+    int gs = w->group_size;
+    int64_t ng = w->cols / gs;
+    __m256 tot = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        __m256 aq = _mm256_setzero_ps(), ax = _mm256_setzero_ps();
+        for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
+            __m256 v0, v1;
+            step16(kind, row, buf, c, &v0, &v1);
+            __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
+            aq = _mm256_fmadd_ps(x0, v0, aq);
+            aq = _mm256_fmadd_ps(x1, v1, aq);
+            ax = _mm256_add_ps(ax, _mm256_add_ps(x0, x1));
+        }
+        tot = _mm256_fmadd_ps(_mm256_set1_ps(load_scale(sp + g * ss, w->scale_dtype)), aq, tot);
+        tot = _mm256_fmadd_ps(_mm256_set1_ps(load_scale(bp + g * ss, w->scale_dtype)), ax, tot);
+    }
+    return hsum(tot);
+}
+
+static inline __attribute__((always_inline)) float fp_row(int kind, const weight *w, int64_t r, const float *x,
+                                                          const float *buf) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride;
+    int nv = w->format == WF_NVFP4, gs = nv ? 16 : 32;
+    int64_t ng = w->cols / gs;
+    __m256 tot = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
+            __m256 v0, v1;
+            step16(kind, row, buf, c, &v0, &v1);
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), v0, a);
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), v1, a);
+        }
+        float s = nv ? quant_e4m3(sp[g]) : quant_e8m0(sp[g]);
+        tot = _mm256_fmadd_ps(_mm256_set1_ps(s), a, tot);
+    }
+    return hsum(tot);
+}
+
+static float hot_row(int kind, const weight *w, int64_t r, const float *x, const float *buf) {
+    switch (kind) {   /* constant kinds and NULL/non-NULL buf let each loop specialize */
+    case K_A4: return buf ? affine_row(K_A4, w, r, x, buf) : affine_row(K_A4, w, r, x, NULL);
+    case K_A8: return buf ? affine_row(K_A8, w, r, x, buf) : affine_row(K_A8, w, r, x, NULL);
+    case K_FP4: return buf ? fp_row(K_FP4, w, r, x, buf) : fp_row(K_FP4, w, r, x, NULL);
+    default: return buf ? fp_row(K_FP8, w, r, x, buf) : fp_row(K_FP8, w, r, x, NULL);
+    }
+}
+
+static void decode_codes(int kind, const weight *w, int64_t r, float *buf) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    for (int64_t c = 0; c < w->cols; c += 16) {
+        __m256 v0, v1;
+        step16(kind, row, NULL, c, &v0, &v1);
+        _mm256_storeu_ps(buf + c, v0);
+        _mm256_storeu_ps(buf + c + 8, v1);
+    }
+}
+
+static float dot_vec(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Everything else: dequantize a span at a time, vector dot per span. */
+#define SPAN 512
+/* Longest row whose decoded codes the batched path keeps (64 KiB of stack). */
+#define MAX_ROW 16384
+
+static float generic_row(const weight *w, int64_t r, const float *x) {
+    if (w->format == WF_F32) return dot_vec((const float *)(const void *)(w->data + (size_t)r * w->row_stride), x, w->cols);
+    float buf[SPAN];
+    float s = 0.0f;
+    for (int64_t c0 = 0; c0 < w->cols; c0 += SPAN) {
+        int64_t n = w->cols - c0 < SPAN ? w->cols - c0 : SPAN;
+        quant_decode_span(w, r, c0, n, buf);
+        s += dot_vec(buf, x + c0, n);
+    }
+    return s;
+}
+
+float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
+    int kind = hot_kind(w);
+    float s = kind >= 0 ? hot_row(kind, w, row, x, NULL) : generic_row(w, row, x);
+    return s * quant_global(w);
+}
+
+void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
+                            size_t x_stride, float *y, size_t y_stride) {
+    int kind = hot_kind(w);
+    float g = quant_global(w);
+    if (n_x == 1 || w->format == WF_F32 || (kind >= 0 && w->cols > MAX_ROW)) {
+        /* nothing to share (or too long to keep): the single-vector kernel */
+        for (int64_t r = row0; r < row1; r++)
+            for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = quant_dot_avx2(w, r, x + (size_t)t * x_stride);
+        return;
+    }
+    if (kind >= 0) {
+        float buf[MAX_ROW];
+        for (int64_t r = row0; r < row1; r++) {
+            decode_codes(kind, w, r, buf);
+            for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = hot_row(kind, w, r, x + (size_t)t * x_stride, buf) * g;
+        }
+        return;
+    }
+    float buf[SPAN];
+    for (int64_t r = row0; r < row1; r++) {
+        for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = 0.0f;
+        for (int64_t c0 = 0; c0 < w->cols; c0 += SPAN) {
+            int64_t n = w->cols - c0 < SPAN ? w->cols - c0 : SPAN;
+            quant_decode_span(w, r, c0, n, buf);
+            for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] += dot_vec(buf, x + (size_t)t * x_stride + c0, n);
+        }
+        for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] *= g;
+    }
+}
+
+#else /* not built for AVX2: never called (quant.c checks the CPU first) */
+
+float quant_dot_avx2(const weight *w, int64_t row, const float *x) { return quant_dot_ref(w, row, x); }
+void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
+                            size_t x_stride, float *y, size_t y_stride) {
+    for (int64_t r = row0; r < row1; r++)
+        for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = quant_dot_ref(w, r, x + (size_t)t * x_stride);
+}
+
+#endif
