@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""gen_unicode.py — writes src/unicode_tables.c from the Unicode Character Database.
+
+Input: /usr/share/unicode (Debian package `unicode-data`): UnicodeData.txt,
+PropList.txt, DerivedCoreProperties.txt, CaseFolding.txt,
+DerivedNormalizationProps.txt. Output (compact, sorted, binary-searched by
+src/unicode.c):
+
+  uc_class_starts  code point property classes as run starts: (start << 8) | bits,
+                   each run lasting until the next start (bits: UC_L, UC_N, UC_WS, UC_WORD)
+  uc_fold_runs     simple case folding (CaseFolding.txt statuses C and S) as runs
+                   {start, count, stride, delta}
+  uc_ccc_runs      canonical combining class != 0 as {start, end, ccc}
+  uc_decomp        canonical decompositions {cp, first, second (0 if singleton)}
+  uc_comp          primary composites {first, second, composite} sorted by pair
+  uc_nfc_qc_runs   NFC_Quick_Check No / Maybe as {start, end, value}
+
+Hangul syllables are algorithmic and are not in the tables.
+
+Usage: /usr/bin/python3 tools/gen_unicode.py [UCD_DIR] > src/unicode_tables.c
+"""
+import os
+import sys
+
+UCD = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/unicode"
+MAXCP = 0x110000
+L, N, WS, WORD = 1, 2, 4, 8
+
+
+def lines(name):
+    with open(os.path.join(UCD, name), encoding="utf-8") as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                yield [p.strip() for p in line.split(";")]
+
+
+def cp_range(field):
+    if ".." in field:
+        a, b = field.split("..")
+        return int(a, 16), int(b, 16)
+    return int(field, 16), int(field, 16)
+
+
+def read_unicode_data():
+    gc = {}
+    ccc = {}
+    decomp = {}
+    first = None
+    for f in lines("UnicodeData.txt"):
+        cp = int(f[0], 16)
+        name, cat = f[1], f[2]
+        if name.endswith(", First>"):
+            first = cp
+            continue
+        if name.endswith(", Last>"):
+            for c in range(first, cp + 1):
+                gc[c] = cat
+                if int(f[3]):
+                    ccc[c] = int(f[3])
+            continue
+        gc[cp] = cat
+        if int(f[3]):
+            ccc[cp] = int(f[3])
+        if f[5] and not f[5].startswith("<"):
+            decomp[cp] = [int(x, 16) for x in f[5].split()]
+    return gc, ccc, decomp
+
+
+def read_prop(name, prop):
+    out = set()
+    for f in lines(name):
+        if f[1] == prop:
+            a, b = cp_range(f[0])
+            out.update(range(a, b + 1))
+    return out
+
+
+def main():
+    gc, ccc, decomp = read_unicode_data()
+    ws = read_prop("PropList.txt", "White_Space")
+    join_control = read_prop("PropList.txt", "Join_Control")
+    alphabetic = read_prop("DerivedCoreProperties.txt", "Alphabetic")
+    excl = read_prop("DerivedNormalizationProps.txt", "Full_Composition_Exclusion")
+    qc = {}
+    for f in lines("DerivedNormalizationProps.txt"):
+        if f[1] == "NFC_QC":
+            a, b = cp_range(f[0])
+            for c in range(a, b + 1):
+                qc[c] = {"N": 1, "M": 2}[f[2]]
+
+    # Property classes. WORD is the Rust regex crate's Unicode \w (used for
+    # single_word added tokens): Alphabetic, M, Nd, Pc, Join_Control.
+    bits = bytearray(MAXCP)
+    for c, cat in gc.items():
+        b = 0
+        if cat[0] == "L":
+            b |= L
+        if cat[0] == "N":
+            b |= N
+        if cat[0] == "M" or cat in ("Nd", "Pc"):
+            b |= WORD
+        bits[c] = b
+    for c in ws:
+        bits[c] |= WS
+    for c in alphabetic | join_control:
+        bits[c] |= WORD
+    starts = []
+    prev = -1
+    for c in range(MAXCP):
+        if bits[c] != prev:
+            starts.append((c << 8) | bits[c])
+            prev = bits[c]
+
+    # Simple case folding as arithmetic runs.
+    fold = []
+    for f in lines("CaseFolding.txt"):
+        if f[1] in ("C", "S"):
+            fold.append((int(f[0], 16), int(f[2], 16)))
+    fold.sort()
+    runs = []
+    for cp, to in fold:
+        d = to - cp
+        if runs:
+            s, n, stride, rd = runs[-1]
+            last = s + (n - 1) * stride
+            if rd == d and (n == 1 and cp - last in (1, 2) or n > 1 and cp - last == stride):
+                runs[-1] = (s, n + 1, cp - last if n == 1 else stride, d)
+                continue
+        runs.append((cp, 1, 1, d))
+
+    ccc_runs = []
+    for c in sorted(ccc):
+        if ccc_runs and ccc_runs[-1][1] == c - 1 and ccc_runs[-1][2] == ccc[c]:
+            ccc_runs[-1][1] = c
+        else:
+            ccc_runs.append([c, c, ccc[c]])
+
+    comp = []
+    for c, d in decomp.items():
+        if len(d) == 2 and c not in excl:
+            comp.append((d[0], d[1], c))
+    comp.sort()
+
+    qc_runs = []
+    for c in sorted(qc):
+        if qc_runs and qc_runs[-1][1] == c - 1 and qc_runs[-1][2] == qc[c]:
+            qc_runs[-1][1] = c
+        else:
+            qc_runs.append([c, c, qc[c]])
+
+    out = sys.stdout
+    out.write("/* unicode_tables.c — GENERATED by tools/gen_unicode.py from the Unicode Character\n"
+              " * Database in %s; do not edit. See the script for the layout. */\n" % UCD)
+    out.write('#include "unicode_tables.h"\n\n')
+
+    def emit(name, ctype, rows, per_line):
+        flat = [x for r in rows for x in (r if isinstance(r, (list, tuple)) else (r,))]
+        out.write("const %s %s[] = {\n" % (ctype, name))
+        for i in range(0, len(flat), per_line):
+            out.write("    " + ",".join("0x%x" % x if x >= 0 else "%d" % x for x in flat[i:i + per_line]) + ",\n")
+        out.write("};\n")
+        out.write("const size_t %s_len = %d;\n\n" % (name, len(rows)))
+
+    emit("uc_class_starts", "uint32_t", starts, 10)
+    emit("uc_fold_runs", "int32_t", runs, 12)
+    emit("uc_ccc_runs", "uint32_t", ccc_runs, 12)
+    drows = [(c, d[0], d[1] if len(d) > 1 else 0) for c, d in sorted(decomp.items())]
+    emit("uc_decomp", "uint32_t", drows, 12)
+    emit("uc_comp", "uint32_t", comp, 12)
+    emit("uc_nfc_qc_runs", "uint32_t", qc_runs, 12)
+
+
+if __name__ == "__main__":
+    main()
