@@ -14,6 +14,7 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
 
 .PHONY: all test debug fuzz bench deps help clean
+.SECONDARY:
 all: glmlite
 
 help:
@@ -65,12 +66,17 @@ glmlite-debug: build-debug/obj/cli.o build-debug/libglm.a
 # libFuzzer targets: every tests/fuzz/fuzz_*.c, linked with the whole engine.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_FLAGS   := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -mavx2 -mfma -mf16c -fsanitize=fuzzer,address,undefined -Isrc
+FUZZ_FLAGS   := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -mavx2 -mfma -mf16c -Isrc
+FUZZ_SAN     := address,undefined
 FUZZ_BINS    := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_OBJ     := $(SRC:src/%.c=build-fuzz/obj/%.o)
 
-build-fuzz/%: tests/fuzz/%.c $(SRC) src/*.h
-	@mkdir -p build-fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(SRC) -o $@ -lm
+build-fuzz/obj/%.o: src/%.c src/*.h
+	@mkdir -p build-fuzz/obj
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c $< -o $@
+
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $< $(FUZZ_OBJ) -o $@ -lm
 
 # Each target runs FUZZ_SECONDS on its seeds plus the corpus it has grown.
 fuzz: deps $(FUZZ_BINS)

@@ -62,3 +62,19 @@ char *buf_detach(buf *b) {
     b->len = b->cap = 0;
     return p;
 }
+
+int buf_read_file(buf *b, const char *path, size_t max_bytes) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char tmp[65536];
+    size_t r;
+    int rc = 0;
+    while ((r = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (b->len + r > max_bytes) { rc = -2; break; }
+        buf_append(b, tmp, r);
+    }
+    if (ferror(f)) rc = -1;
+    fclose(f);
+    buf_reserve(b, 0);
+    return rc;
+}

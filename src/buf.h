@@ -18,5 +18,7 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void buf_clear(buf *b);                            /* len = 0, keeps memory */
 void buf_free(buf *b);
 char *buf_detach(buf *b);                          /* caller frees; buffer becomes empty */
+/* Appends the file's bytes: 0, or -1 unreadable, -2 larger than max_bytes. */
+int buf_read_file(buf *b, const char *path, size_t max_bytes);
 
 #endif

@@ -1,0 +1,87 @@
+/* kernels.c — scalar reference kernels: obvious loops, the truth every fast
+ * variant is tested against. */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor.h"
+
+static float ref_dot_f32(const float *w, const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float ref_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float ref_dot_f16(const uint16_t *w, const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static void ref_axpy(float a, const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void ref_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
+static void ref_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+
+static const kernel_table reference_table = {
+    "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32,
+};
+
+const kernel_table *kernels_reference(void) { return &reference_table; }
+
+const kernel_table *kernels_active(void) {
+    static const kernel_table *chosen;
+    if (!chosen) {
+        const char *env = getenv("GLMLITE_KERNELS");
+        const kernel_table *fast = kernels_avx2();
+        chosen = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
+    }
+    return chosen;
+}
+
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;   /* statistics in (at least) fp32, as the spec asks; double costs nothing here */
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * (w ? w[i] : 1.0f);
+}
+
+void softmax_inplace(float *x, int n) {
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    double s = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    float inv = (float)(1.0 / s);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+float silu(float x) { return x / (1.0f + expf(-x)); }
+
+void rope_apply(float *x, int dim, const float *cos_t, const float *sin_t, int interleave) {
+    int half = dim / 2;
+    for (int i = 0; i < half; i++) {
+        int a = interleave ? 2 * i : i;
+        int b = interleave ? 2 * i + 1 : i + half;
+        float x0 = x[a], x1 = x[b];
+        x[a] = x0 * cos_t[i] - x1 * sin_t[i];
+        x[b] = x0 * sin_t[i] + x1 * cos_t[i];
+    }
+}

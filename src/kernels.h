@@ -1,0 +1,35 @@
+/* kernels.h — the numeric building blocks of the forward pass for plain
+ * (f32/f16/bf16) data: row dot products, axpy, norms, RoPE, softmax, SiLU.
+ *
+ * kernels.c holds the scalar reference versions (the truth); kernels_avx2.c
+ * holds AVX2/FMA versions with the same signatures, tested against them.
+ * kernels_active() is chosen once at start-up from the CPU's features. */
+#ifndef GLM_KERNELS_H
+#define GLM_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct {
+    const char *name;
+    float (*dot_f32)(const float *w, const float *x, int64_t n);
+    float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
+    float (*dot_f16)(const uint16_t *w, const float *x, int64_t n);
+    void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a * x */
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+} kernel_table;
+
+const kernel_table *kernels_reference(void);
+const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
+const kernel_table *kernels_active(void);    /* AVX2 when available, unless GLMLITE_KERNELS=reference */
+
+/* Vector operations (scalar; not hot enough to need variants). */
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps);   /* w may be NULL (all ones) */
+void softmax_inplace(float *x, int n);
+float silu(float x);
+
+/* RoPE on one vector of dim rope dims: adjacent pairs (interleave) or
+ * rotate-half. cos/sin hold dim/2 values for this position. */
+void rope_apply(float *x, int dim, const float *cos_t, const float *sin_t, int interleave);
+
+#endif

@@ -1,0 +1,100 @@
+/* linear.c — matrix products over weights in any format.
+ *
+ * Plain formats: for one vector the dot runs straight on the stored row; for
+ * several, each row is widened to f32 once and dotted with every vector, so
+ * both paths perform the same products in the same order (prefill and decode
+ * agree bit for bit per row). Quantized formats go to quant.c, which decodes
+ * from the packed codes without a full-size copy. */
+#include "linear.h"
+
+#include "kernels.h"
+#include "quant.h"
+
+static int is_plain(const weight *w) { return w->format == WF_F32 || w->format == WF_F16 || w->format == WF_BF16; }
+
+static float dot_plain(const kernel_table *k, const weight *w, int64_t r, const float *x) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    switch (w->format) {
+    case WF_F32: return k->dot_f32((const float *)row, x, w->cols);
+    case WF_F16: return k->dot_f16((const uint16_t *)row, x, w->cols);
+    default: return k->dot_bf16((const uint16_t *)row, x, w->cols);
+    }
+}
+
+static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r, float *tmp) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    switch (w->format) {
+    case WF_F32: return (const float *)row;
+    case WF_F16: k->f16_to_f32((const uint16_t *)row, tmp, w->cols); return tmp;
+    case WF_BF16: k->bf16_to_f32((const uint16_t *)row, tmp, w->cols); return tmp;
+    default: weight_row_f32(w, r, tmp); return tmp;
+    }
+}
+
+void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
+                 size_t y_stride, float *row_scratch) {
+    if (!is_plain(w)) {
+        quant_matmul_rows(w, row0, row1, x, n, x_stride, y, y_stride);
+        return;
+    }
+    const kernel_table *k = kernels_active();
+    if (n == 1) {
+        for (int64_t r = row0; r < row1; r++) y[r] = dot_plain(k, w, r, x);
+        return;
+    }
+    for (int64_t r = row0; r < row1; r++) {
+        const float *wr = row_as_f32(k, w, r, row_scratch);
+        for (int t = 0; t < n; t++) y[(size_t)t * y_stride + r] = k->dot_f32(wr, x + (size_t)t * x_stride, w->cols);
+    }
+}
+
+void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const float *x, int n, size_t x_stride,
+                            float *y, size_t y_stride, float *row_scratch) {
+    const kernel_table *k = kernels_active();
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *wr = row_as_f32(k, w, row0 + r, row_scratch);
+        for (int t = 0; t < n; t++) k->axpy(x[(size_t)t * x_stride + r], wr, y + (size_t)t * y_stride, w->cols);
+    }
+}
+
+typedef struct {
+    const weight *w;
+    const float *x;
+    int n;
+    size_t x_stride, y_stride;
+    float *y;
+    float *scratch;
+    size_t scratch_stride;
+    int64_t rows_per_task;
+} linear_job;
+
+static void linear_task(void *ctx, int task, int thread) {
+    linear_job *j = ctx;
+    int64_t r0 = (int64_t)task * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task;
+    if (r1 > j->w->rows) r1 = j->w->rows;
+    if (r0 >= r1) return;
+    linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, j->scratch + (size_t)thread * j->scratch_stride);
+}
+
+void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
+            float *scratch, size_t scratch_stride) {
+    /* A few tasks per thread balance uneven cores; rows stay in blocks of 16
+       so a task's weights are contiguous and quantized blocks stay whole. */
+    int threads = pool_size(pool);
+    int64_t tasks = (int64_t)threads * 4;
+    int64_t per = (w->rows + tasks - 1) / tasks;
+    per = (per + 15) & ~(int64_t)15;
+    if (per < 16) per = 16;
+    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per};
+    pool_run(pool, linear_task, &j, (int)((w->rows + per - 1) / per));
+}
+
+weight weight_rows(const weight *w, int64_t row0, int64_t n) {
+    weight v = *w;
+    v.rows = n;
+    v.data = w->data + (size_t)row0 * w->row_stride;
+    if (w->scales) v.scales = w->scales + (size_t)row0 * w->scale_stride;
+    if (w->biases) v.biases = w->biases + (size_t)row0 * w->scale_stride;
+    return v;
+}

@@ -1,0 +1,29 @@
+/* linear.h — y = W x for a batch of activation vectors, split over the thread
+ * pool by rows, for every weight format. */
+#ifndef GLM_LINEAR_H
+#define GLM_LINEAR_H
+
+#include "tensor.h"
+#include "threads.h"
+
+/* y[t][r] = sum_c W[r][c] * x[t][c] for t < n, r < rows. x is [n][cols]
+ * (stride x_stride floats), y is [n][y_stride] floats. scratch: per-thread
+ * buffers of at least cols floats each (pool_size of them, scratch_stride
+ * floats apart). Each output row is computed by one thread in a fixed order,
+ * so results do not depend on the thread count. */
+void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
+            float *scratch, size_t scratch_stride);
+
+/* The same product on the calling thread only, rows [row0, row1). */
+void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
+                 size_t y_stride, float *row_scratch);
+
+/* y[t][c] += sum_{r<nrows} x[t][r] * W[row0 + r][c] (a product with the
+ * transpose of a block of rows; used for the absorbed MLA query). */
+void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const float *x, int n, size_t x_stride,
+                            float *y, size_t y_stride, float *row_scratch);
+
+/* A view of rows [row0, row0 + n) of w. */
+weight weight_rows(const weight *w, int64_t row0, int64_t n);
+
+#endif

@@ -1,0 +1,580 @@
+/* model.c — GLM4-MoE-Lite / DeepSeek-V2/V3: weight binding, the forward pass
+ * (absorbed MLA over a latent KV cache, dense or MoE feed-forward) and
+ * sessions. Reads like SPEC §5; shapes are in the comments. */
+#include "glm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "kernels.h"
+#include "linear.h"
+#include "router.h"
+#include "safetensors.h"
+#include "threads.h"
+#include "weights.h"
+
+#define UBATCH 64   /* tokens per forward chunk: bounds the scratch memory */
+
+typedef struct {
+    const float *attn_norm;       /* [D] */
+    /* query: q_a -> norm -> q_b, or one q_proj when q_lora_rank is 0 */
+    weight q_a;                   /* [Rq, D] */
+    const float *q_a_norm;        /* [Rq] */
+    weight q_b;                   /* [H*(dn+dr), Rq] */
+    weight q_proj;                /* [H*(dn+dr), D] */
+    weight kv_a;                  /* [Rkv+dr, D]: latent rows, then the shared rope key */
+    const float *kv_a_norm;       /* [Rkv] */
+    weight kv_b;                  /* [H*(dn+dv), Rkv]: per head W_UK rows then W_UV rows */
+    weight o_proj;                /* [D, H*dv] */
+    const float *ffn_norm;        /* [D] */
+    int dense;
+    weight gate, up, down;        /* dense: [F, D], [F, D], [D, F] */
+    weight router;                /* [E, D] */
+    const float *router_bias;     /* [E] or NULL */
+    weight *exp_gate, *exp_up, *exp_down;   /* [E] each: [Fe, D], [Fe, D], [D, Fe] */
+    int has_shared;
+    weight sh_gate, sh_up, sh_down;         /* [Fs, D], [Fs, D], [D, Fs], Fs = Fe * n_shared */
+} layer;
+
+struct glm_model {
+    glm_config cfg;
+    weights_file *wf;
+    weight embed;                 /* [V, D] */
+    const float *final_norm;      /* [D] */
+    weight lm_head;               /* [V, D] (the embedding when tied) */
+    layer *layers;
+    thread_pool *pool;
+    double *inv_freq;             /* [dr/2] */
+};
+
+struct glm_session {
+    glm_model *m;
+    int n_ctx, n_past;
+    int naive_attention;
+    float *kv;                    /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
+    /* scratch, sized once (no allocation per token) */
+    float *x, *xn;                /* [UB][D] */
+    float *cq;                    /* [UB][Rq] */
+    float *q;                     /* [UB][H*(dn+dr)] */
+    float *kva;                   /* [UB][Rkv+dr] */
+    float *qa;                    /* [UB][H][Rkv+dr]: absorbed query per head */
+    float *olat;                  /* [UB][H][Rkv] */
+    float *o;                     /* [UB][H*dv] */
+    float *proj;                  /* [UB][D] */
+    float *cos_t, *sin_t;         /* [UB][dr/2] */
+    float *ff_g, *ff_u;           /* [UB][Fmax] */
+    float *router_logits;         /* [UB][E] */
+    int *sel;                     /* [UB][K] */
+    float *sel_w;                 /* [UB][K] */
+    float *gather;                /* [UB][D] */
+    int *gather_tok;              /* [UB] (token*K + slot) */
+    float *expert_out;            /* [UB][D] */
+    float *slot_out;              /* [UB][K][D] */
+    float *logits_tmp;            /* [V] */
+    float *thread_scratch;        /* [threads][scratch_stride] */
+    size_t scratch_stride;
+    float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
+    float *naive_score;           /* naive attention only: [n_ctx] */
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static int bind_layer(glm_model *m, int i, char *err, size_t errlen) {
+    const glm_config *c = &m->cfg;
+    layer *L = &m->layers[i];
+    weights_file *wf = m->wf;
+    int D = c->hidden_size, H = c->num_attention_heads;
+    int dqk = c->qk_head_dim, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    char p[256];
+#define NAME(...) (snprintf(p, sizeof p, __VA_ARGS__), p)
+    if (weights_vector(wf, NAME("model.layers.%d.input_layernorm.weight", i), D, &L->attn_norm, err, errlen)) return -1;
+    if (c->q_lora_rank > 0) {
+        if (weights_linear(wf, NAME("model.layers.%d.self_attn.q_a_proj", i), c->q_lora_rank, D, &L->q_a, err, errlen) ||
+            weights_vector(wf, NAME("model.layers.%d.self_attn.q_a_layernorm.weight", i), c->q_lora_rank, &L->q_a_norm, err, errlen) ||
+            weights_linear(wf, NAME("model.layers.%d.self_attn.q_b_proj", i), (int64_t)H * dqk, c->q_lora_rank, &L->q_b, err, errlen))
+            return -1;
+    } else if (weights_linear(wf, NAME("model.layers.%d.self_attn.q_proj", i), (int64_t)H * dqk, D, &L->q_proj, err, errlen)) {
+        return -1;
+    }
+    if (weights_linear(wf, NAME("model.layers.%d.self_attn.kv_a_proj_with_mqa", i), R + dr, D, &L->kv_a, err, errlen) ||
+        weights_vector(wf, NAME("model.layers.%d.self_attn.kv_a_layernorm.weight", i), R, &L->kv_a_norm, err, errlen) ||
+        weights_linear(wf, NAME("model.layers.%d.self_attn.kv_b_proj", i), (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim), R,
+                       &L->kv_b, err, errlen) ||
+        weights_linear(wf, NAME("model.layers.%d.self_attn.o_proj", i), D, (int64_t)H * c->v_head_dim, &L->o_proj, err, errlen) ||
+        weights_vector(wf, NAME("model.layers.%d.post_attention_layernorm.weight", i), D, &L->ffn_norm, err, errlen))
+        return -1;
+    L->dense = c->layer_is_dense[i];
+    if (L->dense) {
+        int F = c->intermediate_size;
+        return weights_linear(wf, NAME("model.layers.%d.mlp.gate_proj", i), F, D, &L->gate, err, errlen) ||
+                       weights_linear(wf, NAME("model.layers.%d.mlp.up_proj", i), F, D, &L->up, err, errlen) ||
+                       weights_linear(wf, NAME("model.layers.%d.mlp.down_proj", i), D, F, &L->down, err, errlen)
+                   ? -1 : 0;
+    }
+    int E = c->n_routed_experts, Fe = c->moe_intermediate_size;
+    if (weights_linear(wf, NAME("model.layers.%d.mlp.gate", i), E, D, &L->router, err, errlen)) return -1;
+    L->router_bias = NULL;
+    if (weights_has(wf, NAME("model.layers.%d.mlp.gate.e_score_correction_bias", i))) {
+        if (weights_vector(wf, p, E, &L->router_bias, err, errlen)) return -1;
+    } else if (c->topk_method == TOPK_NOAUX_TC) {
+        snprintf(err, errlen, "missing tensor 'model.layers.%d.mlp.gate.e_score_correction_bias' (needed by topk_method noaux_tc)", i);
+        return -1;
+    }
+    L->exp_gate = calloc((size_t)E * 3, sizeof(weight));
+    if (!L->exp_gate) { snprintf(err, errlen, "out of memory"); return -1; }
+    L->exp_up = L->exp_gate + E;
+    L->exp_down = L->exp_gate + 2 * E;
+    if (weights_experts(wf, i, "gate_proj", E, Fe, D, L->exp_gate, err, errlen) ||
+        weights_experts(wf, i, "up_proj", E, Fe, D, L->exp_up, err, errlen) ||
+        weights_experts(wf, i, "down_proj", E, D, Fe, L->exp_down, err, errlen))
+        return -1;
+    L->has_shared = c->n_shared_experts > 0;
+    if (L->has_shared) {
+        int Fs = Fe * c->n_shared_experts;
+        if (weights_linear(wf, NAME("model.layers.%d.mlp.shared_experts.gate_proj", i), Fs, D, &L->sh_gate, err, errlen) ||
+            weights_linear(wf, NAME("model.layers.%d.mlp.shared_experts.up_proj", i), Fs, D, &L->sh_up, err, errlen) ||
+            weights_linear(wf, NAME("model.layers.%d.mlp.shared_experts.down_proj", i), D, Fs, &L->sh_down, err, errlen))
+            return -1;
+    }
+#undef NAME
+    return 0;
+}
+
+/* config.json or generation_config.json; NULL if absent or unreadable. */
+static char *read_text(const char *path, size_t *len) {
+    buf b = {0};
+    if (buf_read_file(&b, path, 16u << 20) != 0) { buf_free(&b); return NULL; }
+    *len = b.len;
+    return buf_detach(&b);
+}
+
+glm_model *glm_model_load(const char *dir, const glm_load_options *opt, char *err, size_t errlen) {
+    char path[4096];
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = read_text(path, &len);
+    if (!text) {
+        snprintf(err, errlen, "%s: cannot read (is this a model directory?)", path);
+        return NULL;
+    }
+    glm_model *m = calloc(1, sizeof *m);
+    if (!m) { free(text); snprintf(err, errlen, "out of memory"); return NULL; }
+    int rc = config_parse(text, len, &m->cfg, err, errlen);
+    free(text);
+    if (rc) { free(m); return NULL; }
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    if ((text = read_text(path, &len))) {
+        rc = config_merge_generation(text, len, &m->cfg, err, errlen);
+        free(text);
+        if (rc) { free(m); return NULL; }
+    }
+    const glm_config *c = &m->cfg;
+    m->wf = weights_open(dir, err, errlen);
+    if (!m->wf) { free(m); return NULL; }
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
+    m->inv_freq = calloc((size_t)c->qk_rope_head_dim / 2, sizeof *m->inv_freq);
+    if (!m->layers || !m->inv_freq) { snprintf(err, errlen, "out of memory"); glm_model_free(m); return NULL; }
+    config_rope_inv_freq(c, m->inv_freq);
+    if (weights_linear(m->wf, "model.embed_tokens", c->vocab_size, c->hidden_size, &m->embed, err, errlen) ||
+        weights_vector(m->wf, "model.norm.weight", c->hidden_size, &m->final_norm, err, errlen)) {
+        glm_model_free(m);
+        return NULL;
+    }
+    if (c->tie_word_embeddings) m->lm_head = m->embed;
+    else if (weights_linear(m->wf, "lm_head", c->vocab_size, c->hidden_size, &m->lm_head, err, errlen)) {
+        glm_model_free(m);
+        return NULL;
+    }
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        if (bind_layer(m, i, err, errlen)) { glm_model_free(m); return NULL; }
+    int threads = opt && opt->n_threads > 0 ? opt->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    m->pool = pool_new(threads);
+    if (!m->pool) { snprintf(err, errlen, "cannot start %d threads", threads); glm_model_free(m); return NULL; }
+    return m;
+}
+
+void glm_model_free(glm_model *m) {
+    if (!m) return;
+    if (m->layers)
+        for (int i = 0; i < m->cfg.num_hidden_layers; i++) free(m->layers[i].exp_gate);
+    free(m->layers);
+    free(m->inv_freq);
+    if (m->pool) pool_free(m->pool);
+    weights_close(m->wf);
+    free(m);
+}
+
+const glm_config *glm_model_config(const glm_model *m) { return &m->cfg; }
+int glm_model_threads(const glm_model *m) { return pool_size(m->pool); }
+
+static void add_bytes(glm_model_stats *st, const weight *w, int active) {
+    size_t b = weight_bytes(w);
+    st->weight_bytes += b;
+    if ((unsigned)w->format < 8) st->bytes_by_format[w->format] += b;
+    if (active) st->active_weight_bytes += b;
+}
+
+void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
+    memset(st, 0, sizeof *st);
+    const glm_config *c = &m->cfg;
+    add_bytes(st, &m->embed, 0);
+    st->active_weight_bytes += (size_t)(weight_bytes(&m->embed) / (size_t)c->vocab_size);   /* one row */
+    if (!c->tie_word_embeddings) add_bytes(st, &m->lm_head, 1);
+    else st->active_weight_bytes += weight_bytes(&m->lm_head);
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        const layer *L = &m->layers[i];
+        const weight *attn[] = {&L->q_a, &L->q_b, &L->q_proj, &L->kv_a, &L->kv_b, &L->o_proj};
+        for (int k = 0; k < 6; k++) if (attn[k]->data) add_bytes(st, attn[k], 1);
+        if (L->dense) {
+            add_bytes(st, &L->gate, 1); add_bytes(st, &L->up, 1); add_bytes(st, &L->down, 1);
+            continue;
+        }
+        add_bytes(st, &L->router, 1);
+        size_t per_expert = 0;
+        for (int e = 0; e < c->n_routed_experts; e++) {
+            add_bytes(st, &L->exp_gate[e], 0); add_bytes(st, &L->exp_up[e], 0); add_bytes(st, &L->exp_down[e], 0);
+            per_expert = weight_bytes(&L->exp_gate[e]) + weight_bytes(&L->exp_up[e]) + weight_bytes(&L->exp_down[e]);
+        }
+        st->active_weight_bytes += per_expert * (size_t)c->num_experts_per_tok;
+        if (L->has_shared) { add_bytes(st, &L->sh_gate, 1); add_bytes(st, &L->sh_up, 1); add_bytes(st, &L->sh_down, 1); }
+    }
+    st->kv_bytes_per_token = (size_t)c->num_hidden_layers * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);
+}
+
+/* --------------------------------------------------------------- sessions */
+
+static void *zalloc(size_t n, int *fail) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) *fail = 1;
+    return p;
+}
+
+glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {
+    const glm_config *c = &m->cfg;
+    glm_session *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    s->m = m;
+    s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
+    s->naive_attention = opt ? opt->naive_attention : 0;
+    int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int dn = c->qk_nope_head_dim, dv = c->v_head_dim, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    size_t kvw = (size_t)(R + dr);
+    size_t Fmax = (size_t)c->intermediate_size;
+    if ((size_t)c->moe_intermediate_size * (size_t)(c->n_shared_experts > 1 ? c->n_shared_experts : 1) > Fmax)
+        Fmax = (size_t)c->moe_intermediate_size * (size_t)(c->n_shared_experts > 1 ? c->n_shared_experts : 1);
+    size_t UB = UBATCH, F = sizeof(float);
+    int fail = 0;
+    s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * F, &fail);
+    s->x = zalloc(UB * D * F, &fail);
+    s->xn = zalloc(UB * D * F, &fail);
+    s->cq = zalloc(UB * (size_t)(c->q_lora_rank ? c->q_lora_rank : 1) * F, &fail);
+    s->q = zalloc(UB * H * (size_t)c->qk_head_dim * F, &fail);
+    s->kva = zalloc(UB * kvw * F, &fail);
+    s->qa = zalloc(UB * H * kvw * F, &fail);
+    s->olat = zalloc(UB * H * (size_t)R * F, &fail);
+    s->o = zalloc(UB * H * (size_t)dv * F, &fail);
+    s->proj = zalloc(UB * D * F, &fail);
+    s->cos_t = zalloc(UB * (size_t)dr / 2 * F, &fail);
+    s->sin_t = zalloc(UB * (size_t)dr / 2 * F, &fail);
+    s->ff_g = zalloc(UB * Fmax * F, &fail);
+    s->ff_u = zalloc(UB * Fmax * F, &fail);
+    s->router_logits = zalloc(UB * (size_t)(E ? E : 1) * 2 * F, &fail);
+    s->sel = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
+    s->sel_w = zalloc(UB * (size_t)(K ? K : 1) * F, &fail);
+    s->gather = zalloc(UB * D * F, &fail);
+    s->gather_tok = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
+    s->expert_out = zalloc(UB * D * F, &fail);
+    s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
+    s->logits_tmp = zalloc((size_t)c->vocab_size * F, &fail);
+    /* per thread: one widened weight row, or one row of attention scores */
+    size_t widest = (size_t)D;
+    size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim, (size_t)s->n_ctx,
+                      (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
+    for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
+    s->scratch_stride = (widest + 15) & ~(size_t)15;
+    s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
+    if (s->naive_attention) {
+        s->naive_k = zalloc((size_t)s->n_ctx * H * dn * F, &fail);
+        s->naive_v = zalloc((size_t)s->n_ctx * H * dv * F, &fail);
+        s->naive_score = zalloc((size_t)s->n_ctx * F, &fail);
+    }
+    if (fail) {
+        snprintf(err, errlen, "out of memory allocating a session of %d tokens", s->n_ctx);
+        glm_session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void glm_session_free(glm_session *s) {
+    if (!s) return;
+    void *ps[] = {s->kv, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
+                  s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
+                  s->slot_out, s->logits_tmp, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
+    free(s);
+}
+
+int glm_session_n_ctx(const glm_session *s) { return s->n_ctx; }
+int glm_session_n_past(const glm_session *s) { return s->n_past; }
+void glm_session_truncate(glm_session *s, int n) {
+    if (n >= 0 && n < s->n_past) s->n_past = n;
+}
+
+/* ---------------------------------------------------------- forward pass */
+
+static void lin(glm_session *s, const weight *w, const float *x, int n, size_t xs, float *y, size_t ys) {
+    linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride);
+}
+
+/* Attention for one (token, head) pair over the latent cache (SPEC §5.5):
+ * score(s) = scale * ([q_lat | q_pe] . [c_kv(s) | k_pe(s)]), value = c_kv(s). */
+typedef struct {
+    glm_session *s;
+    const float *cache;   /* this layer's [n_ctx][R+dr] */
+    int T, pos0;
+} attn_job;
+
+static void attn_task(void *ctx, int task, int thread) {
+    attn_job *j = ctx;
+    glm_session *s = j->s;
+    const glm_config *c = &s->m->cfg;
+    const kernel_table *k = kernels_active();
+    int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
+    int t = task / H, h = task % H;
+    int n_keys = j->pos0 + t + 1;   /* causal: keys 0..pos */
+    const float *qv = s->qa + ((size_t)t * H + h) * kvw;
+    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;
+    for (int p = 0; p < n_keys; p++) score[p] = c->softmax_scale * k->dot_f32(qv, j->cache + (size_t)p * kvw, kvw);
+    softmax_inplace(score, n_keys);
+    float *ol = s->olat + ((size_t)t * H + h) * R;
+    memset(ol, 0, (size_t)R * sizeof *ol);
+    for (int p = 0; p < n_keys; p++) k->axpy(score[p], j->cache + (size_t)p * kvw, ol, R);
+}
+
+/* The non-absorbed reference (tests): expand per-head keys and values from
+ * every cached latent with kv_b, then ordinary attention per head. */
+static void attention_naive(glm_session *s, const layer *L, const float *cache, int T, int pos0) {
+    const glm_config *c = &s->m->cfg;
+    const kernel_table *k = kernels_reference();
+    int H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim, kvw = R + dr;
+    int dn = c->qk_nope_head_dim, dv = c->v_head_dim, dqk = c->qk_head_dim;
+    int n_keys = pos0 + T;
+    float *row = s->thread_scratch;
+    for (int p = 0; p < n_keys; p++)
+        for (int h = 0; h < H; h++) {
+            weight wk = weight_rows(&L->kv_b, (int64_t)h * (dn + dv), dn);
+            weight wv = weight_rows(&L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+            linear_rows(&wk, 0, dn, cache + (size_t)p * kvw, 1, 0, s->naive_k + ((size_t)p * H + h) * dn, 0, row);
+            linear_rows(&wv, 0, dv, cache + (size_t)p * kvw, 1, 0, s->naive_v + ((size_t)p * H + h) * dv, 0, row);
+        }
+    float *score = s->naive_score;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const float *q = s->q + ((size_t)t * H + h) * dqk;
+            int nk = pos0 + t + 1;
+            for (int p = 0; p < nk; p++)
+                score[p] = c->softmax_scale * (k->dot_f32(q, s->naive_k + ((size_t)p * H + h) * dn, dn) +
+                                               k->dot_f32(q + dn, cache + (size_t)p * kvw + R, dr));
+            softmax_inplace(score, nk);
+            float *o = s->o + ((size_t)t * H + h) * dv;
+            memset(o, 0, (size_t)dv * sizeof *o);
+            for (int p = 0; p < nk; p++) k->axpy(score[p], s->naive_v + ((size_t)p * H + h) * dv, o, dv);
+        }
+}
+
+/* Per-head absorbed query and output projections, parallel over heads. */
+typedef struct {
+    glm_session *s;
+    const layer *L;
+    int T;
+} head_job;
+
+static void absorb_query_task(void *ctx, int h, int thread) {
+    head_job *j = ctx;
+    glm_session *s = j->s;
+    const glm_config *c = &s->m->cfg;
+    int H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim, kvw = R + dr;
+    int dn = c->qk_nope_head_dim, dv = c->v_head_dim, dqk = c->qk_head_dim;
+    float *row = s->thread_scratch + (size_t)thread * s->scratch_stride;
+    for (int t = 0; t < j->T; t++) {
+        float *qa = s->qa + ((size_t)t * H + h) * kvw;
+        memset(qa, 0, (size_t)R * sizeof *qa);
+        memcpy(qa + R, s->q + ((size_t)t * H + h) * dqk + dn, (size_t)dr * sizeof *qa);
+    }
+    /* q_lat_h = W_UK_h^T q_nope_h, W_UK_h = rows [h*(dn+dv), +dn) of kv_b */
+    linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
+                           s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
+}
+
+static void absorb_output_task(void *ctx, int h, int thread) {
+    head_job *j = ctx;
+    glm_session *s = j->s;
+    const glm_config *c = &s->m->cfg;
+    int H = c->num_attention_heads, R = c->kv_lora_rank, dn = c->qk_nope_head_dim, dv = c->v_head_dim;
+    float *row = s->thread_scratch + (size_t)thread * s->scratch_stride;
+    /* o_h = W_UV_h o_lat_h, W_UV_h = rows [h*(dn+dv)+dn, +dv) of kv_b */
+    weight wv = weight_rows(&j->L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+    linear_rows(&wv, 0, dv, s->olat + (size_t)h * R, j->T, (size_t)H * R, s->o + (size_t)h * dv, (size_t)H * dv, row);
+}
+
+static void attention_block(glm_session *s, const layer *L, int li, int T, int pos0) {
+    const glm_config *c = &s->m->cfg;
+    int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim, kvw = R + dr;
+    int dqk = c->qk_head_dim, dn = c->qk_nope_head_dim, half = dr / 2;
+    for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, L->attn_norm, D, c->rms_norm_eps);
+    /* query */
+    if (c->q_lora_rank > 0) {
+        int Rq = c->q_lora_rank;
+        lin(s, &L->q_a, s->xn, T, D, s->cq, Rq);
+        for (int t = 0; t < T; t++) rmsnorm(s->cq + (size_t)t * Rq, s->cq + (size_t)t * Rq, L->q_a_norm, Rq, c->latent_norm_eps);
+        lin(s, &L->q_b, s->cq, T, Rq, s->q, (size_t)H * dqk);
+    } else {
+        lin(s, &L->q_proj, s->xn, T, D, s->q, (size_t)H * dqk);
+    }
+    /* latent + shared rope key, appended to the cache */
+    lin(s, &L->kv_a, s->xn, T, D, s->kva, kvw);
+    float *cache = s->kv + (size_t)li * s->n_ctx * kvw;
+    for (int t = 0; t < T; t++) {
+        const float *z = s->kva + (size_t)t * kvw;
+        float *dst = cache + (size_t)(pos0 + t) * kvw;
+        rmsnorm(dst, z, L->kv_a_norm, R, c->latent_norm_eps);
+        memcpy(dst + R, z + R, (size_t)dr * sizeof *dst);
+        const float *ct = s->cos_t + (size_t)t * half, *st = s->sin_t + (size_t)t * half;
+        rope_apply(dst + R, dr, ct, st, c->rope_interleave);
+        for (int h = 0; h < H; h++) rope_apply(s->q + ((size_t)t * H + h) * dqk + dn, dr, ct, st, c->rope_interleave);
+    }
+    if (s->naive_attention) {
+        attention_naive(s, L, cache, T, pos0);
+    } else {
+        head_job hj = {s, L, T};
+        pool_run(s->m->pool, absorb_query_task, &hj, H);
+        attn_job aj = {s, cache, T, pos0};
+        pool_run(s->m->pool, attn_task, &aj, T * H);
+        pool_run(s->m->pool, absorb_output_task, &hj, H);
+    }
+    lin(s, &L->o_proj, s->o, T, (size_t)H * c->v_head_dim, s->proj, D);
+    for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->proj[i];
+}
+
+/* SwiGLU: out[n][D] = down(silu(gate x) * up x) */
+static void swiglu(glm_session *s, const weight *g, const weight *u, const weight *d, const float *x, int n, float *out) {
+    int D = s->m->cfg.hidden_size;
+    int64_t F = g->rows;
+    lin(s, g, x, n, D, s->ff_g, F);
+    lin(s, u, x, n, D, s->ff_u, F);
+    for (size_t i = 0; i < (size_t)n * F; i++) s->ff_g[i] = silu(s->ff_g[i]) * s->ff_u[i];
+    lin(s, d, s->ff_g, n, F, out, D);
+}
+
+static void moe_block(glm_session *s, const layer *L, int T) {
+    const glm_config *c = &s->m->cfg;
+    int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    lin(s, &L->router, s->xn, T, D, s->router_logits, E);
+    float *route_scratch = s->router_logits + (size_t)UBATCH * E;
+    for (int t = 0; t < T; t++)
+        route_token(c, s->router_logits + (size_t)t * E, L->router_bias, s->sel + t * K, s->sel_w + t * K, route_scratch);
+    /* Tokens grouped by expert: each chosen expert's weights are read once per chunk. */
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < K; j++)
+                if (s->sel[t * K + j] == e) {
+                    memcpy(s->gather + (size_t)n * D, s->xn + (size_t)t * D, (size_t)D * sizeof(float));
+                    s->gather_tok[n++] = t * K + j;
+                }
+        if (!n) continue;
+        swiglu(s, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], s->gather, n, s->expert_out);
+        for (int i = 0; i < n; i++) {
+            float w = s->sel_w[s->gather_tok[i]];
+            float *dst = s->slot_out + (size_t)s->gather_tok[i] * D;
+            const float *src = s->expert_out + (size_t)i * D;
+            for (int d = 0; d < D; d++) dst[d] = w * src[d];
+        }
+    }
+    if (L->has_shared) swiglu(s, &L->sh_gate, &L->sh_up, &L->sh_down, s->xn, T, s->proj);
+    /* summed in slot order, then the (unscaled) shared expert: the same order for any chunking */
+    for (int t = 0; t < T; t++) {
+        float *x = s->x + (size_t)t * D;
+        for (int d = 0; d < D; d++) {
+            float acc = 0;
+            for (int j = 0; j < K; j++) acc += s->slot_out[((size_t)t * K + j) * D + d];
+            if (L->has_shared) acc += s->proj[(size_t)t * D + d];
+            x[d] += acc;
+        }
+    }
+}
+
+static void ffn_block(glm_session *s, const layer *L, int T) {
+    const glm_config *c = &s->m->cfg;
+    int D = c->hidden_size;
+    for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, L->ffn_norm, D, c->rms_norm_eps);
+    if (L->dense) {
+        swiglu(s, &L->gate, &L->up, &L->down, s->xn, T, s->proj);
+        for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->proj[i];
+    } else {
+        moe_block(s, L, T);
+    }
+}
+
+static void rope_tables(glm_session *s, int T, int pos0) {
+    const glm_config *c = &s->m->cfg;
+    int half = c->qk_rope_head_dim / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)(pos0 + t) * s->m->inv_freq[i];
+            s->cos_t[t * half + i] = (float)(cos(a) * c->rope_attention_factor);
+            s->sin_t[t * half + i] = (float)(sin(a) * c->rope_attention_factor);
+        }
+}
+
+/* One chunk of at most UBATCH tokens. logits: NULL, [V] for the last token,
+ * or [T][V]. */
+static void forward_chunk(glm_session *s, const int32_t *tokens, int T, float *logits, int all_logits) {
+    const glm_model *m = s->m;
+    const glm_config *c = &m->cfg;
+    int D = c->hidden_size, V = c->vocab_size;
+    int pos0 = s->n_past;
+    for (int t = 0; t < T; t++) weight_row_f32(&m->embed, tokens[t], s->x + (size_t)t * D);
+    rope_tables(s, T, pos0);
+    for (int li = 0; li < c->num_hidden_layers; li++) {
+        attention_block(s, &m->layers[li], li, T, pos0);
+        ffn_block(s, &m->layers[li], T);
+    }
+    s->n_past += T;
+    if (!logits) return;
+    int first = all_logits ? 0 : T - 1;
+    for (int t = first; t < T; t++) rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, m->final_norm, D, c->rms_norm_eps);
+    lin(s, &m->lm_head, s->xn + (size_t)first * D, T - first, D, logits, V);
+}
+
+int glm_forward(glm_session *s, const int32_t *tokens, int n, float *logits, int all_logits, char *err, size_t errlen) {
+    const glm_config *c = &s->m->cfg;
+    if (n <= 0) {
+        snprintf(err, errlen, "no tokens to process");
+        return -1;
+    }
+    if (n > s->n_ctx - s->n_past) {
+        snprintf(err, errlen, "context full: %d cached + %d new tokens exceed the context of %d", s->n_past, n, s->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i, c->vocab_size - 1);
+            return -1;
+        }
+    for (int i = 0; i < n; i += UBATCH) {
+        int T = n - i < UBATCH ? n - i : UBATCH;
+        int last = i + T == n;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (size_t)i * c->vocab_size;
+        else if (logits && last) out = logits;
+        forward_chunk(s, tokens + i, T, out, all_logits);
+    }
+    return 0;
+}

@@ -1,0 +1,105 @@
+/* test_kernels.c — every fast kernel against the scalar reference on random
+ * data, and the thread pool. */
+#include <stdlib.h>
+
+#include "kernels.h"
+#include "linear.h"
+#include "tensor.h"
+#include "test.h"
+#include "threads.h"
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+}
+
+TEST(kernels_avx2_match_reference) {
+    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
+    if (!fast) SKIP("CPU has no AVX2/FMA");
+    unsigned seed = 1;
+    int sizes[] = {1, 7, 8, 31, 32, 33, 100, 1000, 4099};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        int n = sizes[k];
+        float *w = malloc(n * sizeof *w), *x = malloc(n * sizeof *x), *y1 = malloc(n * sizeof *y1), *y2 = malloc(n * sizeof *y2);
+        uint16_t *wb = malloc(n * sizeof *wb), *wh = malloc(n * sizeof *wh);
+        for (int i = 0; i < n; i++) {
+            w[i] = frand(&seed);
+            x[i] = frand(&seed);
+            wb[i] = f32_to_bf16(w[i]);
+            wh[i] = f32_to_f16(w[i]);
+            y1[i] = y2[i] = frand(&seed);
+        }
+        double scale = sqrt((double)n);   /* |dot| of n random +-1 terms grows like sqrt(n) */
+        CHECKF(fabs(fast->dot_f32(w, x, n) - ref->dot_f32(w, x, n)) < 1e-5 * scale, "dot_f32 n=%d", n);
+        CHECKF(fabs(fast->dot_bf16(wb, x, n) - ref->dot_bf16(wb, x, n)) < 1e-5 * scale, "dot_bf16 n=%d", n);
+        CHECKF(fabs(fast->dot_f16(wh, x, n) - ref->dot_f16(wh, x, n)) < 1e-5 * scale, "dot_f16 n=%d", n);
+        ref->axpy(0.37f, x, y1, n);
+        fast->axpy(0.37f, x, y2, n);
+        for (int i = 0; i < n; i++) CHECKF(fabsf(y1[i] - y2[i]) < 1e-6f, "axpy n=%d i=%d", n, i);
+        ref->bf16_to_f32(wb, y1, n);
+        fast->bf16_to_f32(wb, y2, n);
+        CHECK(memcmp(y1, y2, n * sizeof *y1) == 0);
+        ref->f16_to_f32(wh, y1, n);
+        fast->f16_to_f32(wh, y2, n);
+        CHECK(memcmp(y1, y2, n * sizeof *y1) == 0);
+        free(w); free(x); free(y1); free(y2); free(wb); free(wh);
+    }
+}
+
+TEST(kernels_rope_pairings) {
+    /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
+    float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 4};
+    rope_apply(a, 4, c, s, 1);
+    rope_apply(b, 4, c, s, 0);
+    float ea[4] = {-2, 1, 3, 4}, eb[4] = {-3, 2, 1, 4};
+    CHECK(memcmp(a, ea, sizeof a) == 0);
+    CHECK(memcmp(b, eb, sizeof b) == 0);
+}
+
+TEST(kernels_linear_threads_and_batches_agree) {
+    unsigned seed = 5;
+    int rows = 203, cols = 77, n = 5;
+    uint16_t *wd = malloc((size_t)rows * cols * 2);
+    for (int i = 0; i < rows * cols; i++) wd[i] = f32_to_bf16(frand(&seed));
+    weight w = {0};
+    w.format = WF_BF16;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = (const uint8_t *)wd;
+    w.row_stride = (size_t)cols * 2;
+    w.global_scale = 1;
+    float *x = malloc((size_t)n * cols * 4), *y1 = calloc((size_t)n * rows, 4), *y2 = calloc((size_t)n * rows, 4);
+    float *y3 = calloc(rows, 4), *scratch = malloc(2 * 128 * 4);
+    for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
+    thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
+    linear(p1, &w, x, n, cols, y1, rows, scratch, 128);
+    linear(p2, &w, x, n, cols, y2, rows, scratch, 128);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    linear(p2, &w, x + 2 * cols, 1, cols, y3, rows, scratch, 128);   /* one vector: decode path */
+    CHECK(memcmp(y3, y1 + 2 * rows, (size_t)rows * 4) == 0);
+    for (int r = 0; r < rows; r++) {
+        double ref = 0;
+        for (int c = 0; c < cols; c++) ref += (double)bf16_to_f32(wd[r * cols + c]) * x[2 * cols + c];
+        CHECKF(fabs(ref - y3[r]) < 1e-4, "row %d: %g vs %g", r, y3[r], ref);
+    }
+    pool_free(p1);
+    pool_free(p2);
+    free(wd); free(x); free(y1); free(y2); free(y3); free(scratch);
+}
+
+typedef struct { int *hits; } pool_ctx;
+static void count_task(void *ctx, int task, int thread) {
+    (void)thread;
+    __atomic_fetch_add(&((pool_ctx *)ctx)->hits[task], 1, __ATOMIC_RELAXED);
+}
+
+TEST(threads_pool_runs_every_task_once) {
+    thread_pool *p = pool_new(3);
+    REQUIRE(p);
+    int hits[1000] = {0};
+    pool_ctx c = {hits};
+    for (int round = 0; round < 200; round++) pool_run(p, count_task, &c, 1000);
+    for (int i = 0; i < 1000; i++) CHECKF(hits[i] == 200, "task %d ran %d times", i, hits[i]);
+    pool_free(p);
+}
