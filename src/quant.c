@@ -418,6 +418,10 @@ static void affine_group(const float *w, int gs, int bits, uint8_t *codes, float
     }
     for (int j = 0; j < gs; j++) {
         float q = rintf((w[j] - bias) / scale);
+        /* Only a constant group beyond ~3e31 gets here (edge/scale overflows,
+           scale becomes 0, 0/0): w == bias, so level 0 is exact. MLX would
+           cast the NaN (undefined behaviour). */
+        if (isnan(q)) q = 0.0f;
         q = q < 0.0f ? 0.0f : q;
         q = n_bins < q ? n_bins : q;
         codes[j] = (uint8_t)q;
