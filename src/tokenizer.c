@@ -45,6 +45,7 @@ struct tokenizer {
     added_token *added; size_t n_added;
     trie trie_raw, trie_norm;                   /* added tokens matched before / after normalization */
     int pre[2]; int n_pre;                      /* regex stages in order */
+    int prefix_stage;                           /* stage whose input gets ByteLevel's add_prefix_space */
     int add_prefix_space, nfc, ignore_merges;
     int32_t unk_id;
     size_t max_tok_len;                         /* longest model vocab string */
@@ -264,6 +265,8 @@ static int load_pretok_one(tokenizer *t, const json_value *p, int *have_byte_lev
             if (t->n_pre >= 2) { seterr(err, errlen, "tokenizer.json: too many pre-tokenizer regexes"); return -1; }
             t->pre[t->n_pre++] = PRE_GPT2;
         }
+        /* HF prepends the space to each piece ByteLevel receives, before its own regex. */
+        t->prefix_stage = use_regex ? t->n_pre - 1 : t->n_pre;
         t->add_prefix_space = aps;
         *have_byte_level = 1;
         return 0;
@@ -696,7 +699,6 @@ typedef struct {
     int match_special;
     idvec out;
     bpe_scratch bs;
-    buf pref;
     cache_slot *cache;
     tokenizer_piece_fn piece_fn;   /* tokenizer_pieces: report pieces instead of running BPE */
     void *piece_ctx;
@@ -704,10 +706,6 @@ typedef struct {
 
 static void encode_pretoken(enc_ctx *c, const char *p, size_t n) {
     if (!n) return;
-    if (c->t->add_prefix_space && p[0] != ' ') {
-        buf_clear(&c->pref); buf_putc(&c->pref, ' '); buf_append(&c->pref, p, n);
-        p = c->pref.data; n = c->pref.len;
-    }
     if (c->piece_fn) { c->piece_fn(c->piece_ctx, p, n, -1); return; }
     if (n == 1 && c->t->byte_id[(unsigned char)p[0]] >= 0) { ids_push(&c->out, c->t->byte_id[(unsigned char)p[0]]); return; }
     cache_slot *slot = NULL;
@@ -738,9 +736,25 @@ static void cb_reserve(cpbuf *b, size_t n) {
     b->off = xrealloc(b->off, b->cap * sizeof *b->off);
 }
 
-/* Splits valid UTF-8 text with regex stage `stage` and passes each piece on. */
+/* pretokenize applies ByteLevel's add_prefix_space at the stage where HF
+ * does; run_stage splits valid UTF-8 text with regex stage `stage` and passes
+ * each piece on to the next stage (or BPE). */
+static void run_stage(enc_ctx *c, const char *p, size_t n, int stage);
+
 static void pretokenize(enc_ctx *c, const char *p, size_t n, int stage) {
     if (!n) return;
+    if (stage == c->t->prefix_stage && c->t->add_prefix_space && p[0] != ' ') {
+        buf pb = {0};
+        buf_putc(&pb, ' ');
+        buf_append(&pb, p, n);
+        run_stage(c, pb.data, pb.len, stage);
+        buf_free(&pb);
+        return;
+    }
+    run_stage(c, p, n, stage);
+}
+
+static void run_stage(enc_ctx *c, const char *p, size_t n, int stage) {
     if (stage >= c->t->n_pre) { encode_pretoken(c, p, n); return; }
     /* A private array: the next stage recurses with its own. */
     cpbuf b = {0};
@@ -860,7 +874,6 @@ static int run_encode(const tokenizer *t, const char *text, size_t len, int matc
     if (len > 4096) c.cache = calloc(CACHE_SLOTS, sizeof *c.cache);
     split_added(&c, &t->trie_raw, text ? text : "", len, stage_normalize);
     buf_free(&lossy);
-    buf_free(&c.pref);
     free(c.cache);
     free(c.bs.sym); free(c.bs.prev); free(c.bs.next); free(c.bs.heap);
     *ids = c.out.v;

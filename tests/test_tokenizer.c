@@ -227,7 +227,11 @@ static int oracle_ready(char *dir, size_t dirlen) {
     return state == 1;
 }
 
-static void compare_with_oracle(const char *name, const char *json_path, int nfc) {
+/* nfc: 1 when the tokenizer normalizes (decode gives NFC text), -1 to skip
+ * the round-trip check (add_prefix_space changes the text).
+ * skip_js_space: skip strings with U+0085 or U+FEFF, on which tokenizers.js's
+ * built-in ByteLevel regex uses JavaScript's \s rather than HF's White_Space. */
+static void compare_with_oracle(const char *name, const char *json_path, int nfc, int skip_js_space) {
     char dir[300], path[512];
     REQUIREF(oracle_ready(dir, sizeof dir), "node tests/node/tokenizer_oracle.mjs failed (run tools/install-deps.sh)");
     char err[256];
@@ -253,6 +257,13 @@ static void compare_with_oracle(const char *name, const char *json_path, int nfc
             size_t hl = strlen(clines[i]);
             char *raw = malloc(hl / 2 + 1);
             size_t rl = unhex(clines[i], hl, raw);
+            if (skip_js_space) {
+                buf l = {0};
+                utf8_append_lossy(&l, raw, rl);
+                int skip = l.len && (memmem(l.data, l.len, "\xC2\x85", 2) || memmem(l.data, l.len, "\xEF\xBB\xBF", 3));
+                buf_free(&l);
+                if (skip) { free(raw); continue; }
+            }
             size_t k;
             int32_t *ids = encode(t, raw, rl, mode, &k);
             buf got = {0};
@@ -266,7 +277,7 @@ static void compare_with_oracle(const char *name, const char *json_path, int nfc
             tokenizer_decode(t, ids, k, &dec);
             if (nfc) uc_nfc_append(&lossy, raw, rl);   /* Qwen normalizes; decode gives NFC text */
             else utf8_append_lossy(&lossy, raw, rl);
-            if (!same(dec.data, dec.len, lossy.data, lossy.len) && bad++ < 3)
+            if (nfc >= 0 && !same(dec.data, dec.len, lossy.data, lossy.len) && bad++ < 3)
                 test_fail(__FILE__, __LINE__, "%s: decode(encode(s)) != s for string %zu", name, i);
             buf_free(&dec); buf_free(&lossy); buf_free(&got);
             free(ids);
@@ -282,13 +293,19 @@ static void compare_with_oracle(const char *name, const char *json_path, int nfc
     tokenizer_free(t);
 }
 
-TEST(tokenizer_oracle_llama3) { compare_with_oracle("llama3", LLAMA3_JSON, 0); }
-TEST(tokenizer_oracle_qwen3) { compare_with_oracle("qwen3", QWEN3_JSON, 1); }
+TEST(tokenizer_oracle_llama3) { compare_with_oracle("llama3", LLAMA3_JSON, 0, 0); }
+TEST(tokenizer_oracle_qwen3) { compare_with_oracle("qwen3", QWEN3_JSON, 1, 0); }
 TEST(tokenizer_oracle_glm_added) {
     char dir[300], path[512];
     REQUIRE(oracle_ready(dir, sizeof dir));
     snprintf(path, sizeof path, "%s/glm_synth.json", dir);
-    compare_with_oracle("glm", path, 0);
+    compare_with_oracle("glm", path, 0, 0);
+}
+TEST(tokenizer_oracle_gpt2_bytelevel) {
+    char dir[300], path[512];
+    REQUIRE(oracle_ready(dir, sizeof dir));
+    snprintf(path, sizeof path, "%s/gpt2_synth.json", dir);
+    compare_with_oracle("gpt2", path, -1, 1);
 }
 
 /* ---- GLM-4.7-Flash's own vectors ---- */

@@ -9,7 +9,8 @@
 //   glm_synth.json      the Llama-3 vocab/merges/regex with GLM-4.7-Flash's 36
 //                       added tokens (special) instead of Llama-3's
 //   ids_<tok>_<mode>.txt  one line per corpus string: comma-separated ids
-//                       tok: llama3 | qwen3 | glm; mode: special (added tokens
+//                       tok: llama3 | qwen3 | glm | gpt2 (Llama-3's vocab with a
+//                       plain GPT-2 ByteLevel pre-tokenizer, add_prefix_space on); mode: special (added tokens
 //                       matched) | plain (special added tokens not matched:
 //                       the tokenizer is built without them, which is what HF's
 //                       encode_special_tokens does)
@@ -34,7 +35,9 @@ const glmAdded = fs.readFileSync(path.join(here, "../../../shared/data/glm-4.7-f
   .map(([id, content]) => ({ id: Number(id), content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
 if (glmAdded.length !== 36) throw new Error("expected 36 GLM added tokens");
 const glm = { ...llama3, added_tokens: glmAdded };
+const gpt2 = { ...llama3, pre_tokenizer: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true } };
 fs.writeFileSync(path.join(outdir, "glm_synth.json"), JSON.stringify(glm));
+fs.writeFileSync(path.join(outdir, "gpt2_synth.json"), JSON.stringify(gpt2));
 
 // ---- deterministic corpus ----
 let seed = 0x9e3779b9;
@@ -122,7 +125,7 @@ fs.writeFileSync(path.join(outdir, "corpus.hex"), corpus.map(hex).join("\n") + "
 
 const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 const texts = corpus.map((b) => dec.decode(b));
-for (const [name, json] of [["llama3", llama3], ["qwen3", qwen3], ["glm", glm]]) {
+for (const [name, json] of [["llama3", llama3], ["qwen3", qwen3], ["glm", glm], ["gpt2", gpt2]]) {
   for (const mode of ["special", "plain"]) {
     const j = mode === "special" ? json : { ...json, added_tokens: json.added_tokens.filter((t) => !t.special) };
     const tok = new Tokenizer(j, {});
