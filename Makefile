@@ -8,7 +8,10 @@ BASE    := -std=c11 -D_GNU_SOURCE -pthread $(WARN)
 LDLIBS  := -lm -pthread
 BUILD   ?= build
 
-SRC      := $(filter-out src/cli.c,$(wildcard src/*.c))
+# src/cli*.c are the command-line front end (main and subcommands); the rest is the engine library.
+CLI_SRC  := $(wildcard src/cli*.c)
+CLI_OBJ  := $(CLI_SRC:src/%.c=$(BUILD)/obj/%.o)
+SRC      := $(filter-out $(CLI_SRC),$(wildcard src/*.c))
 OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
@@ -42,7 +45,7 @@ $(BUILD)/obj $(BUILD)/obj/tests:
 $(BUILD)/libglm.a: $(OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-glmlite: $(BUILD)/obj/cli.o $(BUILD)/libglm.a
+glmlite: $(CLI_OBJ) $(BUILD)/libglm.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_runner: $(TEST_OBJ) $(BUILD)/libglm.a
@@ -60,7 +63,7 @@ debug:
 	    LDLIBS="-lm -pthread -fsanitize=address,undefined" build-debug/test_runner glmlite-debug
 	GLMLITE=./glmlite-debug build-debug/test_runner $(TEST)
 
-glmlite-debug: build-debug/obj/cli.o build-debug/libglm.a
+glmlite-debug: $(CLI_SRC:src/%.c=build-debug/obj/%.o) build-debug/libglm.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # libFuzzer targets: every tests/fuzz/fuzz_*.c, linked with the whole engine.

@@ -42,6 +42,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
 void glm_session_free(glm_session *s);
 int glm_session_n_ctx(const glm_session *s);
 int glm_session_n_past(const glm_session *s);           /* tokens in the cache */
+const int32_t *glm_session_tokens(const glm_session *s); /* the n_past cached token ids */
 /* Forgets cached tokens from position n on (prompt-cache reuse keeps a prefix). */
 void glm_session_truncate(glm_session *s, int n);
 

@@ -56,6 +56,7 @@ struct glm_session {
     int n_ctx, n_past;
     int naive_attention;
     float *kv;                    /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
+    int32_t *tokens;              /* [n_ctx]: the ids whose entries are cached (prompt-cache matching) */
     /* scratch, sized once (no allocation per token) */
     float *x, *xn;                /* [UB][D] */
     float *cq;                    /* [UB][Rq] */
@@ -102,8 +103,7 @@ static int bind_layer(glm_model *m, int i, char *err, size_t errlen) {
     }
     if (weights_linear(wf, NAME("model.layers.%d.self_attn.kv_a_proj_with_mqa", i), R + dr, D, &L->kv_a, err, errlen) ||
         weights_vector(wf, NAME("model.layers.%d.self_attn.kv_a_layernorm.weight", i), R, &L->kv_a_norm, err, errlen) ||
-        weights_linear(wf, NAME("model.layers.%d.self_attn.kv_b_proj", i), (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim), R,
-                       &L->kv_b, err, errlen) ||
+        weights_kv_b(wf, i, H, c->qk_nope_head_dim, c->v_head_dim, R, &L->kv_b, err, errlen) ||
         weights_linear(wf, NAME("model.layers.%d.self_attn.o_proj", i), D, (int64_t)H * c->v_head_dim, &L->o_proj, err, errlen) ||
         weights_vector(wf, NAME("model.layers.%d.post_attention_layernorm.weight", i), D, &L->ffn_norm, err, errlen))
         return -1;
@@ -270,6 +270,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     size_t UB = UBATCH, F = sizeof(float);
     int fail = 0;
     s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * F, &fail);
+    s->tokens = zalloc((size_t)s->n_ctx * sizeof *s->tokens, &fail);
     s->x = zalloc(UB * D * F, &fail);
     s->xn = zalloc(UB * D * F, &fail);
     s->cq = zalloc(UB * (size_t)(c->q_lora_rank ? c->q_lora_rank : 1) * F, &fail);
@@ -313,7 +314,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
 
 void glm_session_free(glm_session *s) {
     if (!s) return;
-    void *ps[] = {s->kv, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
+    void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
                   s->slot_out, s->logits_tmp, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
@@ -322,6 +323,7 @@ void glm_session_free(glm_session *s) {
 
 int glm_session_n_ctx(const glm_session *s) { return s->n_ctx; }
 int glm_session_n_past(const glm_session *s) { return s->n_past; }
+const int32_t *glm_session_tokens(const glm_session *s) { return s->tokens; }
 void glm_session_truncate(glm_session *s, int n) {
     if (n >= 0 && n < s->n_past) s->n_past = n;
 }
@@ -540,6 +542,7 @@ static void forward_chunk(glm_session *s, const int32_t *tokens, int T, float *l
     const glm_config *c = &m->cfg;
     int D = c->hidden_size, V = c->vocab_size;
     int pos0 = s->n_past;
+    memcpy(s->tokens + pos0, tokens, (size_t)T * sizeof *tokens);
     for (int t = 0; t < T; t++) weight_row_f32(&m->embed, tokens[t], s->x + (size_t)t * D);
     rope_tables(s, T, pos0);
     for (int li = 0; li < c->num_hidden_layers; li++) {

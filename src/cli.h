@@ -1,0 +1,13 @@
+/* cli.h — what the subcommand files of the command-line front end share. */
+#ifndef GLM_CLI_H
+#define GLM_CLI_H
+
+/* Each subcommand gets argv after the command name and returns the exit
+ * status (0 ok, 1 failure, 2 usage error). */
+int cmd_quantize(int argc, char **argv);      /* cli_quant.c */
+int cmd_perplexity(int argc, char **argv);    /* cli_quant.c */
+
+/* The model directory used when -m is not given: models/demo beside the binary. */
+const char *cli_default_model_dir(void);
+
+#endif
