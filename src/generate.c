@@ -42,7 +42,7 @@ int runtime_open(glm_runtime *rt, const char *dir, int n_threads, char *err, siz
     size_t l = strlen(rt->dir);
     while (l > 1 && rt->dir[l - 1] == '/') rt->dir[--l] = 0;
     const char *base = strrchr(rt->dir, '/');
-    snprintf(rt->name, sizeof rt->name, "%s", base ? base + 1 : rt->dir);
+    snprintf(rt->name, sizeof rt->name, "%.255s", base ? base + 1 : rt->dir);
     glm_load_options lo = {n_threads};
     rt->model = glm_model_load(dir, &lo, err, errlen);
     if (!rt->model) return -1;
