@@ -16,12 +16,13 @@ OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:tests/%.c=$(BUILD)/obj/tests/%.o)
 
-.PHONY: all test debug fuzz bench deps help clean
+.PHONY: all test debug fuzz bench deps help clean demo
 .SECONDARY:
 all: glmlite
 
 help:
 	@echo "make            build ./glmlite (portable; AVX2/FMA kernels chosen at run time)"
+	@echo "make demo       build and run one chat turn on the demo model (models/demo)"
 	@echo "make test       install test dependencies if missing, build, run every test"
 	@echo "make debug      run the test suite under AddressSanitizer + UBSan"
 	@echo "make fuzz       run the libFuzzer targets for longer (FUZZ_SECONDS=60 each)"
@@ -53,6 +54,13 @@ $(BUILD)/test_runner: $(TEST_OBJ) $(BUILD)/libglm.a
 
 deps:
 	@bash tools/install-deps.sh
+
+# The main job: one chat turn on the demo model that ships in models/demo.
+DEMO_PROMPT ?= What is 17 times 23?
+demo: deps glmlite
+	@[ -f models/demo/config.json ] || { echo "models/demo is missing: generating a random stand-in"; \
+	    $(PYTHON) tools/gen_checkpoint.py --preset tiny --dtype bf16 --out models/demo; }
+	./glmlite run -p "$(DEMO_PROMPT)"
 
 # TEST=name runs only the tests whose name contains it.
 test: deps glmlite $(BUILD)/test_runner
