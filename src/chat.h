@@ -12,6 +12,15 @@
  *   - an unknown role or a wrong field type is an error (the template skips
  *     unknown roles silently), and a flag set to JSON null counts as absent.
  *
+ * Prompt safety (SPEC §3): the rendered prompt mixes the template's markers
+ * (<|user|>, <think>, ...) with request text that may contain the same
+ * literals. With a non-NULL spans buffer the renderer records where every
+ * piece of request text went (message contents incl. list text parts,
+ * reasoning, tool-call names, argument keys and values, tool results, the
+ * tools JSON of the preamble); tokenizer_encode_guarded() (tokenizer.h) then
+ * keeps special-token literals inside those ranges as plain text. Use it for
+ * API requests: a user cannot inject "<|assistant|>".
+ *
  * The parser turns generated text (special tokens arrive as their literal text,
  * split anywhere) into reasoning deltas, content deltas and tool calls. */
 #ifndef GLM_CHAT_H
@@ -35,6 +44,14 @@ typedef struct {
     int enable_thinking;          /* -1, 0, 1 */
     int clear_thinking;           /* -1, 0, 1 */
     unsigned flags;               /* CHAT_RENDER_* */
+    /* Optional (NULL = not wanted). The renderer appends size_t pairs
+     * (offset, length), one per piece of request text written, in increasing
+     * order and non-overlapping (pieces may be adjacent); offsets count from
+     * out->len as it was when the call began, so they index the text this
+     * call appends. Empty pieces get no pair. After an error the pairs
+     * appended so far describe the partial render. Read them as
+     * (const size_t *)spans->data, count = spans->len / (2 * sizeof(size_t)). */
+    buf *spans;
 } chat_render_input;
 
 /* request = {"messages": [...], "tools": [...], "enable_thinking": bool,
@@ -44,6 +61,9 @@ typedef struct {
 int chat_render(const json_value *request, buf *out, char *err, size_t errlen);
 int chat_render_flags(const json_value *request, unsigned flags, buf *out, char *err, size_t errlen);
 int chat_render_parts(const chat_render_input *in, buf *out, char *err, size_t errlen);
+/* chat_render_flags that also appends the request-text spans (see
+ * chat_render_input.spans; spans may be NULL). */
+int chat_render_spans(const json_value *request, unsigned flags, buf *out, buf *spans, char *err, size_t errlen);
 
 /* Python-compatible serialisation used by the template (exposed for tests and
  * for the server, which echoes tool-call arguments the same way).

@@ -318,7 +318,19 @@ typedef struct {
     size_t errlen;
     unsigned flags;
     const json_value *messages;
+    buf *spans;  /* chat_render_input.spans, or NULL */
+    size_t base; /* out->len when the render began: span offsets count from here */
 } rctx;
+
+/* Request text (as opposed to the template's own) goes out between
+ * span_begin and span_end, so the tokenizer can keep special-token literals
+ * in it from matching (tokenizer_encode_guarded). */
+static size_t span_begin(const rctx *c) { return c->out->len; }
+static void span_end(rctx *c, size_t start) {
+    if (!c->spans || c->out->len == start) return;
+    size_t pair[2] = {start - c->base, c->out->len - start};
+    buf_append(c->spans, pair, sizeof pair);
+}
 
 static int rfail(rctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int rfail(rctx *c, const char *fmt, ...) {
@@ -407,17 +419,23 @@ static int render_tool_calls(rctx *c, size_t mi, const json_value *calls) {
             return rfail(c, "message %zu: tool call arguments must be an object", mi);
         }
         buf_puts(c->out, "<tool_call>");
+        size_t sp = span_begin(c);
         buf_append(c->out, name->str, name->len);
+        span_end(c, sp);
         dict_item *it;
         size_t n = py_dict_items(args, &it);
         for (size_t k = 0; k < n; k++) {
             const json_member *key = &args->members[it[k].key];
             const json_value *v = &args->members[it[k].val].value;
             buf_puts(c->out, "<arg_key>");
+            sp = span_begin(c);
             buf_append(c->out, key->key, key->key_len);
+            span_end(c, sp);
             buf_puts(c->out, "</arg_key><arg_value>");
+            sp = span_begin(c);
             if (v->type == JSON_STRING) buf_append(c->out, v->str, v->len);
             else chat_py_dumps(c->out, v);
+            span_end(c, sp);
             buf_puts(c->out, "</arg_value>");
         }
         free(it);
@@ -463,7 +481,9 @@ static int render_assistant(rctx *c, size_t mi, const json_value *m, size_t last
         size_t n;
         py_strip(rs, rn, &s, &n);
         buf_puts(c->out, "<think>");
+        size_t sp = span_begin(c);
         buf_append(c->out, s, n);
+        span_end(c, sp);
         buf_puts(c->out, "</think>");
     } else {
         buf_puts(c->out, "</think>");
@@ -471,7 +491,9 @@ static int render_assistant(rctx *c, size_t mi, const json_value *m, size_t last
     const char *s;
     size_t n;
     py_strip(cs, cn, &s, &n);
+    size_t sp = span_begin(c);
     buf_append(c->out, s, n);
+    span_end(c, sp);
     buf_free(&content);
     return render_tool_calls(c, mi, json_get(m, "tool_calls"));
 }
@@ -484,7 +506,9 @@ static int render_tool(rctx *c, size_t mi, const json_value *m) {
         const char *prev = mi > 0 ? role_of(&c->messages->items[mi - 1]) : NULL;
         if (mi == 0 || !prev || strcmp(prev, "tool") != 0) buf_puts(c->out, "<|observation|>");
         buf_puts(c->out, "<tool_response>");
+        size_t sp = span_begin(c);
         buf_append(c->out, v->str, v->len);
+        span_end(c, sp);
         buf_puts(c->out, "</tool_response>");
         return 0;
     }
@@ -498,7 +522,9 @@ static int render_tool(rctx *c, size_t mi, const json_value *m) {
         size_t n = py_dict_items(v, &it);
         for (size_t i = 0; i < n; i++) {
             buf_puts(c->out, "<tool_response>");
+            size_t sp = span_begin(c);
             buf_append(c->out, v->members[it[i].key].key, v->members[it[i].key].key_len);
+            span_end(c, sp);
             buf_puts(c->out, "</tool_response>");
         }
         free(it);
@@ -508,15 +534,17 @@ static int render_tool(rctx *c, size_t mi, const json_value *m) {
         const json_value *tr = &v->items[i];
         const json_value *o = tr->type == JSON_OBJECT ? json_get(tr, "output") : NULL;
         buf_puts(c->out, "<tool_response>");
+        size_t sp = span_begin(c);
         if (o && o->type == JSON_NULL && !(c->flags & CHAT_RENDER_EXACT)) { /* null as empty */ }
         else py_str(c->out, o ? o : tr);
+        span_end(c, sp);
         buf_puts(c->out, "</tool_response>");
     }
     return 0;
 }
 
 int chat_render_parts(const chat_render_input *in, buf *out, char *err, size_t errlen) {
-    rctx c = {out, err, errlen, in->flags, in->messages};
+    rctx c = {out, err, errlen, in->flags, in->messages, in->spans, out->len};
     if (err && errlen) err[0] = 0;
     const json_value *msgs = in->messages;
     if (!msgs || msgs->type != JSON_ARRAY) return rfail(&c, "'messages' must be an array");
@@ -538,7 +566,9 @@ int chat_render_parts(const chat_render_input *in, buf *out, char *err, size_t e
     if (py_truthy(in->tools)) {
         buf_puts(out, PREAMBLE_HEAD);
         for (size_t i = 0; i < in->tools->len; i++) {
+            size_t sp = span_begin(&c);
             chat_py_dumps(out, &in->tools->items[i]);
+            span_end(&c, sp);
             buf_putc(out, '\n');
         }
         buf_puts(out, PREAMBLE_TAIL);
@@ -548,10 +578,14 @@ int chat_render_parts(const chat_render_input *in, buf *out, char *err, size_t e
         const char *role = role_of(m);
         if (!strcmp(role, "user")) {
             buf_puts(out, "<|user|>");
+            size_t sp = span_begin(&c);
             visible_text(&c, json_get(m, "content"), out);
+            span_end(&c, sp);
         } else if (!strcmp(role, "system")) {
             buf_puts(out, "<|system|>");
+            size_t sp = span_begin(&c);
             visible_text(&c, json_get(m, "content"), out);
+            span_end(&c, sp);
         } else if (!strcmp(role, "assistant")) {
             if (render_assistant(&c, i, m, last_user, in->clear_thinking)) return -1;
         } else {
@@ -577,11 +611,15 @@ static int get_flag(const json_value *req, const char *key, int *out, char *err,
 }
 
 int chat_render_flags(const json_value *request, unsigned flags, buf *out, char *err, size_t errlen) {
+    return chat_render_spans(request, flags, out, NULL, err, errlen);
+}
+
+int chat_render_spans(const json_value *request, unsigned flags, buf *out, buf *spans, char *err, size_t errlen) {
     if (!request || request->type != JSON_OBJECT) {
         if (err && errlen) snprintf(err, errlen, "chat template: the request must be a JSON object");
         return -1;
     }
-    chat_render_input in = {json_get(request, "messages"), json_get(request, "tools"), 0, -1, -1, flags};
+    chat_render_input in = {json_get(request, "messages"), json_get(request, "tools"), 0, -1, -1, flags, spans};
     int agp;
     if (get_flag(request, "add_generation_prompt", &agp, err, errlen) ||
         get_flag(request, "enable_thinking", &in.enable_thinking, err, errlen) ||

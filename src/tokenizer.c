@@ -702,6 +702,12 @@ typedef struct {
     cache_slot *cache;
     tokenizer_piece_fn piece_fn;   /* tokenizer_pieces: report pieces instead of running BPE */
     void *piece_ctx;
+    /* tokenizer_encode_guarded: the protected byte ranges of the (lossily
+     * fixed) input as sorted, disjoint [start, end) pairs, and that input's
+     * start, so the normalize stage can find where its segment lies. */
+    const char *raw;
+    const size_t *iv;
+    size_t niv;
 } enc_ctx;
 
 static void encode_pretoken(enc_ctx *c, const char *p, size_t n) {
@@ -799,10 +805,12 @@ static int starts_with_word(const char *s, size_t n) {
 }
 
 /* HF AddedVocabulary::find_matches + split: emits ids for added tokens and
- * passes the text between them to `next`. */
-static void split_added(enc_ctx *c, const trie *tr, const char *s, size_t n, void (*next)(enc_ctx *, const char *, size_t)) {
+ * passes the text between them to `next`. iv/niv: guarded ranges of s
+ * (sorted, disjoint [start, end) pairs; niv 0 when unguarded). */
+static void split_added(enc_ctx *c, const trie *tr, const char *s, size_t n, const size_t *iv, size_t niv,
+                        void (*next)(enc_ctx *, const char *, size_t)) {
     const tokenizer *t = c->t;
-    size_t start_offset = 0, i = 0;
+    size_t start_offset = 0, i = 0, cur = 0;
     while (i < n) {
         int32_t ti = -1;
         size_t ml = trie_longest(tr, s + i, n - i, &ti);
@@ -811,6 +819,20 @@ static void split_added(enc_ctx *c, const trie *tr, const char *s, size_t n, voi
         size_t start = i, stop = i + ml;
         i = stop;   /* matches never overlap, even when one is skipped */
         if (!c->match_special && a->special) continue;
+        if (a->special && niv) {
+            /* Match starts only grow, so the first range ending after
+             * `start` only moves forward. */
+            while (cur < niv && iv[2 * cur + 1] <= start) cur++;
+            if (cur < niv && iv[2 * cur] < stop) {
+                /* Inside one guarded range: plain text, consumed as a whole
+                 * (what match_special=0 does). Straddling a range boundary:
+                 * also plain text, but the search resumes at the next byte,
+                 * so that a template marker right after guarded text that
+                 * ends with a prefix of a literal is still found. */
+                if (!(iv[2 * cur] <= start && stop <= iv[2 * cur + 1])) i = start + 1;
+                continue;
+            }
+        }
         if (a->single_word && ((start > 0 && ends_with_word(s, start)) || (stop < n && starts_with_word(s + stop, n - stop)))) continue;
         if (a->lstrip) {
             size_t ns = start;
@@ -843,37 +865,147 @@ static void split_added(enc_ctx *c, const trie *tr, const char *s, size_t n, voi
 
 static void stage_pretok(enc_ctx *c, const char *s, size_t n) { pretokenize(c, s, n, 0); }
 
+/* The guarded ranges of the raw text that meet the segment [off, off+n),
+ * clipped and made relative to it. Returns the count; *out is malloc'd. */
+static size_t clip_ranges(const enc_ctx *c, size_t off, size_t n, size_t **out) {
+    size_t k = 0;
+    *out = NULL;
+    for (size_t r = 0; r < c->niv; r++) {
+        size_t a = c->iv[2 * r], b = c->iv[2 * r + 1];
+        if (b <= off || a >= off + n) continue;
+        if (!*out) *out = xrealloc(NULL, 2 * (c->niv - r) * sizeof **out);
+        (*out)[2 * k] = a > off ? a - off : 0;
+        (*out)[2 * k + 1] = (b < off + n ? b : off + n) - off;
+        k++;
+    }
+    return k;
+}
+
+/* Guarded ranges of a segment carried over to its NFC form. Each piece
+ * between range boundaries is normalized on its own; when the pieces joined
+ * give the normalized segment (composition never crossed a boundary: the
+ * usual case, and always for text without combining marks) the boundaries
+ * map exactly. Otherwise the whole normalized segment is guarded, which can
+ * only turn matches into plain text, never the reverse. */
+static void map_ranges_nfc(const char *s, size_t n, const buf *nb, size_t *iv, size_t niv) {
+    buf pb = {0};
+    size_t prev = 0;
+    for (size_t k = 0; k < 2 * niv; k++) {
+        size_t b = iv[k];
+        if (b > prev) uc_nfc_append(&pb, s + prev, b - prev);
+        prev = b > prev ? b : prev;
+        iv[k] = pb.len;
+    }
+    if (prev < n) uc_nfc_append(&pb, s + prev, n - prev);
+    if (pb.len != nb->len || (pb.len && memcmp(pb.data, nb->data, pb.len) != 0)) {
+        for (size_t k = 0; k < niv; k++) { iv[2 * k] = 0; iv[2 * k + 1] = nb->len; }
+    }
+    buf_free(&pb);
+}
+
 static void stage_normalize(enc_ctx *c, const char *s, size_t n) {
+    size_t *iv = NULL, niv = 0;
+    if (c->niv) niv = clip_ranges(c, (size_t)(s - c->raw), n, &iv);
     if (c->t->nfc) {
         buf nb = {0};   /* private: split_added below calls back into this context */
         uc_nfc_append(&nb, s, n);
-        split_added(c, &c->t->trie_norm, nb.data ? nb.data : "", nb.len, stage_pretok);
+        if (niv) map_ranges_nfc(s, n, &nb, iv, niv);
+        split_added(c, &c->t->trie_norm, nb.data ? nb.data : "", nb.len, iv, niv, stage_pretok);
         buf_free(&nb);
     } else {
-        split_added(c, &c->t->trie_norm, s, n, stage_pretok);
+        split_added(c, &c->t->trie_norm, s, n, iv, niv, stage_pretok);
     }
+    free(iv);
 }
 
-static int run_encode(const tokenizer *t, const char *text, size_t len, int match_special,
-                      tokenizer_piece_fn fn, void *fnctx, int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+static int cmp_range(const void *a, const void *b) {
+    const size_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* Sorts [start, end) pairs and merges overlapping or adjacent ones. Returns the count. */
+static size_t merge_ranges(size_t *iv, size_t k) {
+    qsort(iv, k, 2 * sizeof *iv, cmp_range);
+    size_t m = 0;
+    for (size_t r = 0; r < k; r++) {
+        if (m && iv[2 * r] <= iv[2 * m - 1]) {
+            if (iv[2 * r + 1] > iv[2 * m - 1]) iv[2 * m - 1] = iv[2 * r + 1];
+            continue;
+        }
+        iv[2 * m] = iv[2 * r];
+        iv[2 * m + 1] = iv[2 * r + 1];
+        m++;
+    }
+    return m;
+}
+
+/* spans (offset, length pairs on the caller's text) -> sorted, disjoint,
+ * non-empty [start, end) pairs clipped to the text. Returns the count. */
+static size_t normalize_ranges(const size_t *spans, size_t n_spans, size_t len, size_t *iv) {
+    size_t k = 0;
+    for (size_t r = 0; r < n_spans; r++) {
+        size_t a = spans[2 * r], l = spans[2 * r + 1];
+        if (a >= len || l == 0) continue;
+        iv[2 * k] = a;
+        iv[2 * k + 1] = l > len - a ? len : a + l;
+        k++;
+    }
+    return merge_ranges(iv, k);
+}
+
+/* Carries sorted range boundaries over the lossy UTF-8 repair of text: a
+ * boundary inside a (valid or ill-formed) sequence widens its range to the
+ * whole sequence. Returns the count after re-merging. */
+static size_t map_ranges_lossy(const char *text, size_t len, size_t *iv, size_t niv) {
+    size_t i = 0, o = 0, k = 0;
+    while (k < 2 * niv) {
+        size_t b = iv[k];
+        int is_end = k & 1;
+        if (i == b || i >= len) { iv[k++] = o; continue; }
+        uint32_t cp;
+        size_t q = utf8_decode((const unsigned char *)text + i, len - i, &cp);
+        size_t oq = cp == UNICODE_REPLACEMENT ? 3 : q;   /* U+FFFD, written or substituted, is 3 bytes */
+        if (b > i && b < i + q) { iv[k++] = is_end ? o + oq : o; continue; }   /* inside this sequence */
+        i += q;
+        o += oq;
+    }
+    return merge_ranges(iv, niv);   /* two ranges widened into one sequence now touch */
+}
+
+static int run_encode(const tokenizer *t, const char *text, size_t len, int match_special, const size_t *spans,
+                      size_t n_spans, tokenizer_piece_fn fn, void *fnctx, int32_t **ids, size_t *n_ids,
+                      char *err, size_t errlen) {
     *ids = NULL;
     *n_ids = 0;
-    if (!t || (!text && len)) { seterr(err, errlen, "tokenizer_encode: bad arguments"); return -1; }
+    if (!t || (!text && len) || (!spans && n_spans) || n_spans > SIZE_MAX / (2 * sizeof(size_t))) {
+        seterr(err, errlen, "tokenizer_encode: bad arguments");
+        return -1;
+    }
     enc_ctx c;
     memset(&c, 0, sizeof c);
     c.t = t;
     c.match_special = match_special;
     c.piece_fn = fn;
     c.piece_ctx = fnctx;
+    size_t *iv = NULL;
+    if (n_spans) {
+        iv = xrealloc(NULL, 2 * n_spans * sizeof *iv);
+        c.niv = normalize_ranges(spans, n_spans, len, iv);
+    }
     buf lossy = {0};
     if (len && !utf8_valid(text, len)) {
+        if (c.niv) c.niv = map_ranges_lossy(text, len, iv, c.niv);
         utf8_append_lossy(&lossy, text, len);
         text = lossy.data;
         len = lossy.len;
     }
+    c.iv = iv;
+    c.raw = text ? text : "";
     if (len > 4096) c.cache = calloc(CACHE_SLOTS, sizeof *c.cache);
-    split_added(&c, &t->trie_raw, text ? text : "", len, stage_normalize);
+    split_added(&c, &t->trie_raw, c.raw, len, c.iv, c.niv, stage_normalize);
     buf_free(&lossy);
+    free(iv);
     free(c.cache);
     free(c.bs.sym); free(c.bs.prev); free(c.bs.next); free(c.bs.heap);
     *ids = c.out.v;
@@ -883,14 +1015,19 @@ static int run_encode(const tokenizer *t, const char *text, size_t len, int matc
 
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int match_special,
                      int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
-    return run_encode(t, text, len, match_special, NULL, NULL, ids, n_ids, err, errlen);
+    return run_encode(t, text, len, match_special, NULL, 0, NULL, NULL, ids, n_ids, err, errlen);
+}
+
+int tokenizer_encode_guarded(const tokenizer *t, const char *text, size_t len, const size_t *spans, size_t n_spans,
+                             int32_t **ids, size_t *n_ids, char *err, size_t errlen) {
+    return run_encode(t, text, len, 1, spans, n_spans, NULL, NULL, ids, n_ids, err, errlen);
 }
 
 int tokenizer_pieces(const tokenizer *t, const char *text, size_t len, int match_special,
                      tokenizer_piece_fn fn, void *ctx, char *err, size_t errlen) {
     int32_t *ids;
     size_t n;
-    int rc = run_encode(t, text, len, match_special, fn, ctx, &ids, &n, err, errlen);
+    int rc = run_encode(t, text, len, match_special, NULL, 0, fn, ctx, &ids, &n, err, errlen);
     free(ids);
     return rc;
 }

@@ -22,6 +22,12 @@
  * turns ill-formed sequences into U+FFFD, exactly as a lossy decode of the
  * whole byte stream would.
  *
+ * Prompt injection: tokenizer_encode(match_special=1) turns every special
+ * literal into its id, wherever it came from. For a rendered chat prompt use
+ * tokenizer_encode_guarded() with the renderer's spans (chat.h): special
+ * literals inside request text stay plain text, the template's markers become
+ * special ids, and otherwise the ids equal match_special=1's.
+ *
  * A loaded tokenizer is immutable: encode/decode may run from several
  * threads at once. */
 #ifndef GLM_TOKENIZER_H
@@ -45,6 +51,33 @@ void tokenizer_free(tokenizer *t);
  * frees; may be NULL when *n_ids is 0). */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int match_special,
                      int32_t **ids, size_t *n_ids, char *err, size_t errlen);
+
+/* Guarded encoding for prompts built from a template plus untrusted text
+ * (SPEC §3 security note). spans: n_spans pairs (offset, length) of byte
+ * ranges of text that came from the request (message contents, tool
+ * results, ...; chat_render_spans() produces them). An added token marked
+ * `special` becomes its id only where its literal lies entirely outside every
+ * span; a literal that touches a span is tokenized as plain text, so a user
+ * cannot inject "<|assistant|>" or "<think>" while the template's own markers
+ * stay special. Non-special added tokens match as in tokenizer_encode.
+ * Everything else is tokenizer_encode(match_special=1): the regex and BPE run
+ * over the maximal text runs between matched added tokens, ignoring span
+ * boundaries, so the ids are identical to tokenizer_encode(match_special=1)
+ * whenever no span contains (or cuts through) a special literal.
+ * Details: spans may overlap or come in any order; they are clipped to the
+ * text. A special match straddling a span boundary is rejected and the
+ * search resumes one byte later (a marker just after the span still
+ * matches); one inside a span is skipped whole, as with match_special=0.
+ * lstrip/rstrip of an accepted token may swallow whitespace inside a span,
+ * exactly as tokenizer_encode does. Ill-formed UTF-8 is repaired first and
+ * the spans are carried over to the repaired text (an edge inside a sequence
+ * widens its span to the whole sequence). With an NFC normalizer, tokens with normalized=true are matched on
+ * NFC text: each span is normalized piecewise and, if composition crosses a
+ * span edge, that whole text run counts as guarded (GLM's tokenizer has no
+ * normalizer and its special tokens are normalized=false, so this never
+ * arises there). */
+int tokenizer_encode_guarded(const tokenizer *t, const char *text, size_t len, const size_t *spans, size_t n_spans,
+                             int32_t **ids, size_t *n_ids, char *err, size_t errlen);
 
 /* The pieces encode would turn into ids, in order: each pre-token (after
  * normalization and the regex split, as bytes) with added_id -1, and each

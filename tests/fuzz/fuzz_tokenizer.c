@@ -8,7 +8,11 @@
  * ByteLevel regex with add_prefix_space. Each text is encoded with both
  * match_special settings and decoded. Checked: decode output is valid UTF-8;
  * streaming decode (whole tokens and byte by byte) equals one-shot decode;
- * for A, decode(encode(s)) == lossy(s). */
+ * for A, decode(encode(s)) == lossy(s). Guarded encoding (the same text,
+ * spans drawn from a generator seeded by the input): no spans gives the
+ * match_special=1 ids, one span over everything gives the match_special=0
+ * ids, random spans (unsorted, overlapping, empty, out of range, huge
+ * lengths) give valid ids (for A, decoding like the plain ones). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +98,53 @@ static void check_decode(const tokenizer *t, const int32_t *ids, size_t n, buf *
     buf_free(&bytewise);
 }
 
+static int same_ids(const int32_t *a, size_t an, const int32_t *b, size_t bn) {
+    return an == bn && (an == 0 || memcmp(a, b, an * sizeof *a) == 0);
+}
+
+static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void check_guarded(const tokenizer *t, const char *text, size_t len, unsigned sel, int lossless, buf *out) {
+    char err[256];
+    int32_t *plain, *zero, *g;
+    size_t pn, zn, gn;
+    if (tokenizer_encode(t, text, len, 1, &plain, &pn, err, sizeof err) != 0) abort();
+    if (tokenizer_encode(t, text, len, 0, &zero, &zn, err, sizeof err) != 0) abort();
+    if (tokenizer_encode_guarded(t, text, len, NULL, 0, &g, &gn, err, sizeof err) != 0) abort();
+    if (!same_ids(g, gn, plain, pn)) abort();
+    free(g);
+    size_t all[2] = {0, len};
+    if (tokenizer_encode_guarded(t, text, len, all, 1, &g, &gn, err, sizeof err) != 0) abort();
+    if (!same_ids(g, gn, zero, zn)) abort();
+    free(g);
+    /* Random spans. */
+    uint64_t seed = 0xcbf29ce484222325ull ^ sel;
+    for (size_t i = 0; i < len; i++) seed = (seed ^ (unsigned char)text[i]) * 0x100000001b3ull;
+    size_t ns = sel % 9, sp[16];
+    for (size_t k = 0; k < ns; k++) {
+        uint64_t r = rng_next(&seed);
+        sp[2 * k] = (size_t)(r % (len + 4));
+        sp[2 * k + 1] = (r >> 32) % 23 == 0 ? SIZE_MAX : (size_t)((r >> 40) % 17);
+    }
+    if (tokenizer_encode_guarded(t, text, len, sp, ns, &g, &gn, err, sizeof err) != 0) abort();
+    for (size_t i = 0; i < gn; i++)
+        if (g[i] < 0 || g[i] >= tokenizer_n_tokens(t)) abort();
+    buf a = {0};
+    check_decode(t, g, gn, out);
+    check_decode(t, plain, pn, &a);
+    /* Tokenizer A keeps the text (no normalizer, stripping or prefix space). */
+    if (lossless && (a.len != out->len || (a.len && memcmp(a.data, out->data, a.len) != 0))) abort();
+    buf_free(&a);
+    free(g);
+    free(plain);
+    free(zero);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     const char *text = (const char *)data + 1;
@@ -134,6 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
             free(ids);
         }
+        check_guarded(tok[k], text, len, data[0] >> 1, k == 0, &out);
     }
     buf_free(&out);
     return 0;
