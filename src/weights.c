@@ -1,25 +1,169 @@
-/* weights.c — checkpoint tensors -> weight views (see weights.h). */
+/* weights.c — checkpoint tensors -> weight views (see weights.h): plain and
+ * quantized layouts, the config.json quantization block, validation. */
 #include "weights.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "json.h"
+#include "quant.h"
 #include "safetensors.h"
+
+/* What config.json says about one module. */
+typedef struct {
+    int known;        /* 0: no block (shapes decide); 1: quantized with fmt/bits/group; -1: explicitly not quantized */
+    wformat fmt;
+    int bits, group;
+} qspec;
 
 struct weights_file {
     safetensors *st;
     char dir[1024];
-    float **owned;     /* f32 copies of 1-D tensors */
+    void **owned;      /* f32 copies of 1-D tensors, dense kv_b matrices */
     size_t n_owned, cap_owned;
+    json_doc *config;
+    const json_value *qblock;   /* mlx-style quantization block, or NULL */
+    qspec qdefault;
 };
+
+static const char *fmt_name(wformat f) {
+    switch (f) {
+    case WF_F32: return "f32";
+    case WF_F16: return "f16";
+    case WF_BF16: return "bf16";
+    case WF_AFFINE: return "affine";
+    case WF_NVFP4: return "nvfp4";
+    case WF_MXFP4: return "mxfp4";
+    case WF_MXFP8: return "mxfp8";
+    }
+    return "?";
+}
+
+static int mode_format(const char *mode, wformat *f) {
+    if (!strcmp(mode, "affine")) *f = WF_AFFINE;
+    else if (!strcmp(mode, "nvfp4")) *f = WF_NVFP4;
+    else if (!strcmp(mode, "mxfp4")) *f = WF_MXFP4;
+    else if (!strcmp(mode, "mxfp8")) *f = WF_MXFP8;
+    else return -1;
+    return 0;
+}
+
+/* {"group_size", "bits", "mode"} (mode defaults to affine; for the fp modes
+ * missing bits/group take the mode's fixed values). inherit: the block-level
+ * values a per-module dict may leave out. */
+static int parse_qspec(const json_value *v, const qspec *inherit, const char *what, qspec *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    out->known = 1;
+    out->fmt = inherit ? inherit->fmt : WF_AFFINE;
+    const json_value *m = json_get(v, "mode");
+    if (m) {
+        const char *s = json_get_str(m);
+        if (!s || mode_format(s, &out->fmt)) {
+            snprintf(err, errlen, "config.json: %s: mode must be \"affine\", \"nvfp4\", \"mxfp4\" or \"mxfp8\"", what);
+            return -1;
+        }
+    }
+    int64_t bits = inherit && (!m || inherit->fmt == out->fmt) ? inherit->bits : 0;
+    int64_t gs = inherit && (!m || inherit->fmt == out->fmt) ? inherit->group : 0;
+    const json_value *b = json_get(v, "bits"), *g = json_get(v, "group_size");
+    if ((b && !json_get_int64(b, &bits)) || (g && !json_get_int64(g, &gs))) {
+        snprintf(err, errlen, "config.json: %s: bits and group_size must be integers", what);
+        return -1;
+    }
+    if (out->fmt != WF_AFFINE) {
+        int fb = quant_format_bits(out->fmt, 0), fg = quant_format_group(out->fmt, 0);
+        if (!bits) bits = fb;
+        if (!gs) gs = fg;
+        if (bits != fb || gs != fg) {
+            snprintf(err, errlen, "config.json: %s: mode %s has %d-bit codes in groups of %d, not bits %lld group_size %lld",
+                     what, fmt_name(out->fmt), fb, fg, (long long)bits, (long long)gs);
+            return -1;
+        }
+    } else {
+        if (!g && !gs) gs = 64;   /* mlx-lm's affine defaults */
+        if (!b && !bits) bits = 4;
+        if (!(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8) ||
+            !(gs == 32 || gs == 64 || gs == 128)) {
+            snprintf(err, errlen, "config.json: %s: affine bits %lld / group_size %lld unsupported (bits 2-6 or 8, groups 32/64/128)",
+                     what, (long long)bits, (long long)gs);
+            return -1;
+        }
+    }
+    out->bits = (int)bits;
+    out->group = (int)gs;
+    return 0;
+}
+
+static int read_quant_config(weights_file *wf, char *err, size_t errlen) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", wf->dir);
+    buf b = {0};
+    if (buf_read_file(&b, path, 16u << 20) != 0) { buf_free(&b); return 0; }   /* no config: shapes decide */
+    char jerr[256];
+    wf->config = json_parse(b.data, b.len, jerr, sizeof jerr);
+    buf_free(&b);
+    if (!wf->config) return 0;   /* config.c reports a malformed config.json */
+    const json_value *root = json_root(wf->config);
+    const json_value *q = json_get(root, "quantization");
+    const char *what = "quantization";
+    if (!q || q->type != JSON_OBJECT) {
+        /* quantization_config is also HF's key for other schemes (modelopt,
+           compressed-tensors): only an mlx-style block is read here. */
+        q = json_get(root, "quantization_config");
+        what = "quantization_config";
+        if (!q || q->type != JSON_OBJECT || json_get(q, "quant_method") || !(json_get(q, "bits") || json_get(q, "group_size")))
+            return 0;
+    }
+    if (parse_qspec(q, NULL, what, &wf->qdefault, err, errlen)) return -1;
+    wf->qblock = q;
+    /* per-module overrides: every object/false member is checked now so a bad entry fails the load */
+    for (size_t i = 0; i < q->len; i++) {
+        const json_member *mb = &q->members[i];
+        if (!strcmp(mb->key, "group_size") || !strcmp(mb->key, "bits") || !strcmp(mb->key, "mode")) continue;
+        qspec tmp;
+        char w[600];
+        snprintf(w, sizeof w, "%s[\"%.500s\"]", what, mb->key);
+        if (mb->value.type == JSON_OBJECT) {
+            if (parse_qspec(&mb->value, &wf->qdefault, w, &tmp, err, errlen)) return -1;
+        } else if (mb->value.type == JSON_BOOL) {
+            continue;
+        } else if (mb->value.type != JSON_NULL && mb->value.type != JSON_STRING && mb->value.type != JSON_NUMBER) {
+            snprintf(err, errlen, "config.json: %s must be an object or false", w);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* config.json's word on module PATH. */
+static int module_spec(const weights_file *wf, const char *path, qspec *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (!wf->qblock) return 0;
+    const json_value *v = json_get(wf->qblock, path);
+    if (v && v->type == JSON_BOOL) {
+        if (v->boolean) *out = wf->qdefault;
+        else out->known = -1;
+        return 0;
+    }
+    if (v && v->type == JSON_OBJECT) return parse_qspec(v, &wf->qdefault, path, out, err, errlen);
+    *out = wf->qdefault;
+    return 0;
+}
 
 weights_file *weights_open(const char *dir, char *err, size_t errlen) {
     weights_file *wf = calloc(1, sizeof *wf);
     if (!wf) { snprintf(err, errlen, "out of memory"); return NULL; }
     snprintf(wf->dir, sizeof wf->dir, "%s", dir);
+    if (read_quant_config(wf, err, errlen)) {
+        json_free(wf->config);
+        free(wf);
+        return NULL;
+    }
     wf->st = st_open_dir(dir, err, errlen);
-    if (!wf->st) { free(wf); return NULL; }
+    if (!wf->st) { json_free(wf->config); free(wf); return NULL; }
     return wf;
 }
 
@@ -27,8 +171,21 @@ void weights_close(weights_file *wf) {
     if (!wf) return;
     for (size_t i = 0; i < wf->n_owned; i++) free(wf->owned[i]);
     free(wf->owned);
+    json_free(wf->config);
     st_close(wf->st);
     free(wf);
+}
+
+static int own(weights_file *wf, void *p, char *err, size_t errlen) {
+    if (wf->n_owned == wf->cap_owned) {
+        size_t cap = wf->cap_owned ? wf->cap_owned * 2 : 64;
+        void **no = realloc(wf->owned, cap * sizeof *no);
+        if (!no) { free(p); snprintf(err, errlen, "out of memory"); return -1; }
+        wf->owned = no;
+        wf->cap_owned = cap;
+    }
+    wf->owned[wf->n_owned++] = p;
+    return 0;
 }
 
 int weights_has(const weights_file *wf, const char *name) { return st_find(wf->st, name) != NULL; }
@@ -46,6 +203,8 @@ static const st_tensor *find(const weights_file *wf, const char *name, char *err
     return t;
 }
 
+static const char *fname(const weights_file *wf, const st_tensor *t) { return st_file_name(wf->st, t->file); }
+
 static int check_shape(const weights_file *wf, const st_tensor *t, const int64_t *shape, int ndim, char *err, size_t errlen) {
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
@@ -53,7 +212,7 @@ static int check_shape(const weights_file *wf, const st_tensor *t, const int64_t
     char got[128], want[128];
     shape_str(got, sizeof got, t->shape, t->ndim);
     shape_str(want, sizeof want, shape, ndim);
-    snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", st_file_name(wf->st, t->file), t->name, got, want);
+    snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", fname(wf, t), t->name, got, want);
     return -1;
 }
 
@@ -63,8 +222,8 @@ static int plain_format(const weights_file *wf, const st_tensor *t, wformat *f, 
     case ST_F16: *f = WF_F16; return 0;
     case ST_BF16: *f = WF_BF16; return 0;
     default:
-        snprintf(err, errlen, "%s: tensor '%s' has dtype %s, expected BF16, F16 or F32", st_file_name(wf->st, t->file),
-                 t->name, st_dtype_name(t->dtype));
+        snprintf(err, errlen, "%s: tensor '%s' has dtype %s, expected BF16, F16 or F32 (or a quantized layout: %s.scales, "
+                 "%s_scale)", fname(wf, t), t->name, st_dtype_name(t->dtype), t->name, t->name);
         return -1;
     }
 }
@@ -81,17 +240,252 @@ static weight plain_weight(wformat f, const uint8_t *data, int64_t rows, int64_t
     return w;
 }
 
-int weights_linear(weights_file *wf, const char *prefix, int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
-    char name[512];
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    const st_tensor *t = find(wf, name, err, errlen);
-    if (!t) return -1;
-    wformat f;
-    if (plain_format(wf, t, &f, err, errlen)) return -1;
-    int64_t shape[2] = {rows, cols};
-    if (check_shape(wf, t, shape, 2, err, errlen)) return -1;
-    *out = plain_weight(f, t->data, rows, cols);
+/* Leading dims [n_stack,] rows of t (the last dim is checked by the caller). */
+static int check_lead(const weights_file *wf, const st_tensor *t, int64_t n_stack, int64_t rows, int64_t last_hint,
+                      char *err, size_t errlen) {
+    int nd = n_stack ? 3 : 2;
+    int ok = t->ndim == nd && t->shape[nd - 2] == rows && (!n_stack || t->shape[0] == n_stack);
+    if (ok) return 0;
+    char got[128], want[160];
+    shape_str(got, sizeof got, t->shape, t->ndim);
+    if (n_stack) snprintf(want, sizeof want, "[%lld, %lld, %s]", (long long)n_stack, (long long)rows, last_hint ? "..." : "...");
+    else snprintf(want, sizeof want, "[%lld, ...]", (long long)rows);
+    snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", fname(wf, t), t->name, got, want);
+    return -1;
+}
+
+static int scalar_f32(const weights_file *wf, const st_tensor *t, float *out, char *err, size_t errlen) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    if (n != 1 || !(t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16)) {
+        char got[128];
+        shape_str(got, sizeof got, t->shape, t->ndim);
+        snprintf(err, errlen, "%s: tensor '%s' must be one F32 value (a per-tensor global scale), got %s %s", fname(wf, t),
+                 t->name, st_dtype_name(t->dtype), got);
+        return -1;
+    }
+    weight w = plain_weight(t->dtype == ST_F32 ? WF_F32 : t->dtype == ST_F16 ? WF_F16 : WF_BF16, t->data, 1, 1);
+    weight_row_f32(&w, 0, out);
+    if (!isfinite(*out) || *out == 0.0f) {
+        snprintf(err, errlen, "%s: tensor '%s' holds %g: a global scale must be finite and non-zero", fname(wf, t), t->name,
+                 (double)*out);
+        return -1;
+    }
     return 0;
+}
+
+/* quant_validate on each view, the message prefixed with the tensor. */
+static int validate(const weights_file *wf, const st_tensor *t, weight *w, int64_t n, char *err, size_t errlen) {
+    for (int64_t e = 0; e < n; e++) {
+        char m[512];
+        if (quant_validate(&w[e], m, sizeof m)) {
+            if (n > 1) snprintf(err, errlen, "%s: quantized tensor '%s' (expert %lld): %s", fname(wf, t), t->name, (long long)e, m);
+            else snprintf(err, errlen, "%s: quantized tensor '%s': %s", fname(wf, t), t->name, m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The mlx-lm layout: PREFIX.weight (packed), PREFIX.scales, PREFIX.biases. */
+static int bind_mlx(weights_file *wf, const char *prefix, const st_tensor *tw, const st_tensor *ts, int64_t n_stack,
+                    int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
+    char name[600];
+    snprintf(name, sizeof name, "%s.biases", prefix);
+    const st_tensor *tb = st_find(wf->st, name);
+    int nd = n_stack ? 3 : 2;
+    if (check_lead(wf, tw, n_stack, rows, 0, err, errlen) || check_lead(wf, ts, n_stack, rows, 0, err, errlen)) return -1;
+    if (!(tw->dtype == ST_U32 || tw->dtype == ST_U8)) {
+        snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s, expected U32 (packed codes)", fname(wf, tw), tw->name,
+                 st_dtype_name(tw->dtype));
+        return -1;
+    }
+    size_t pb = (size_t)tw->shape[nd - 1] * st_dtype_size(tw->dtype);   /* packed bytes per row */
+    int64_t ng = ts->shape[nd - 1];
+    /* bits from the packed width */
+    if (cols <= 0 || (pb * 8) % (size_t)cols) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': packed width %zu bytes per row does not hold %lld codes of a whole "
+                 "number of bits", fname(wf, tw), tw->name, pb, (long long)cols);
+        return -1;
+    }
+    int bits = (int)(pb * 8 / (size_t)cols);
+    if (!(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8)) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': packed width %zu bytes per row means %d-bit codes for %lld columns "
+                 "(supported: 2, 3, 4, 5, 6, 8)", fname(wf, tw), tw->name, pb, bits, (long long)cols);
+        return -1;
+    }
+    if (ng <= 0 || cols % ng) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': %lld scale groups per row do not divide the row of %lld columns",
+                 fname(wf, ts), ts->name, (long long)ng, (long long)cols);
+        return -1;
+    }
+    int gs = (int)(cols / ng);
+    wformat f;
+    dtype sdt;
+    if (tb) {
+        f = WF_AFFINE;
+        if (tb->dtype != ts->dtype || tb->ndim != ts->ndim || memcmp(tb->shape, ts->shape, sizeof(int64_t) * (size_t)nd)) {
+            char a[128], b[128];
+            shape_str(a, sizeof a, ts->shape, ts->ndim);
+            shape_str(b, sizeof b, tb->shape, tb->ndim);
+            snprintf(err, errlen, "%s: quantized tensor '%s' is %s %s but its scales are %s %s (must match)", fname(wf, tb),
+                     tb->name, st_dtype_name(tb->dtype), b, st_dtype_name(ts->dtype), a);
+            return -1;
+        }
+        if (ts->dtype == ST_BF16) sdt = DT_BF16;
+        else if (ts->dtype == ST_F16) sdt = DT_F16;
+        else if (ts->dtype == ST_F32) sdt = DT_F32;
+        else {
+            snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s, expected BF16, F16 or F32 affine scales",
+                     fname(wf, ts), ts->name, st_dtype_name(ts->dtype));
+            return -1;
+        }
+    } else {
+        if (!(ts->dtype == ST_U8 || ts->dtype == ST_F8_E4M3)) {
+            snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s and no %s.biases: fp-mode scales must be U8 (or "
+                     "affine needs biases)", fname(wf, ts), ts->name, st_dtype_name(ts->dtype), prefix);
+            return -1;
+        }
+        sdt = DT_U8;
+        if (bits == 4 && gs == 16) f = WF_NVFP4;
+        else if (bits == 4 && gs == 32) f = WF_MXFP4;
+        else if (bits == 8 && gs == 32) f = WF_MXFP8;
+        else {
+            snprintf(err, errlen, "%s: quantized tensor '%s': %d-bit codes in groups of %d without biases match no format "
+                     "(nvfp4 4/16, mxfp4 4/32, mxfp8 8/32)", fname(wf, tw), tw->name, bits, gs);
+            return -1;
+        }
+    }
+    /* config.json cross-check */
+    qspec q;
+    if (module_spec(wf, prefix, &q, err, errlen)) return -1;
+    if (q.known < 0) {
+        snprintf(err, errlen, "%s: tensor '%s' is quantized but config.json's quantization block lists '%s' as false "
+                 "(not quantized)", fname(wf, tw), tw->name, prefix);
+        return -1;
+    }
+    if (q.known > 0 && (q.fmt != f || q.bits != bits || q.group != gs)) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': its shapes mean %s %d-bit, group %d, but config.json's quantization "
+                 "for '%s' says %s %d-bit, group %d", fname(wf, tw), tw->name, fmt_name(f), bits, gs, prefix,
+                 fmt_name(q.fmt), q.bits, q.group);
+        return -1;
+    }
+    size_t ss = (size_t)ng * (sdt == DT_F32 ? 4 : sdt == DT_U8 ? 1 : 2);
+    int64_t n = n_stack ? n_stack : 1;
+    for (int64_t e = 0; e < n; e++) {
+        weight w = {0};
+        w.format = f;
+        w.rows = rows;
+        w.cols = cols;
+        w.bits = bits;
+        w.group_size = gs;
+        w.scale_dtype = sdt;
+        w.row_stride = pb;
+        w.scale_stride = ss;
+        w.data = tw->data + (size_t)e * (size_t)rows * pb;
+        w.scales = ts->data + (size_t)e * (size_t)rows * ss;
+        w.biases = tb ? tb->data + (size_t)e * (size_t)rows * ss : NULL;
+        w.global_scale = 1.0f;
+        out[e] = w;
+    }
+    return validate(wf, tw, out, n, err, errlen);
+}
+
+/* ModelOpt / compressed-tensors NVFP4: codes U8 [rows, cols/2], E4M3 scales
+ * [rows, cols/16], a global scale (direct, or inverted). */
+static int bind_nvfp4_pair(weights_file *wf, const st_tensor *tw, const st_tensor *ts, const st_tensor *tg, int inverted,
+                           int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
+    if (tw->dtype != ST_U8 && tw->dtype != ST_U32) {
+        snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s, expected U8 (two E2M1 codes per byte)", fname(wf, tw),
+                 tw->name, st_dtype_name(tw->dtype));
+        return -1;
+    }
+    if (check_lead(wf, tw, 0, rows, 0, err, errlen) || check_lead(wf, ts, 0, rows, 0, err, errlen)) return -1;
+    size_t pb = (size_t)tw->shape[1] * st_dtype_size(tw->dtype);
+    if (cols % 16 || pb != (size_t)cols / 2) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': packed width %zu bytes per row, expected %lld/2 = %lld for nvfp4 "
+                 "(cols a multiple of 16)", fname(wf, tw), tw->name, pb, (long long)cols, (long long)cols / 2);
+        return -1;
+    }
+    if (!(ts->dtype == ST_F8_E4M3 || ts->dtype == ST_U8) || ts->shape[1] != cols / 16) {
+        char got[128];
+        shape_str(got, sizeof got, ts->shape, ts->ndim);
+        snprintf(err, errlen, "%s: quantized tensor '%s' is %s %s, expected F8_E4M3 [%lld, %lld] (one scale per 16 columns)",
+                 fname(wf, ts), ts->name, st_dtype_name(ts->dtype), got, (long long)rows, (long long)cols / 16);
+        return -1;
+    }
+    float g = 1.0f;
+    if (tg && scalar_f32(wf, tg, &g, err, errlen)) return -1;
+    if (inverted) g = 1.0f / g;
+    weight w = {0};
+    w.format = WF_NVFP4;
+    w.rows = rows;
+    w.cols = cols;
+    w.bits = 4;
+    w.group_size = 16;
+    w.scale_dtype = DT_U8;
+    w.data = tw->data;
+    w.row_stride = pb;
+    w.scales = ts->data;
+    w.scale_stride = (size_t)cols / 16;
+    w.global_scale = g;
+    *out = w;
+    return validate(wf, tw, out, 1, err, errlen);
+}
+
+/* PREFIX as [n_stack,] rows x cols in whatever layout it is stored;
+ * out[n_stack or 1]. */
+static int bind(weights_file *wf, const char *prefix, int64_t n_stack, int64_t rows, int64_t cols, weight *out, char *err,
+                size_t errlen) {
+    char name[600];
+    snprintf(name, sizeof name, "%s.weight_packed", prefix);
+    const st_tensor *tp = st_find(wf->st, name);
+    if (tp && !n_stack) {   /* compressed-tensors */
+        const st_tensor *ts, *tg;
+        snprintf(name, sizeof name, "%s.weight_scale", prefix);
+        if (!(ts = find(wf, name, err, errlen))) return -1;
+        snprintf(name, sizeof name, "%s.weight_global_scale", prefix);
+        if (!(tg = find(wf, name, err, errlen))) return -1;
+        return bind_nvfp4_pair(wf, tp, ts, tg, 1, rows, cols, out, err, errlen);
+    }
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    const st_tensor *tw = find(wf, name, err, errlen);
+    if (!tw) return -1;
+    snprintf(name, sizeof name, "%s.scales", prefix);
+    const st_tensor *ts = st_find(wf->st, name);
+    if (ts) return bind_mlx(wf, prefix, tw, ts, n_stack, rows, cols, out, err, errlen);
+    snprintf(name, sizeof name, "%s.weight_scale", prefix);
+    ts = st_find(wf->st, name);
+    if (ts && !n_stack && (tw->dtype == ST_U8 || tw->dtype == ST_U32)) {   /* ModelOpt NVFP4 */
+        snprintf(name, sizeof name, "%s.weight_scale_2", prefix);
+        const st_tensor *tg = st_find(wf->st, name);
+        return bind_nvfp4_pair(wf, tw, ts, tg, 0, rows, cols, out, err, errlen);
+    }
+    /* plain */
+    wformat f;
+    if (plain_format(wf, tw, &f, err, errlen)) return -1;
+    qspec q;
+    if (module_spec(wf, prefix, &q, err, errlen)) return -1;
+    if (q.known > 0 && wf->qblock && json_get(wf->qblock, prefix) && json_get(wf->qblock, prefix)->type == JSON_OBJECT) {
+        snprintf(err, errlen, "%s: tensor '%s' is plain %s but config.json's quantization block lists '%s' as quantized "
+                 "(%s.scales missing)", fname(wf, tw), tw->name, st_dtype_name(tw->dtype), prefix, prefix);
+        return -1;
+    }
+    if (n_stack) {
+        int64_t shape[3] = {n_stack, rows, cols};
+        if (check_shape(wf, tw, shape, 3, err, errlen)) return -1;
+        size_t per = (size_t)rows * (size_t)cols * (f == WF_F32 ? 4 : 2);
+        for (int64_t e = 0; e < n_stack; e++) out[e] = plain_weight(f, tw->data + per * (size_t)e, rows, cols);
+        return 0;
+    }
+    int64_t shape[2] = {rows, cols};
+    if (check_shape(wf, tw, shape, 2, err, errlen)) return -1;
+    *out = plain_weight(f, tw->data, rows, cols);
+    return 0;
+}
+
+int weights_linear(weights_file *wf, const char *prefix, int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
+    return bind(wf, prefix, 0, rows, cols, out, err, errlen);
 }
 
 int weights_vector(weights_file *wf, const char *name, int64_t n, const float **out, char *err, size_t errlen) {
@@ -103,13 +497,7 @@ int weights_vector(weights_file *wf, const char *name, int64_t n, const float **
     if (!v) { snprintf(err, errlen, "out of memory"); return -1; }
     weight w = plain_weight(f, t->data, 1, n);
     weight_row_f32(&w, 0, v);
-    if (wf->n_owned == wf->cap_owned) {
-        wf->cap_owned = wf->cap_owned ? wf->cap_owned * 2 : 64;
-        float **no = realloc(wf->owned, wf->cap_owned * sizeof *no);
-        if (!no) { free(v); snprintf(err, errlen, "out of memory"); return -1; }
-        wf->owned = no;
-    }
-    wf->owned[wf->n_owned++] = v;
+    if (own(wf, v, err, errlen)) return -1;
     *out = v;
     return 0;
 }
@@ -117,8 +505,12 @@ int weights_vector(weights_file *wf, const char *name, int64_t n, const float **
 int weights_experts(weights_file *wf, int layer, const char *proj, int n_experts, int64_t rows, int64_t cols, weight *out,
                     char *err, size_t errlen) {
     char name[512];
-    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.0.%s.weight", layer, proj);
-    if (st_find(wf->st, name)) {
+    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.0.%s", layer, proj);
+    size_t pl = strlen(name);
+    const char *sfx[] = {".weight", ".weight_packed"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(name + pl, sizeof name - pl, "%s", sfx[k]);
+        if (!st_find(wf->st, name)) continue;
         for (int e = 0; e < n_experts; e++) {
             snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s", layer, e, proj);
             if (weights_linear(wf, name, rows, cols, &out[e], err, errlen)) return -1;
@@ -128,16 +520,55 @@ int weights_experts(weights_file *wf, int layer, const char *proj, int n_experts
     const char *stacked[] = {"switch_mlp", "experts"};
     for (int k = 0; k < 2; k++) {
         snprintf(name, sizeof name, "model.layers.%d.mlp.%s.%s.weight", layer, stacked[k], proj);
-        const st_tensor *t = st_find(wf->st, name);
-        if (!t) continue;
-        wformat f;
-        int64_t shape[3] = {n_experts, rows, cols};
-        if (plain_format(wf, t, &f, err, errlen) || check_shape(wf, t, shape, 3, err, errlen)) return -1;
-        size_t per = (size_t)rows * (size_t)cols * (f == WF_F32 ? 4 : 2);
-        for (int e = 0; e < n_experts; e++) out[e] = plain_weight(f, t->data + per * (size_t)e, rows, cols);
-        return 0;
+        if (!st_find(wf->st, name)) continue;
+        snprintf(name, sizeof name, "model.layers.%d.mlp.%s.%s", layer, stacked[k], proj);
+        return bind(wf, name, n_experts, rows, cols, out, err, errlen);
     }
     snprintf(err, errlen, "%s: missing tensor 'model.layers.%d.mlp.experts.0.%s.weight' (nor stacked experts)", wf->dir,
              layer, proj);
     return -1;
+}
+
+int weights_kv_b(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *out, char *err, size_t errlen) {
+    char p[256], p2[256], t[300];
+    snprintf(p, sizeof p, "model.layers.%d.self_attn.kv_b_proj", layer);
+    snprintf(p2, sizeof p2, "model.layers.%d.self_attn.embed_q.weight", layer);
+    int has_kvb = 0;
+    snprintf(t, sizeof t, "%s.weight", p);
+    has_kvb |= st_find(wf->st, t) != NULL;
+    snprintf(t, sizeof t, "%s.weight_packed", p);
+    has_kvb |= st_find(wf->st, t) != NULL;
+    if (has_kvb || !st_find(wf->st, p2)) return weights_linear(wf, p, (int64_t)H * (dn + dv), R, out, err, errlen);
+    /* mlx-lm: embed_q [H, R, dn] (W_UK^T per head), unembed_out [H, dv, R] (W_UV) */
+    weight *eq = calloc((size_t)H * 2, sizeof *eq);
+    float *row = malloc((size_t)(R > dn ? R : dn) * sizeof *row);
+    size_t n = (size_t)H * (size_t)(dn + dv) * (size_t)R;
+    float *dense = malloc((n ? n : 1) * sizeof *dense);
+    if (!eq || !row || !dense) {
+        free(eq); free(row); free(dense);
+        snprintf(err, errlen, "out of memory (dense kv_b of layer %d: %zu bytes)", layer, n * sizeof(float));
+        return -1;
+    }
+    weight *uo = eq + H;
+    snprintf(p, sizeof p, "model.layers.%d.self_attn.embed_q", layer);
+    snprintf(p2, sizeof p2, "model.layers.%d.self_attn.unembed_out", layer);
+    int rc = bind(wf, p, H, R, dn, eq, err, errlen);
+    if (!rc) rc = bind(wf, p2, H, dv, R, uo, err, errlen);
+    if (!rc) {
+        size_t hs = (size_t)(dn + dv) * (size_t)R;
+        for (int h = 0; h < H; h++) {
+            float *blk = dense + (size_t)h * hs;
+            for (int r = 0; r < R; r++) {   /* embed_q row r = column r of W_UK_h */
+                weight_row_f32(&eq[h], r, row);
+                for (int j = 0; j < dn; j++) blk[(size_t)j * R + r] = row[j];
+            }
+            for (int k = 0; k < dv; k++) weight_row_f32(&uo[h], k, blk + (size_t)(dn + k) * R);
+        }
+    }
+    free(eq);
+    free(row);
+    if (rc) { free(dense); return -1; }
+    if (own(wf, dense, err, errlen)) return -1;
+    *out = plain_weight(WF_F32, (const uint8_t *)dense, (int64_t)H * (dn + dv), R);
+    return 0;
 }

@@ -2,7 +2,24 @@
  * tensor up by name, checks dtype and shape, and describes it as a `weight`
  * (zero-copy into the mapped file). This is where on-disk layouts differ
  * (per-expert or stacked experts; plain or quantized), so the forward pass
- * never sees them. Every error names the file and the tensor. */
+ * never sees them. Every error names the file and the tensor.
+ *
+ * Quantized layouts (SPEC §4.3, §6), recognised per tensor from its companions:
+ *  - mlx-lm: X.weight (U32 packed codes) + X.scales (+ X.biases for affine),
+ *    quantized along the last axis; experts stacked as mlp.switch_mlp.PROJ
+ *    [E, out, in_packed]. Bits and group size are inferred from the shapes and
+ *    cross-checked against config.json's `quantization` block (or an mlx-style
+ *    `quantization_config`): its group_size/bits/mode, and per-module-path
+ *    overrides (a dict, or false = not quantized).
+ *  - ModelOpt NVFP4: X.weight U8 [out, in/2], X.weight_scale F8_E4M3
+ *    [out, in/16], X.weight_scale_2 F32 scalar = direct multiplier
+ *    (X.input_scale ignored).
+ *  - compressed-tensors NVFP4: X.weight_packed U8, X.weight_scale F8_E4M3,
+ *    X.weight_global_scale F32 stored inverted (w = e2m1 * scale / global).
+ * Tensors without companions are plain BF16/F16/F32 (mixed checkpoints).
+ * Every quantized view passes quant_validate before it is returned; the
+ * packed data stays in the mapped file (never dequantized to memory), except
+ * the dense kv_b built from mlx-lm's embed_q/unembed_out (weights_kv_b). */
 #ifndef GLM_WEIGHTS_H
 #define GLM_WEIGHTS_H
 
@@ -13,6 +30,8 @@
 
 typedef struct weights_file weights_file;
 
+/* Opens DIR's safetensors and reads the quantization block of
+ * DIR/config.json (if the file exists); a malformed block is an error. */
 weights_file *weights_open(const char *dir, char *err, size_t errlen);
 void weights_close(weights_file *wf);
 
@@ -24,8 +43,17 @@ int weights_linear(weights_file *wf, const char *prefix, int64_t rows, int64_t c
 int weights_vector(weights_file *wf, const char *name, int64_t n, const float **out, char *err, size_t errlen);
 /* The n_experts routed experts' PROJ (gate_proj/up_proj/down_proj) of layer
  * i, stored per expert (HF: mlp.experts.E.PROJ) or stacked with a leading
- * expert axis (mlp.switch_mlp.PROJ or mlp.experts.PROJ). */
+ * expert axis (mlp.switch_mlp.PROJ or mlp.experts.PROJ), plain or quantized. */
 int weights_experts(weights_file *wf, int layer, const char *proj, int n_experts, int64_t rows, int64_t cols, weight *out,
                     char *err, size_t errlen);
+/* Layer i's kv_b_proj, logical [H*(dn+dv), R] (per head dn W_UK rows, then dv
+ * W_UV rows). Bound as stored when the checkpoint has self_attn.kv_b_proj —
+ * also when quantized: its groups run along R and the model reads whole rows,
+ * whose decode is exact, so splitting the rows equals dequantize-then-split.
+ * When the checkpoint has mlx-lm's self_attn.embed_q ([H, R, dn] = W_UK
+ * transposed per head) and self_attn.unembed_out ([H, dv, R] = W_UV) instead,
+ * builds the equivalent dense f32 matrix (exact dequantized values), owned by
+ * wf: H*(dn+dv)*R*4 bytes per layer. */
+int weights_kv_b(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *out, char *err, size_t errlen);
 
 #endif

@@ -6,7 +6,7 @@ the MTP layer stored at index num_hidden_layers, which engines must skip), weigh
 and writing a complete model directory: config.json, generation_config.json, tokenizer.json,
 tokenizer_config.json and model.safetensors (or shards + model.safetensors.index.json).
 
-Usage: gen_checkpoint.py --preset tiny|groups|yarn|v2lite|flash --dtype f32|bf16|f16 --out DIR
+Usage: gen_checkpoint.py --preset tiny|groups|yarn|v2lite|flash|tinyq --dtype f32|bf16|f16 --out DIR
                          [--seed N] [--layers N] [--shards N] [--no-mtp]
 
 Weights are drawn from a discretised normal: 16 random bits per element index a 65536-entry table
@@ -30,7 +30,7 @@ import safetensors_np as stn  # noqa: E402
 import tiny_bpe  # noqa: E402
 
 DTYPES = {"f32": ("F32", "float32"), "bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16")}
-PRESETS = ("tiny", "groups", "yarn", "v2lite", "flash")
+PRESETS = ("tiny", "groups", "yarn", "v2lite", "flash", "tinyq")
 # the official template, copied into tokenizer_config.json when the shared data directory is present
 CHAT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
                              "glm-4.7-flash", "chat_template.jinja")
@@ -110,6 +110,11 @@ def preset_config(name, layers=None, mtp=True):
                  kv_lora_rank=512, qk_nope_head_dim=192, qk_rope_head_dim=64, v_head_dim=256,
                  intermediate_size=10240, moe_intermediate_size=1536, n_routed_experts=64,
                  num_experts_per_tok=4, vocab_size=154880, num_hidden_layers=4)
+    elif name == "tinyq":
+        # tiny, with every quantized axis (hidden, q/kv latents, expert and dense widths, o_proj's input, the
+        # embed_q/unembed_out axes) a multiple of 64, so mlx-lm's group sizes divide them (quantization tests)
+        c.update(q_lora_rank=128, kv_lora_rank=128, num_attention_heads=2, num_key_value_heads=2,
+                 qk_nope_head_dim=64, qk_rope_head_dim=16, v_head_dim=64, moe_intermediate_size=128)
     if layers is not None:
         if layers < 1:
             raise ValueError("--layers must be >= 1")

@@ -6,7 +6,7 @@ semantics in SPEC section 5 (5.1-5.6.1) with numpy only, sharing no code with th
 non-absorbed MLA (K/V expanded per head from the latent through kv_b_proj), every position at once
 under a causal mask, float64 everywhere, eps 1e-6 on q_a_layernorm/kv_a_layernorm as HF does.
 
-Usage: reference.py --model DIR --tokens 1,2,3 --out FILE
+Usage: reference.py --model DIR --tokens 1,2,3 --out FILE [--dequantize]
        writes raw little-endian float64 logits [n_tokens][vocab_size].
 
 Weights come through one function, load_weight(name) -> float64 array, so a dequantizing loader
@@ -408,6 +408,9 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="model directory (config.json + safetensors)")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
     ap.add_argument("--out", required=True, help="output file: little-endian float64 [n_tokens][vocab_size]")
+    ap.add_argument("--dequantize", action="store_true",
+                    help="quantized checkpoint (mlx-lm, ModelOpt or compressed-tensors layout): run on the exact "
+                         "dequantized weights (tools/make_quantized.py DequantLoader)")
     a = ap.parse_args(argv)
     try:
         toks = [int(t) for t in a.tokens.split(",") if t.strip() != ""]
@@ -415,7 +418,11 @@ def main(argv=None):
         print(f"reference: --tokens must be comma-separated integers, got {a.tokens!r}", file=sys.stderr)
         return 2
     try:
-        logits = Reference(a.model).forward(toks)
+        loader = None
+        if a.dequantize:
+            import make_quantized
+            loader = make_quantized.DequantLoader(a.model)
+        logits = Reference(a.model, load_weight=loader).forward(toks)
     except (ConfigError, ValueError, KeyError, OSError, stn.SafetensorsError) as e:
         print(f"reference: {e}", file=sys.stderr)
         return 1
