@@ -6,6 +6,8 @@
  * status (0 ok, 1 failure, 2 usage error). */
 int cmd_quantize(int argc, char **argv);      /* cli_quant.c */
 int cmd_perplexity(int argc, char **argv);    /* cli_quant.c */
+int cmd_serve(int argc, char **argv);         /* cli_serve.c */
+int cmd_bench(int argc, char **argv);         /* cli_bench.c */
 
 /* The model directory used when -m is not given: models/demo beside the binary. */
 const char *cli_default_model_dir(void);

@@ -28,6 +28,7 @@ int glm_model_threads(const glm_model *m);
 typedef struct {
     size_t weight_bytes;          /* all bound weights (mapped) */
     size_t active_weight_bytes;   /* read per decoded token: non-expert weights + top-k + shared experts */
+    double active_weight_elems;   /* multiply-adds per token in the weight matrices (2 flops each) */
     size_t bytes_by_format[8];    /* indexed by wformat */
     size_t kv_bytes_per_token;    /* latent cache, all layers */
 } glm_model_stats;

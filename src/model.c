@@ -216,7 +216,10 @@ static void add_bytes(glm_model_stats *st, const weight *w, int active) {
     size_t b = weight_bytes(w);
     st->weight_bytes += b;
     if ((unsigned)w->format < 8) st->bytes_by_format[w->format] += b;
-    if (active) st->active_weight_bytes += b;
+    if (active) {
+        st->active_weight_bytes += b;
+        st->active_weight_elems += (double)w->rows * (double)w->cols;
+    }
 }
 
 void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
@@ -225,7 +228,10 @@ void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
     add_bytes(st, &m->embed, 0);
     st->active_weight_bytes += (size_t)(weight_bytes(&m->embed) / (size_t)c->vocab_size);   /* one row */
     if (!c->tie_word_embeddings) add_bytes(st, &m->lm_head, 1);
-    else st->active_weight_bytes += weight_bytes(&m->lm_head);
+    else {
+        st->active_weight_bytes += weight_bytes(&m->lm_head);
+        st->active_weight_elems += (double)m->lm_head.rows * (double)m->lm_head.cols;
+    }
     for (int i = 0; i < c->num_hidden_layers; i++) {
         const layer *L = &m->layers[i];
         const weight *attn[] = {&L->q_a, &L->q_b, &L->q_proj, &L->kv_a, &L->kv_b, &L->o_proj};
@@ -241,6 +247,7 @@ void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
             per_expert = weight_bytes(&L->exp_gate[e]) + weight_bytes(&L->exp_up[e]) + weight_bytes(&L->exp_down[e]);
         }
         st->active_weight_bytes += per_expert * (size_t)c->num_experts_per_tok;
+        st->active_weight_elems += 3.0 * (double)c->moe_intermediate_size * c->hidden_size * c->num_experts_per_tok;
         if (L->has_shared) { add_bytes(st, &L->sh_gate, 1); add_bytes(st, &L->sh_up, 1); add_bytes(st, &L->sh_down, 1); }
     }
     st->kv_bytes_per_token = (size_t)c->num_hidden_layers * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);

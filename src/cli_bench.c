@@ -1,0 +1,173 @@
+/* cli_bench.c — `glmlite bench`: llama-bench-style prompt-processing (ppN)
+ * and generation (tgN) throughput, with the bytes of weights read per token,
+ * the achieved bandwidth, and that as a fraction of the machine's read
+ * bandwidth measured by the same command (a STREAM-style sum). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+#include "glm.h"
+#include "threads.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    const uint64_t *data;
+    size_t words_per_task;
+    uint64_t sums[64];
+} read_job;
+
+static void read_task(void *ctx, int task, int thread) {
+    (void)thread;
+    read_job *j = ctx;
+    const uint64_t *p = j->data + (size_t)task * j->words_per_task;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= j->words_per_task; i += 4) {
+        a += p[i];
+        b ^= p[i + 1];
+        c += p[i + 2];
+        d ^= p[i + 3];
+    }
+    j->sums[task % 64] += a + b + c + d;   /* keeps the loads live */
+}
+
+/* Read bandwidth in GB/s with n_threads threads: best of 5 passes over 1 GiB. */
+static double measure_bandwidth(int n_threads) {
+    size_t bytes = (size_t)1 << 30;
+    uint64_t *data = malloc(bytes);
+    if (!data) return 0;
+    size_t words = bytes / 8;
+    for (size_t i = 0; i < words; i++) data[i] = i * 2654435761u;
+    thread_pool *pool = pool_new(n_threads);
+    int tasks = n_threads * 8;
+    read_job j = {data, words / (size_t)tasks, {0}};
+    double best = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        double t0 = now_s();
+        pool_run(pool, read_task, &j, tasks);
+        double gbs = (double)j.words_per_task * (size_t)tasks * 8 / (now_s() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    pool_free(pool);
+    free(data);
+    return best;
+}
+
+static void mean_sd(const double *v, int n, double *mean, double *sd) {
+    double m = 0, s = 0;
+    for (int i = 0; i < n; i++) m += v[i];
+    m /= n;
+    for (int i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
+    *mean = m;
+    *sd = n > 1 ? sqrt(s / (n - 1)) : 0;
+}
+
+static int parse_pos(const char *v, int *out, int allow_zero) {
+    char *end;
+    long x = v ? strtol(v, &end, 10) : -1;
+    if (!v || *end || x < (allow_zero ? 0 : 1) || x > 1 << 24) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *dir = cli_default_model_dir(), *fmt = "md";
+    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "-m")) bad = !(dir = v);
+        else if (!strcmp(a, "-p")) bad = parse_pos(v, &n_prompt, 1);
+        else if (!strcmp(a, "-n")) bad = parse_pos(v, &n_gen, 1);
+        else if (!strcmp(a, "-t")) bad = parse_pos(v, &threads, 0);
+        else if (!strcmp(a, "-r")) bad = parse_pos(v, &reps, 0) || reps < 1;
+        else if (!strcmp(a, "--depth")) bad = parse_pos(v, &depth, 1);
+        else if (!strcmp(a, "-o")) bad = !(fmt = v) || (strcmp(v, "md") && strcmp(v, "json"));
+        else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", a); return 2; }
+        if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", a); return 2; }
+        i++;
+    }
+    char err[1024];
+    glm_load_options lo = {threads};
+    glm_model *m = glm_model_load(dir, &lo, err, sizeof err);
+    if (!m) { fprintf(stderr, "glmlite: %s\n", err); return 1; }
+    threads = glm_model_threads(m);
+    const glm_config *c = glm_model_config(m);
+    glm_model_stats st;
+    glm_model_get_stats(m, &st);
+    int json = !strcmp(fmt, "json");
+    double bw = measure_bandwidth(threads);
+    int n_ctx = (n_prompt > depth + n_gen ? n_prompt : depth + n_gen) + 1;
+    glm_session_options so = {n_ctx, 0};
+    glm_session *s = glm_session_new(m, &so, err, sizeof err);
+    if (!s) { fprintf(stderr, "glmlite: %s\n", err); glm_model_free(m); return 1; }
+    int n_tok = n_prompt > depth ? n_prompt : depth;
+    int32_t *ids = malloc((size_t)(n_tok + 1) * sizeof *ids);
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    unsigned seed = 1;
+    int id_range = c->vocab_size < 1000 ? c->vocab_size : 1000;
+    for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
+    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    /* warm-up: fault the mapped weights in and let the caches settle */
+    int rc = glm_forward(s, ids, n_prompt < 16 ? n_prompt : 16, logits, 0, err, sizeof err);
+    for (int i = 0; i < 4 && !rc; i++) rc = glm_forward(s, &ids[i], 1, logits, 0, err, sizeof err);
+    for (int r = 0; r < reps && !rc; r++) {
+        glm_session_truncate(s, 0);
+        double t0 = now_s();
+        rc = glm_forward(s, ids, n_prompt, logits, 0, err, sizeof err);
+        pp[r] = n_prompt / (now_s() - t0);
+        glm_session_truncate(s, 0);
+        if (!rc && depth) rc = glm_forward(s, ids, depth, logits, 0, err, sizeof err);
+        t0 = now_s();
+        for (int i = 0; i < n_gen && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
+        tg[r] = n_gen / (now_s() - t0);
+    }
+    if (rc) fprintf(stderr, "glmlite: %s\n", err);
+    else {
+        double pm, ps, tm, ts;
+        mean_sd(pp, reps, &pm, &ps);
+        mean_sd(tg, reps, &tm, &ts);
+        /* weights once per token, plus the cached latents the attention reads (mean over the run) */
+        double bytes = (double)st.active_weight_bytes + (double)st.kv_bytes_per_token * (depth + n_gen / 2.0);
+        double gflops = 2.0 * st.active_weight_elems * pm / 1e9;
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double rss_gb = ru.ru_maxrss * 1024.0 / 1e9;
+        char pp_name[32], tg_name[48];
+        snprintf(pp_name, sizeof pp_name, "pp%d", n_prompt);
+        if (depth) snprintf(tg_name, sizeof tg_name, "tg%d @ d%d", n_gen, depth);
+        else snprintf(tg_name, sizeof tg_name, "tg%d", n_gen);
+        if (json) {
+            printf("{\"test\":\"%s\",\"n_prompt\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,\"gflops\":%.2f,"
+                   "\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
+                   pp_name, n_prompt, threads, pm, ps, gflops, st.weight_bytes, rss_gb * 1e9);
+            printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
+                   "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,"
+                   "\"peak_rss_bytes\":%.0f}\n",
+                   n_gen, n_gen, depth, threads, tm, ts, bytes, bytes * tm / 1e9, bw, bytes * tm / 1e9 / bw, rss_gb * 1e9);
+        } else {
+            printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d\n", dir, c->model_type,
+                   c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads);
+            printf("machine read bandwidth (same threads): %.1f GB/s\n\n", bw);
+            printf("| test | t/s | GFLOP/s | GB/s | of machine GB/s |\n|---|---|---|---|---|\n");
+            printf("| %s | %.2f ± %.2f | %.1f | | |\n", pp_name, pm, ps, gflops);
+            printf("| %s | %.2f ± %.2f | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
+            printf("\npeak RSS %.2f GB (mapped weights are counted as they are touched)\n", rss_gb);
+        }
+    }
+    free(pp);
+    free(tg);
+    free(ids);
+    free(logits);
+    glm_session_free(s);
+    glm_model_free(m);
+    return rc ? 1 : 0;
+}
