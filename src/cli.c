@@ -372,12 +372,14 @@ static int chat_turn(chat_state *cs, int n_predict) {
     buf_putc(&req, '}');
     char err[1024];
     json_doc *d = json_parse(req.data, req.len, err, sizeof err);
-    buf prompt = {0};
+    buf prompt = {0}, spans = {0};
     int rc = -1;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (!d || chat_render(json_root(d), &prompt, err, sizeof err) ||
-        tokenizer_encode(cs->rt.tok, prompt.data, prompt.len, 1, &ids, &n_ids, err, sizeof err)) {
+    /* special-token text typed in a message stays text: only the template's markers are special */
+    if (!d || chat_render_spans(json_root(d), 0, &prompt, &spans, err, sizeof err) ||
+        tokenizer_encode_guarded(cs->rt.tok, prompt.data, prompt.len, (const size_t *)spans.data,
+                                 spans.len / (2 * sizeof(size_t)), &ids, &n_ids, err, sizeof err)) {
         fprintf(stderr, "glmlite: %s\n", err);
         goto done;
     }
@@ -418,6 +420,7 @@ static int chat_turn(chat_state *cs, int n_predict) {
 done:
     free(ids);
     buf_free(&prompt);
+    buf_free(&spans);
     json_free(d);
     buf_free(&req);
     return rc;
