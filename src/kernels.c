@@ -38,8 +38,14 @@ static void ref_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
+static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
+                         float *y, size_t y_stride) {
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
+}
+
 static const kernel_table reference_table = {
-    "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32,
+    "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -7,6 +7,7 @@
 #ifndef GLM_KERNELS_H
 #define GLM_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -17,6 +18,10 @@ typedef struct {
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a * x */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    /* y[t * y_stride + r] = dot(w + r * w_stride, x + t * x_stride) for r < rows,
+     * t < n, over cols: the prefill product, register-blocked in the fast version. */
+    void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
+                     float *y, size_t y_stride);
 } kernel_table;
 
 const kernel_table *kernels_reference(void);

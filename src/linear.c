@@ -21,6 +21,7 @@ static float dot_plain(const kernel_table *k, const weight *w, int64_t r, const 
     }
 }
 
+/* Row r as f32: the stored row itself for f32, else widened into tmp. */
 static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r, float *tmp) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     switch (w->format) {
@@ -31,20 +32,36 @@ static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r
     }
 }
 
+/* Vectors below this count use row dot products straight from the stored
+ * (or packed) weights; from here on, blocks of rows are widened to f32 once
+ * and multiplied with all vectors by the register-blocked kernel. */
+#define GEMM_MIN_VECTORS 4
+
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch) {
-    if (!is_plain(w)) {
-        quant_matmul_rows(w, row0, row1, x, n, x_stride, y, y_stride);
-        return;
-    }
     const kernel_table *k = kernels_active();
-    if (n == 1) {
-        for (int64_t r = row0; r < row1; r++) y[r] = dot_plain(k, w, r, x);
+    if (n < GEMM_MIN_VECTORS) {
+        if (!is_plain(w)) {
+            quant_matmul_rows(w, row0, row1, x, n, x_stride, y, y_stride);
+            return;
+        }
+        for (int t = 0; t < n; t++)
+            for (int64_t r = row0; r < row1; r++) y[(size_t)t * y_stride + r] = dot_plain(k, w, r, x + (size_t)t * x_stride);
         return;
     }
-    for (int64_t r = row0; r < row1; r++) {
-        const float *wr = row_as_f32(k, w, r, row_scratch);
-        for (int t = 0; t < n; t++) y[(size_t)t * y_stride + r] = k->dot_f32(wr, x + (size_t)t * x_stride, w->cols);
+    for (int64_t r = row0; r < row1; r += LINEAR_ROW_BLOCK) {
+        int rows = (int)(row1 - r < LINEAR_ROW_BLOCK ? row1 - r : LINEAR_ROW_BLOCK);
+        const float *block;
+        size_t stride;
+        if (w->format == WF_F32) {
+            block = (const float *)(w->data + (size_t)r * w->row_stride);
+            stride = w->row_stride / sizeof(float);
+        } else {
+            for (int i = 0; i < rows; i++) row_as_f32(k, w, r + i, row_scratch + (size_t)i * w->cols);
+            block = row_scratch;
+            stride = (size_t)w->cols;
+        }
+        k->gemm_f32(block, stride, rows, x, x_stride, n, w->cols, y + r, y_stride);
     }
 }
 

@@ -6,15 +6,19 @@
 #include "tensor.h"
 #include "threads.h"
 
+/* Rows widened to f32 at a time for the batched product (prefill). */
+#define LINEAR_ROW_BLOCK 16
+
 /* y[t][r] = sum_c W[r][c] * x[t][c] for t < n, r < rows. x is [n][cols]
  * (stride x_stride floats), y is [n][y_stride] floats. scratch: per-thread
- * buffers of at least cols floats each (pool_size of them, scratch_stride
- * floats apart). Each output row is computed by one thread in a fixed order,
- * so results do not depend on the thread count. */
+ * buffers of at least LINEAR_ROW_BLOCK * cols floats each (pool_size of them,
+ * scratch_stride floats apart). Each output row is computed by one thread in
+ * a fixed order, so results do not depend on the thread count. */
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride);
 
-/* The same product on the calling thread only, rows [row0, row1). */
+/* The same product on the calling thread only, rows [row0, row1);
+ * row_scratch holds LINEAR_ROW_BLOCK * cols floats. */
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch);
 

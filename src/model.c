@@ -17,7 +17,8 @@
 #include "threads.h"
 #include "weights.h"
 
-#define UBATCH 64   /* tokens per forward chunk: bounds the scratch memory */
+#define UBATCH 256      /* tokens per forward chunk: bounds the scratch memory */
+#define HEAD_GROUP 4    /* heads one attention task handles: each cached row is read once per group */
 
 typedef struct {
     const float *attn_norm;       /* [D] */
@@ -299,11 +300,13 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->expert_out = zalloc(UB * D * F, &fail);
     s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
     s->logits_tmp = zalloc((size_t)c->vocab_size * F, &fail);
-    /* per thread: one widened weight row, or one row of attention scores */
+    /* per thread: a block of widened weight rows, or a head group's attention scores */
     size_t widest = (size_t)D;
-    size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim, (size_t)s->n_ctx,
+    size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
+    widest *= LINEAR_ROW_BLOCK;
+    if ((size_t)HEAD_GROUP * (size_t)s->n_ctx > widest) widest = (size_t)HEAD_GROUP * (size_t)s->n_ctx;
     s->scratch_stride = (widest + 15) & ~(size_t)15;
     s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
     if (s->naive_attention) {
@@ -341,12 +344,15 @@ static void lin(glm_session *s, const weight *w, const float *x, int n, size_t x
     linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride);
 }
 
-/* Attention for one (token, head) pair over the latent cache (SPEC §5.5):
- * score(s) = scale * ([q_lat | q_pe] . [c_kv(s) | k_pe(s)]), value = c_kv(s). */
+/* Attention for one token and a group of heads over the latent cache (SPEC
+ * §5.5): score(p) = scale * ([q_lat | q_pe] . [c_kv(p) | k_pe(p)]), value =
+ * c_kv(p). All heads share the cached rows, so the key loop is outside the
+ * head loop and a row is read once per group. Each head's arithmetic is the
+ * same whatever the grouping, so results do not depend on the thread count. */
 typedef struct {
     glm_session *s;
     const float *cache;   /* this layer's [n_ctx][R+dr] */
-    int T, pos0;
+    int T, pos0, groups;
 } attn_job;
 
 static void attn_task(void *ctx, int task, int thread) {
@@ -355,15 +361,22 @@ static void attn_task(void *ctx, int task, int thread) {
     const glm_config *c = &s->m->cfg;
     const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
-    int t = task / H, h = task % H;
+    int t = task / j->groups, h0 = task % j->groups * HEAD_GROUP;
+    int nh = H - h0 < HEAD_GROUP ? H - h0 : HEAD_GROUP;
     int n_keys = j->pos0 + t + 1;   /* causal: keys 0..pos */
-    const float *qv = s->qa + ((size_t)t * H + h) * kvw;
-    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;
-    for (int p = 0; p < n_keys; p++) score[p] = c->softmax_scale * k->dot_f32(qv, j->cache + (size_t)p * kvw, kvw);
-    softmax_inplace(score, n_keys);
-    float *ol = s->olat + ((size_t)t * H + h) * R;
-    memset(ol, 0, (size_t)R * sizeof *ol);
-    for (int p = 0; p < n_keys; p++) k->axpy(score[p], j->cache + (size_t)p * kvw, ol, R);
+    const float *q = s->qa + ((size_t)t * H + h0) * kvw;
+    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nh][n_keys] */
+    for (int p = 0; p < n_keys; p++) {
+        const float *row = j->cache + (size_t)p * kvw;
+        for (int h = 0; h < nh; h++) score[(size_t)h * n_keys + p] = c->softmax_scale * k->dot_f32(q + (size_t)h * kvw, row, kvw);
+    }
+    for (int h = 0; h < nh; h++) softmax_inplace(score + (size_t)h * n_keys, n_keys);
+    float *ol = s->olat + ((size_t)t * H + h0) * R;
+    memset(ol, 0, (size_t)nh * R * sizeof *ol);
+    for (int p = 0; p < n_keys; p++) {
+        const float *row = j->cache + (size_t)p * kvw;
+        for (int h = 0; h < nh; h++) k->axpy(score[(size_t)h * n_keys + p], row, ol + (size_t)h * R, R);
+    }
 }
 
 /* The non-absorbed reference (tests): expand per-head keys and values from
@@ -463,8 +476,9 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
     } else {
         head_job hj = {s, L, T};
         pool_run(s->m->pool, absorb_query_task, &hj, H);
-        attn_job aj = {s, cache, T, pos0};
-        pool_run(s->m->pool, attn_task, &aj, T * H);
+        int groups = (H + HEAD_GROUP - 1) / HEAD_GROUP;
+        attn_job aj = {s, cache, T, pos0, groups};
+        pool_run(s->m->pool, attn_task, &aj, T * groups);
         pool_run(s->m->pool, absorb_output_task, &hj, H);
     }
     lin(s, &L->o_proj, s->o, T, (size_t)H * c->v_head_dim, s->proj, D);

@@ -46,6 +46,30 @@ TEST(kernels_avx2_match_reference) {
     }
 }
 
+TEST(kernels_gemm_matches_reference) {
+    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
+    if (!fast) SKIP("CPU has no AVX2/FMA");
+    unsigned seed = 9;
+    int shapes[][3] = {{1, 1, 1}, {4, 3, 8}, {5, 7, 13}, {16, 12, 64}, {9, 10, 301}, {3, 2, 40}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int rows = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
+        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;   /* padded strides */
+        float *w = malloc(rows * ws * 4), *x = malloc(n * xs * 4), *y1 = malloc(n * ys * 4), *y2 = malloc(n * ys * 4);
+        for (size_t i = 0; i < rows * ws; i++) w[i] = frand(&seed);
+        for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed);
+        for (size_t i = 0; i < n * ys; i++) y1[i] = y2[i] = 77.0f;
+        ref->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys);
+        fast->gemm_f32(w, ws, rows, x, xs, n, cols, y2, ys);
+        for (int t = 0; t < n; t++)
+            for (size_t r = 0; r < ys; r++) {
+                float a = y1[t * ys + r], b = y2[t * ys + r];
+                if (r >= (size_t)rows) CHECKF(a == 77.0f && b == 77.0f, "wrote past the rows at %zu", r);
+                else CHECKF(fabsf(a - b) < 1e-5f * sqrtf((float)cols), "shape %zu t=%d r=%zu: %g vs %g", k, t, r, b, a);
+            }
+        free(w); free(x); free(y1); free(y2);
+    }
+}
+
 TEST(kernels_rope_pairings) {
     /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
     float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
@@ -70,18 +94,19 @@ TEST(kernels_linear_threads_and_batches_agree) {
     w.row_stride = (size_t)cols * 2;
     w.global_scale = 1;
     float *x = malloc((size_t)n * cols * 4), *y1 = calloc((size_t)n * rows, 4), *y2 = calloc((size_t)n * rows, 4);
-    float *y3 = calloc(rows, 4), *scratch = malloc(2 * 128 * 4);
+    size_t ss = (size_t)LINEAR_ROW_BLOCK * cols;
+    float *y3 = calloc(rows, 4), *scratch = malloc(2 * ss * 4);
     for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
     thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
-    linear(p1, &w, x, n, cols, y1, rows, scratch, 128);
-    linear(p2, &w, x, n, cols, y2, rows, scratch, 128);
-    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
-    linear(p2, &w, x + 2 * cols, 1, cols, y3, rows, scratch, 128);   /* one vector: decode path */
-    CHECK(memcmp(y3, y1 + 2 * rows, (size_t)rows * 4) == 0);
+    linear(p1, &w, x, n, cols, y1, rows, scratch, ss);     /* batched: widened rows, blocked kernel */
+    linear(p2, &w, x, n, cols, y2, rows, scratch, ss);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);       /* thread count changes nothing */
+    linear(p2, &w, x + 2 * cols, 1, cols, y3, rows, scratch, ss);   /* one vector: decode path */
     for (int r = 0; r < rows; r++) {
         double ref = 0;
         for (int c = 0; c < cols; c++) ref += (double)bf16_to_f32(wd[r * cols + c]) * x[2 * cols + c];
-        CHECKF(fabs(ref - y3[r]) < 1e-4, "row %d: %g vs %g", r, y3[r], ref);
+        CHECKF(fabs(ref - y3[r]) < 1e-4, "row %d: decode %g vs %g", r, y3[r], ref);
+        CHECKF(fabs(ref - y1[2 * rows + r]) < 1e-4, "row %d: batched %g vs %g", r, y1[2 * rows + r], ref);
     }
     pool_free(p1);
     pool_free(p2);
