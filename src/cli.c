@@ -42,6 +42,7 @@ static void usage(FILE *f) {
           "  render                                JSON request on stdin -> prompt text\n"
           "  logits    --tokens 1,2,3 -o FILE      raw little-endian f32 logits [n_tokens][vocab]\n"
           "  info                                  config, weight formats, memory needs\n"
+          "  serve     [--host H] [--port P] [--parallel N] [--api-key K]   OpenAI/Ollama HTTP server (serve -h)\n"
           "  bench     [-p 512] [-n 128] [-r 3] [--depth D] [-o md|json]   throughput and achieved GB/s\n"
           "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
@@ -519,6 +520,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    /* serve parses its own flags (--host, --port, --parallel, ...) */
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     cli_opts o = {0};
     o.think = 1;
