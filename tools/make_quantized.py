@@ -24,6 +24,8 @@ values (SPEC section 6 formulas, via quant_ref), for tools/reference.py --dequan
 
 Usage: make_quantized.py --model IN --out OUT --layout mlx|mixed|modelopt|ct
                          [--type int4|int8|nvfp4|mxfp4|mxfp8] [--group-size G]
+       make_quantized.py --model QUANTIZED --out OUT --corrupt KIND   (a malformed copy for loader tests;
+                         prints the tensor whose name the load error must contain)
 """
 import argparse
 import json
@@ -47,6 +49,31 @@ SCALE_DT = {"BF16": qr.BF16, "F16": qr.F16, "F32": qr.F32}
 
 # ---------------------------------------------------------------------------------------------
 # encoding
+
+def _fast_encoder(table, sign_bit):
+    """Nearest-value encoder equal to quant_ref.nearest_code for one sign-magnitude table (ties to the
+    even code, saturating, sign kept), in O(n log k) instead of brute force over every code: quant_ref's
+    encoders are the specification, too slow for whole checkpoints."""
+    mags = table[:sign_bit].astype(np.float64)
+    codes = np.arange(sign_bit)
+    ok = np.isfinite(mags)
+    mags, codes = mags[ok], codes[ok]   # increasing with the code
+
+    def enc(x):
+        x = np.asarray(x, dtype=np.float64).ravel()
+        a = np.abs(x)
+        hi = np.clip(np.searchsorted(mags, a), 1, len(mags) - 1)
+        lo = hi - 1
+        dlo, dhi = a - mags[lo], mags[hi] - a
+        pick = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(codes[lo] % 2 == 0, lo, hi)))
+        pick = np.where(a >= mags[-1], len(mags) - 1, pick)
+        return (codes[pick] | np.where(np.signbit(x), sign_bit, 0)).astype(np.uint8)
+    return enc
+
+
+# quant_ref's fp quantizer looks its encoders up at call time; give it the fast equivalents
+qr.enc_e4m3 = _fast_encoder(qr.E4M3_TABLE, 0x80)
+qr.enc_e2m1 = _fast_encoder(qr.E2M1_TABLE, 0x8)
 
 def unpack(packed_bytes, bits, rows, cols):
     """Little-endian bit stream rows -> codes [rows, cols]."""
@@ -389,16 +416,79 @@ class DequantLoader:
         return np.asarray(self.st.get(name), dtype=np.float64)
 
 
+# ---------------------------------------------------------------------------------------------
+# malformed checkpoints (tests of the loader's errors)
+
+CORRUPTIONS = ("packed_width", "scales_shape", "group_divide", "nan_scale", "config_bits", "global_zero",
+               "config_false")
+
+
+def corrupt(model, out, kind):
+    """Copy of quantized checkpoint `model` with one defect; prints the tensor the error must name."""
+    src = stn.SafeTensors(model)
+    with open(os.path.join(model, "config.json")) as f:
+        cfg = json.load(f)
+    tensors = {n: np.array(src.raw(n)) for n in src.names()}
+    dtypes = {n: src.info(n)[0] for n in src.names()}
+    target = None
+    if kind == "packed_width":  # one packed column short
+        target = "model.layers.1.self_attn.q_a_proj.weight"
+        tensors[target] = tensors[target][:, :-1].copy()
+    elif kind == "scales_shape":  # one row of scales missing
+        target = "model.layers.1.self_attn.q_b_proj.scales"
+        tensors[target] = tensors[target][:-1].copy()
+    elif kind == "group_divide":  # 3 groups for a row of 128
+        p = "model.layers.1.self_attn.q_a_proj"
+        for k in ("scales", "biases"):
+            tensors[f"{p}.{k}"] = np.repeat(tensors[f"{p}.{k}"][:, :1], 3, axis=1)
+        target = p + ".scales"
+    elif kind == "nan_scale":  # E4M3/E8M0 NaN code in an expert's scales
+        target = "model.layers.1.mlp.switch_mlp.gate_proj.scales"
+        a = tensors[target].copy()
+        a[2, 0, 0] = 0x7F if cfg["quantization"]["mode"] == "nvfp4" else 0xFF
+        tensors[target] = a
+    elif kind == "config_bits":  # config says 4-bit where the tensor is 8-bit
+        target = "model.layers.1.self_attn.q_a_proj.weight"
+        cfg["quantization"]["model.layers.1.self_attn.q_a_proj"] = {"group_size": 64, "bits": 4, "mode": "affine"}
+    elif kind == "config_false":  # config says not quantized where the tensor is
+        target = "model.layers.2.mlp.switch_mlp.up_proj.weight"
+        cfg["quantization"]["model.layers.2.mlp.switch_mlp.up_proj"] = False
+    elif kind == "global_zero":  # compressed-tensors global scale of 0
+        target = next(n for n in sorted(tensors) if n.endswith(".weight_global_scale"))
+        tensors[target] = np.zeros_like(tensors[target])
+    else:
+        raise ValueError(f"unknown corruption {kind!r}")
+    cfg.pop("quantization_config", None) if "quantization" in cfg else None
+    if "quantization" in cfg:
+        cfg["quantization_config"] = cfg["quantization"]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    stn.write_tensors(os.path.join(out, "model.safetensors"), tensors, dtypes)
+    for f in SIDE_FILES:
+        if os.path.exists(os.path.join(model, f)):
+            shutil.copy(os.path.join(model, f), os.path.join(out, f))
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    print(target)
+    return target
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--layout", required=True, choices=("mlx", "mixed", "modelopt", "ct"))
+    ap.add_argument("--layout", choices=("mlx", "mixed", "modelopt", "ct"))
+    ap.add_argument("--corrupt", choices=CORRUPTIONS, help="copy the quantized --model with this defect")
     ap.add_argument("--type", default="int4", choices=("int4", "int8", "nvfp4", "mxfp4", "mxfp8"))
     ap.add_argument("--group-size", type=int, default=None)
     a = ap.parse_args(argv)
     try:
-        make(a.model, a.out, a.layout, a.type, a.group_size)
+        if a.corrupt:
+            corrupt(a.model, a.out, a.corrupt)
+        elif not a.layout:
+            ap.error("--layout or --corrupt is required")
+        else:
+            make(a.model, a.out, a.layout, a.type, a.group_size)
     except (ValueError, OSError, KeyError, stn.SafetensorsError) as e:
         print(f"make_quantized: {e}", file=sys.stderr)
         return 1
