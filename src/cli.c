@@ -44,6 +44,8 @@ static void usage(FILE *f) {
           "  info                                  config, weight formats, memory needs\n"
           "  serve     [--host H] [--port P] [--parallel N] [--api-key K]   OpenAI/Ollama HTTP server (serve -h)\n"
           "  bench     [-p 512] [-n 128] [-r 3] [--depth D] [-o md|json]   throughput and achieved GB/s\n"
+          "  quantize  -o OUT --type int4|int8|nvfp4|mxfp4|mxfp8 [--group-size G]   write an MLX-layout checkpoint\n"
+          "  perplexity -f TEXT [-c CTX] [--kl-base DIR]   perplexity, KL divergence against a base model\n"
           "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
           "          --presence-penalty P --frequency-penalty F (defaults: generation_config.json)\n",
@@ -520,9 +522,11 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    /* serve parses its own flags (--host, --port, --parallel, ...) */
-    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    /* subcommands with their own flags (cli_*.c) */
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "perplexity")) return cmd_perplexity(argc - 2, argv + 2);
     cli_opts o = {0};
     o.think = 1;
     for (int i = 2; i < argc; i++) {

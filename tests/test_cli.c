@@ -1,0 +1,163 @@
+/* test_cli.c — the glmlite command line end to end, on a generated
+ * checkpoint: tokenize (against @huggingface/tokenizers), render (against
+ * the official template's reference renders), run, chat with its prompt
+ * cache, logits, info, and the error exits. */
+#include <stdlib.h>
+
+#include "json.h"
+#include "test.h"
+
+static const char *glmlite(void) {
+    const char *g = getenv("GLMLITE");
+    return g && *g ? g : "./glmlite";
+}
+
+/* Runs cmd with stdout to a file; returns the exit status, output in *out. */
+static int run_capture(const char *cmd, char **out) {
+    char path[512], full[4096];
+    static int n;
+    snprintf(path, sizeof path, "%s/cli-%d.out", test_tmpdir(), n++);
+    snprintf(full, sizeof full, "%s > %s", cmd, path);
+    int rc = test_run(full);
+    *out = test_read_file(path, NULL);
+    return rc;
+}
+
+TEST(cli_tokenize_matches_hf_tokenizers) {
+    const char *dir = test_fixture_model("tiny", "f32");
+    REQUIRE(dir);
+    const char *texts[] = {"Hello, world! 12345 numbers", "  spaces\n\nand\ttabs  ", "<|user|>special<think>", "caf\xC3\xA9 \xF0\x9F\x98\x80"};
+    char path[512], cmd[2048];
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        snprintf(path, sizeof path, "%s/tok-%zu.txt", test_tmpdir(), i);
+        FILE *f = fopen(path, "wb");
+        fputs(texts[i], f);
+        fclose(f);
+        char *ours, *theirs;
+        snprintf(cmd, sizeof cmd, "%s tokenize -m %s < %s", glmlite(), dir, path);
+        REQUIRE(run_capture(cmd, &ours) == 0);
+        buf js = {0};
+        buf_putc(&js, '[');
+        json_write_string(&js, texts[i], strlen(texts[i]), 0);
+        buf_putc(&js, ']');
+        snprintf(path, sizeof path, "%s/tok-%zu.json", test_tmpdir(), i);
+        f = fopen(path, "wb");
+        fwrite(js.data, 1, js.len, f);
+        fclose(f);
+        buf_free(&js);
+        snprintf(cmd, sizeof cmd, "node tests/node/hf_tokenize.mjs %s < %s", dir, path);
+        REQUIRE(run_capture(cmd, &theirs) == 0);
+        /* theirs: [{"ids":[...],...}] -> "a b c" */
+        json_doc *d = json_parse(theirs, strlen(theirs), NULL, 0);
+        REQUIRE(d);
+        const json_value *ids = json_get(json_at(json_root(d), 0), "ids");
+        buf want = {0};
+        for (size_t k = 0; ids && k < ids->len; k++) buf_printf(&want, "%s%s", k ? " " : "", ids->items[k].str);
+        buf_putc(&want, '\n');
+        CHECKF(strcmp(ours, want.data) == 0, "text %zu: ours '%s' vs HF '%s'", i, ours, want.data);
+        buf_free(&want);
+        json_free(d);
+        free(ours);
+        free(theirs);
+    }
+}
+
+TEST(cli_render_matches_official_template) {
+    size_t len;
+    char *all = test_read_file("../shared/data/glm-4.7-flash/chat_template_renders.json", &len);
+    REQUIRE(all);
+    json_doc *d = json_parse(all, len, NULL, 0);
+    REQUIRE(d);
+    const json_value *cases = json_root(d);
+    for (size_t i = 0; i < cases->len; i++) {
+        const json_value *c = &cases->items[i];
+        char path[512], cmd[1024], *out;
+        snprintf(path, sizeof path, "%s/render-%zu.json", test_tmpdir(), i);
+        buf b = {0};
+        json_write_value(&b, json_get(c, "kwargs"), 1, 0);
+        FILE *f = fopen(path, "wb");
+        fwrite(b.data, 1, b.len, f);
+        fclose(f);
+        buf_free(&b);
+        snprintf(cmd, sizeof cmd, "%s render < %s", glmlite(), path);
+        REQUIRE(run_capture(cmd, &out) == 0);
+        const char *want = json_get_str(json_get(c, "rendered"));
+        CHECKF(want && strcmp(out, want) == 0, "%s: rendered differently", json_get_str(json_get(c, "name")));
+        free(out);
+    }
+    json_free(d);
+    free(all);
+}
+
+TEST(cli_run_streams_and_reports) {
+    const char *dir = test_fixture_model("tiny", "bf16");
+    REQUIRE(dir);
+    char cmd[1024], *out, *err;
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Hello there' -n 12 --temp 0 -t 2 2> %s/run.err", glmlite(), dir, test_tmpdir());
+    CHECK(run_capture(cmd, &out) == 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/run.err", test_tmpdir());
+    err = test_read_file(path, NULL);
+    REQUIRE(out && err);
+    CHECKF(strstr(err, "[prompt ") && strstr(err, "tok/s | generated "), "closing line missing: %s", err);
+    /* greedy decoding is deterministic: the same command prints the same text */
+    char *out2;
+    CHECK(run_capture(cmd, &out2) == 0);
+    CHECK(out2 && strcmp(out, out2) == 0);
+    free(out); free(out2); free(err);
+}
+
+TEST(cli_chat_reuses_the_kv_cache) {
+    const char *dir = test_fixture_model("tiny", "f32");
+    REQUIRE(dir);
+    char cmd[1024], *out, path[512];
+    snprintf(path, sizeof path, "%s/chat.err", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "printf 'first question\\n/nothink\\nsecond question\\n/clear\\nthird\\n/quit\\n' | %s chat -m %s -n 6 --temp 0 2> %s",
+             glmlite(), dir, path);
+    CHECK(run_capture(cmd, &out) == 0);
+    char *err = test_read_file(path, NULL);
+    REQUIRE(err);
+    /* three turns: the second reuses the first turn's tokens, the third (after /clear) none */
+    int cached[3] = {-1, -1, -1}, n = 0;
+    for (const char *p = err; (p = strstr(p, "[prompt ")) && n < 3; p++) sscanf(p, "[prompt %*d tokens (%d cached)", &cached[n++]);
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_INT(cached[0], 0);
+    CHECKF(cached[1] > 5, "second turn reused %d tokens", cached[1]);
+    CHECK_EQ_INT(cached[2], 0);
+    free(out);
+    free(err);
+}
+
+TEST(cli_errors_exit_cleanly) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s run --bogus 2>/dev/null", glmlite());
+    CHECK_EQ_INT(test_run(cmd), 2);
+    snprintf(cmd, sizeof cmd, "%s info -m /nonexistent 2>/dev/null", glmlite());
+    CHECK_EQ_INT(test_run(cmd), 1);
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 1,x -o /dev/null 2>/dev/null", glmlite(), test_fixture_model("tiny", "f32"));
+    CHECK_EQ_INT(test_run(cmd), 2);
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 1,999999 -o /dev/null 2>/dev/null", glmlite(), test_fixture_model("tiny", "f32"));
+    CHECK_EQ_INT(test_run(cmd), 1);
+    snprintf(cmd, sizeof cmd, "echo '{\"messages\": 3}' | %s render 2>/dev/null", glmlite());
+    CHECK_EQ_INT(test_run(cmd), 1);
+    snprintf(cmd, sizeof cmd, "%s frobnicate 2>/dev/null", glmlite());
+    CHECK_EQ_INT(test_run(cmd), 2);
+}
+
+TEST(cli_logits_and_info) {
+    const char *dir = test_fixture_model("tiny", "f32");
+    REQUIRE(dir);
+    char cmd[1024], path[512], *out;
+    snprintf(path, sizeof path, "%s/l.f32", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 3,1,4,1,5 -o %s", glmlite(), dir, path);
+    REQUIRE(test_run(cmd) == 0);
+    size_t len;
+    char *l = test_read_file(path, &len);
+    CHECK(l && len == 5 * 512 * sizeof(float));
+    free(l);
+    snprintf(cmd, sizeof cmd, "%s info -m %s", glmlite(), dir);
+    REQUIRE(run_capture(cmd, &out) == 0);
+    CHECK(strstr(out, "glm4_moe_lite") && strstr(out, "kv cache"));
+    CHECK(strstr(out, "480 bytes per token"));   /* 3 layers x (32 + 8) floats x 4 bytes */
+    free(out);
+}
