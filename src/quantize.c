@@ -27,6 +27,12 @@
 
 #define DEFAULT_SHARD ((size_t)4 << 30)
 
+/* DIR/NAME into out; -1 when it does not fit (paths are checked, never cut). */
+static int join_path(char *out, size_t n, const char *dir, const char *name) {
+    int k = snprintf(out, n, "%s/%s", dir, name);
+    return k < 0 || (size_t)k >= n ? -1 : 0;
+}
+
 int quant_type_parse(const char *s, quant_type *out) {
     static const char *names[] = {"int4", "int8", "nvfp4", "mxfp4", "mxfp8"};
     for (int i = 0; i < 5; i++)
@@ -365,7 +371,7 @@ static int write_headers(qctx *q, const char *tmp, out_tensor **sorted) {
         while (h.len % 8) buf_putc(&h, ' ');   /* data 8-byte aligned, as the Rust writer pads */
         char name[64], path[4200];
         shard_name(name, sizeof name, s, q->n_shards);
-        snprintf(path, sizeof path, "%s/%s", tmp, name);
+        if (join_path(path, sizeof path, tmp, name)) return fail(q, "%s: %s", tmp, "path too long");
         q->fds[s] = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         uint8_t len8[8];
         for (int b = 0; b < 8; b++) len8[b] = (uint8_t)((uint64_t)h.len >> (8 * b));
@@ -565,7 +571,7 @@ static int write_config(qctx *q, const char *in_dir, const char *tmp) {
     write_block(q, &b);
     buf_puts(&b, "\n}\n");
     json_free(doc);
-    snprintf(path, sizeof path, "%s/config.json", tmp);
+    if (join_path(path, sizeof path, tmp, "config.json")) return fail(q, "%s: %s", tmp, "path too long");
     int rc = write_file_all(path, b.data, b.len);
     buf_free(&b);
     if (rc) return fail(q, "%s: %s", path, strerror(errno));
@@ -585,7 +591,7 @@ static int write_index(qctx *q, const char *tmp, out_tensor **sorted) {
     }
     buf_puts(&b, "\n  }\n}\n");
     char path[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
+    if (join_path(path, sizeof path, tmp, "model.safetensors.index.json")) return fail(q, "%s: %s", tmp, "path too long");
     int rc = write_file_all(path, b.data, b.len);
     buf_free(&b);
     if (rc) return fail(q, "%s: %s", path, strerror(errno));
@@ -597,8 +603,8 @@ static int copy_side_files(qctx *q, const char *in_dir, const char *tmp) {
                                   "special_tokens_map.json", "chat_template.jinja"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char src[4200], dst[4200];
-        snprintf(src, sizeof src, "%s/%s", in_dir, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", tmp, files[i]);
+        if (join_path(src, sizeof src, in_dir, files[i]) || join_path(dst, sizeof dst, tmp, files[i]))
+            return fail(q, "%s: %s", tmp, "path too long");
         buf b = {0};
         if (buf_read_file(&b, src, (size_t)1 << 30)) { buf_free(&b); continue; }   /* optional */
         int rc = write_file_all(dst, b.data, b.len);
@@ -615,8 +621,7 @@ static void remove_dir(const char *dir) {
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
             char p[4400];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
+            if (join_path(p, sizeof p, dir, e->d_name) == 0) unlink(p);
         }
         closedir(d);
     }
