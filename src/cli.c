@@ -64,12 +64,13 @@ const char *cli_default_model_dir(void) {
     return path;
 }
 
-static int parse_int(const char *s, int *out) {
+int cli_parse_int(const char *v, int lo, int hi, int *out) {
+    if (!v) return -1;
     char *end;
     errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX) return -1;
-    *out = (int)v;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
     return 0;
 }
 
@@ -539,12 +540,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--system")) { bad = !v; o.system = v; }
         else if (!strcmp(a, "--tools")) { bad = !v; o.tools_file = v; }
         else if (!strcmp(a, "-o")) { bad = !v; o.out = v; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = !v || parse_int(v, &o.threads) || o.threads < 1;
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = !v || parse_int(v, &o.n_ctx) || o.n_ctx < 1;
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) bad = !v || parse_int(v, &o.n_predict) || o.n_predict < 0;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_parse_int(v, 1, 4096, &o.threads);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = cli_parse_int(v, 1, INT_MAX, &o.n_ctx);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) bad = cli_parse_int(v, 0, INT_MAX, &o.n_predict);
         else if (!strcmp(a, "--temp")) { bad = !v || parse_float(v, &o.sp.temperature) || o.sp.temperature < 0; o.set |= SET_TEMP; }
         else if (!strcmp(a, "--top-p")) { bad = !v || parse_float(v, &o.sp.top_p) || o.sp.top_p <= 0; o.set |= SET_TOP_P; }
-        else if (!strcmp(a, "--top-k")) { bad = !v || parse_int(v, &o.sp.top_k) || o.sp.top_k < 0; o.set |= SET_TOP_K; }
+        else if (!strcmp(a, "--top-k")) { bad = cli_parse_int(v, 0, INT_MAX, &o.sp.top_k); o.set |= SET_TOP_K; }
         else if (!strcmp(a, "--min-p")) { bad = !v || parse_float(v, &o.sp.min_p) || o.sp.min_p < 0; o.set |= SET_MIN_P; }
         else if (!strcmp(a, "--repeat-penalty")) { bad = !v || parse_float(v, &o.sp.repeat_penalty) || o.sp.repeat_penalty <= 0; o.set |= SET_REPEAT; }
         else if (!strcmp(a, "--presence-penalty")) { bad = !v || parse_float(v, &o.sp.presence_penalty); o.set |= SET_PRESENCE; }

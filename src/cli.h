@@ -9,6 +9,9 @@ int cmd_perplexity(int argc, char **argv);    /* cli_quant.c */
 int cmd_serve(int argc, char **argv);         /* cli_serve.c */
 int cmd_bench(int argc, char **argv);         /* cli_bench.c */
 
+/* A whole decimal integer in [lo, hi] (v may be NULL): 0, or -1 if malformed or out of range. */
+int cli_parse_int(const char *v, int lo, int hi, int *out);
+
 /* The model directory used when -m is not given: models/demo beside the binary. */
 const char *cli_default_model_dir(void);
 

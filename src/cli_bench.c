@@ -70,14 +70,6 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
     *sd = n > 1 ? sqrt(s / (n - 1)) : 0;
 }
 
-static int parse_pos(const char *v, int *out, int allow_zero) {
-    char *end;
-    long x = v ? strtol(v, &end, 10) : -1;
-    if (!v || *end || x < (allow_zero ? 0 : 1) || x > 1 << 24) return -1;
-    *out = (int)x;
-    return 0;
-}
-
 int cmd_bench(int argc, char **argv) {
     const char *dir = cli_default_model_dir(), *fmt = "md";
     int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0;
@@ -85,11 +77,11 @@ int cmd_bench(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "-m")) bad = !(dir = v);
-        else if (!strcmp(a, "-p")) bad = parse_pos(v, &n_prompt, 1);
-        else if (!strcmp(a, "-n")) bad = parse_pos(v, &n_gen, 1);
-        else if (!strcmp(a, "-t")) bad = parse_pos(v, &threads, 0);
-        else if (!strcmp(a, "-r")) bad = parse_pos(v, &reps, 0) || reps < 1;
-        else if (!strcmp(a, "--depth")) bad = parse_pos(v, &depth, 1);
+        else if (!strcmp(a, "-p")) bad = cli_parse_int(v, 1, 1 << 24, &n_prompt);
+        else if (!strcmp(a, "-n")) bad = cli_parse_int(v, 1, 1 << 24, &n_gen);
+        else if (!strcmp(a, "-t")) bad = cli_parse_int(v, 0, 4096, &threads);
+        else if (!strcmp(a, "-r")) bad = cli_parse_int(v, 1, 1000, &reps);
+        else if (!strcmp(a, "--depth")) bad = cli_parse_int(v, 0, 1 << 24, &depth);
         else if (!strcmp(a, "-o")) bad = !(fmt = v) || (strcmp(v, "md") && strcmp(v, "json"));
         else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", a); return 2; }
         if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", a); return 2; }

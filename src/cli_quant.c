@@ -16,15 +16,6 @@
 #include "quantize.h"
 #include "tokenizer.h"
 
-static int parse_int(const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -68,7 +59,7 @@ int cmd_quantize(int argc, char **argv) {
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && has) out = argv[++i];
         else if ((!strcmp(a, "--type") || !strcmp(a, "-q")) && has) type = argv[++i];
         else if (!strcmp(a, "--group-size") && has) {
-            if (parse_int(argv[++i], &o.group_size) || o.group_size <= 0) {
+            if (cli_parse_int(argv[++i], 1, INT_MAX, &o.group_size)) {
                 fprintf(stderr, "glmlite quantize: --group-size wants a positive integer, got '%s'\n", argv[i]);
                 return 2;
             }
@@ -124,12 +115,12 @@ int cmd_perplexity(int argc, char **argv) {
         else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has) file = argv[++i];
         else if (!strcmp(a, "--kl-base") && has) base_dir = argv[++i];
         else if ((!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) && has) {
-            if (parse_int(argv[++i], &n_ctx) || n_ctx < 2) {
+            if (cli_parse_int(argv[++i], 2, INT_MAX, &n_ctx)) {
                 fprintf(stderr, "glmlite perplexity: -c wants an integer >= 2, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && has) {
-            if (parse_int(argv[++i], &threads) || threads < 0) {
+            if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
                 fprintf(stderr, "glmlite perplexity: -t wants a thread count, got '%s'\n", argv[i]);
                 return 2;
             }

@@ -31,16 +31,6 @@ static void serve_usage(FILE *f) {
           f);
 }
 
-static int int_arg(const char *v, int lo, int hi, int *out) {
-    if (!v) return -1;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) return -1;
-    *out = (int)x;
-    return 0;
-}
-
 int cmd_serve(int argc, char **argv) {
     const char *model_dir = NULL, *script_path = getenv("GLMLITE_SCRIPT"), *key = getenv("GLMLITE_API_KEY");
     server_options so = {0};
@@ -51,12 +41,12 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { serve_usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { bad = !v; model_dir = v; }
         else if (!strcmp(a, "--host")) { bad = !v; so.host = v; }
-        else if (!strcmp(a, "--port")) bad = int_arg(v, 1, 65535, &so.port);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = int_arg(v, 16, INT_MAX, &so.n_ctx);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = int_arg(v, 1, 1024, &threads);
-        else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) bad = int_arg(v, 1, 256, &so.parallel);
+        else if (!strcmp(a, "--port")) bad = cli_parse_int(v, 1, 65535, &so.port);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = cli_parse_int(v, 16, INT_MAX, &so.n_ctx);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_parse_int(v, 1, 1024, &threads);
+        else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) bad = cli_parse_int(v, 1, 256, &so.parallel);
         else if (!strcmp(a, "--api-key")) { bad = !v; key = v; }
-        else if (!strcmp(a, "--timeout")) bad = int_arg(v, 1, 86400, &so.timeout_s);
+        else if (!strcmp(a, "--timeout")) bad = cli_parse_int(v, 1, 86400, &so.timeout_s);
         else if (!strcmp(a, "--script")) { bad = !v; script_path = v; }
         else { fprintf(stderr, "glmlite serve: unknown option '%s'\n", a); serve_usage(stderr); return 2; }
         if (bad) { fprintf(stderr, "glmlite serve: option '%s' needs a valid value\n", a); return 2; }
