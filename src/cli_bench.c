@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "glm.h"
+#include "kernels.h"
 #include "threads.h"
 
 static double now_s(void) {
@@ -61,6 +62,34 @@ static double measure_bandwidth(int n_threads) {
     return best;
 }
 
+typedef struct {
+    long iters;
+    double flops[64];
+    float sink[64];
+} fma_job;
+
+static void fma_task(void *ctx, int task, int thread) {
+    (void)thread;
+    fma_job *j = ctx;
+    j->flops[task % 64] = kernels_active()->fma_probe(j->iters, &j->sink[task % 64]);
+}
+
+/* f32 FMA peak in GFLOP/s with n_threads threads (best of 3 half-second runs). */
+static double measure_fma_peak(int n_threads) {
+    thread_pool *pool = pool_new(n_threads);
+    fma_job j = {20000000, {0}, {0}};
+    double best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = now_s();
+        pool_run(pool, fma_task, &j, n_threads);
+        double t = now_s() - t0, f = 0;
+        for (int i = 0; i < n_threads && i < 64; i++) f += j.flops[i];
+        if (f / t / 1e9 > best) best = f / t / 1e9;
+    }
+    pool_free(pool);
+    return best;
+}
+
 static void mean_sd(const double *v, int n, double *mean, double *sd) {
     double m = 0, s = 0;
     for (int i = 0; i < n; i++) m += v[i];
@@ -97,7 +126,10 @@ int cmd_bench(int argc, char **argv) {
     glm_model_get_stats(m, &st);
     int json = !strcmp(fmt, "json");
     double bw = measure_bandwidth(threads);
-    int n_ctx = (n_prompt > depth + n_gen ? n_prompt : depth + n_gen) + 1;
+    double peak = measure_fma_peak(threads);
+    int warm = n_prompt < 16 ? n_prompt : 16;   /* warm-up: a short prefill and 4 decode steps */
+    int n_ctx = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
+    if (n_ctx < warm + 4) n_ctx = warm + 4;
     glm_session_options so = {n_ctx, 0};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     if (!s) { fprintf(stderr, "glmlite: %s\n", err); glm_model_free(m); return 1; }
@@ -109,8 +141,8 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     /* warm-up: fault the mapped weights in and let the caches settle */
-    int rc = glm_forward(s, ids, n_prompt < 16 ? n_prompt : 16, logits, 0, err, sizeof err);
-    for (int i = 0; i < 4 && !rc; i++) rc = glm_forward(s, &ids[i], 1, logits, 0, err, sizeof err);
+    int rc = glm_forward(s, ids, warm, logits, 0, err, sizeof err);
+    for (int i = 0; i < 4 && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
     for (int r = 0; r < reps && !rc; r++) {
         glm_session_truncate(s, 0);
         double t0 = now_s();
@@ -129,7 +161,10 @@ int cmd_bench(int argc, char **argv) {
         mean_sd(tg, reps, &tm, &ts);
         /* weights once per token, plus the cached latents the attention reads (mean over the run) */
         double bytes = (double)st.active_weight_bytes + (double)st.kv_bytes_per_token * (depth + n_gen / 2.0);
-        double gflops = 2.0 * st.active_weight_elems * pm / 1e9;
+        /* prefill flops in the weight matrices: every layer for every token, the
+           LM head for the last token only (attention's own products not counted) */
+        double head = (double)c->vocab_size * c->hidden_size;
+        double gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) / n_prompt * pm / 1e9;
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         double rss_gb = ru.ru_maxrss * 1024.0 / 1e9;
@@ -139,8 +174,8 @@ int cmd_bench(int argc, char **argv) {
         else snprintf(tg_name, sizeof tg_name, "tg%d", n_gen);
         if (json) {
             printf("{\"test\":\"%s\",\"n_prompt\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,\"gflops\":%.2f,"
-                   "\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
-                   pp_name, n_prompt, threads, pm, ps, gflops, st.weight_bytes, rss_gb * 1e9);
+                   "\"machine_gflops\":%.2f,\"flops_fraction\":%.3f,\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
+                   pp_name, n_prompt, threads, pm, ps, gflops, peak, gflops / peak, st.weight_bytes, rss_gb * 1e9);
             printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
                    "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,"
                    "\"peak_rss_bytes\":%.0f}\n",
@@ -148,10 +183,10 @@ int cmd_bench(int argc, char **argv) {
         } else {
             printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d\n", dir, c->model_type,
                    c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads);
-            printf("machine read bandwidth (same threads): %.1f GB/s\n\n", bw);
-            printf("| test | t/s | GFLOP/s | GB/s | of machine GB/s |\n|---|---|---|---|---|\n");
-            printf("| %s | %.2f ± %.2f | %.1f | | |\n", pp_name, pm, ps, gflops);
-            printf("| %s | %.2f ± %.2f | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
+            printf("machine (same threads): read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s\n\n", bw, peak);
+            printf("| test | t/s | GFLOP/s | of FMA peak | GB/s | of machine GB/s |\n|---|---|---|---|---|---|\n");
+            printf("| %s | %.2f ± %.2f | %.1f | %.0f%% | | |\n", pp_name, pm, ps, gflops, 100 * gflops / peak);
+            printf("| %s | %.2f ± %.2f | | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
             printf("\npeak RSS %.2f GB (mapped weights are counted as they are touched)\n", rss_gb);
         }
     }

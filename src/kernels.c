@@ -44,8 +44,17 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
+static double ref_fma_probe(long iters, float *sink) {
+    float a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 8; k++) a[k] = a[k] * 0.999999f + 1e-7f;
+    for (int k = 0; k < 8; k++) *sink += a[k];
+    return 16.0 * (double)iters;
+}
+
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
+    ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -114,8 +114,25 @@ static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, s
         for (int t = 0; t < n; t++) y[(size_t)t * ys + r] = avx2_dot_f32(w + (size_t)r * ws, x + (size_t)t * xs, cols);
 }
 
+/* Ten independent 8-wide FMA chains: enough to cover the FMA latency on two ports. */
+static double avx2_fma_probe(long iters, float *sink) {
+    __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    __m256 a0 = _mm256_set1_ps(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(_mm256_add_ps(a6, a7), _mm256_add_ps(a8, a9))));
+    *sink += hsum(s);
+    return 10.0 * 8 * 2 * (double)iters;
+}
+
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
+    avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

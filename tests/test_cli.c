@@ -161,3 +161,29 @@ TEST(cli_logits_and_info) {
     CHECK(strstr(out, "480 bytes per token"));   /* 3 layers x (32 + 8) floats x 4 bytes */
     free(out);
 }
+
+TEST(cli_bench_json_fields) {
+    const char *dir = test_fixture_model("tiny", "bf16");
+    REQUIRE(dir);
+    char cmd[1024], *out;
+    snprintf(cmd, sizeof cmd, "%s bench -m %s -p 8 -n 4 -r 2 --depth 4 -o json", glmlite(), dir);
+    REQUIRE(run_capture(cmd, &out) == 0);
+    /* one JSON object per line: pp8 then tg4 (no timing is asserted, only the report's shape) */
+    char *nl = strchr(out, '\n');
+    REQUIRE(nl);
+    *nl = 0;
+    json_doc *pp = json_parse(out, strlen(out), NULL, 0), *tg = json_parse(nl + 1, strlen(nl + 1), NULL, 0);
+    REQUIRE(pp && tg);
+    CHECK_STR(json_get_str(json_get(json_root(pp), "test")), "pp8");
+    CHECK_STR(json_get_str(json_get(json_root(tg), "test")), "tg4");
+    const char *pp_keys[] = {"avg_ts", "stddev_ts", "gflops", "machine_gflops"};
+    const char *tg_keys[] = {"avg_ts", "stddev_ts", "bytes_per_token", "gbs", "machine_gbs", "depth"};
+    double v;
+    for (size_t i = 0; i < 4; i++) CHECKF(json_get_double(json_get(json_root(pp), pp_keys[i]), &v) && v >= 0, "pp %s", pp_keys[i]);
+    for (size_t i = 0; i < 6; i++) CHECKF(json_get_double(json_get(json_root(tg), tg_keys[i]), &v) && v >= 0, "tg %s", tg_keys[i]);
+    /* bytes per token = the active weights (from info) + the cached latents read */
+    CHECK(json_get_double(json_get(json_root(tg), "bytes_per_token"), &v) && v > 1e5);
+    json_free(pp);
+    json_free(tg);
+    free(out);
+}
