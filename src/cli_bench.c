@@ -125,8 +125,6 @@ int cmd_bench(int argc, char **argv) {
     glm_model_stats st;
     glm_model_get_stats(m, &st);
     int json = !strcmp(fmt, "json");
-    double bw = measure_bandwidth(threads);
-    double peak = measure_fma_peak(threads);
     int warm = n_prompt < 16 ? n_prompt : 16;   /* warm-up: a short prefill and 4 decode steps */
     int n_ctx = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     if (n_ctx < warm + 4) n_ctx = warm + 4;
@@ -165,9 +163,11 @@ int cmd_bench(int argc, char **argv) {
            LM head for the last token only (attention's own products not counted) */
         double head = (double)c->vocab_size * c->hidden_size;
         double gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) / n_prompt * pm / 1e9;
-        struct rusage ru;
+        struct rusage ru;   /* before the machine probes, whose 1 GiB buffer is not the model's */
         getrusage(RUSAGE_SELF, &ru);
         double rss_gb = ru.ru_maxrss * 1024.0 / 1e9;
+        double bw = measure_bandwidth(threads);
+        double peak = measure_fma_peak(threads);
         char pp_name[32], tg_name[48];
         snprintf(pp_name, sizeof pp_name, "pp%d", n_prompt);
         if (depth) snprintf(tg_name, sizeof tg_name, "tg%d @ d%d", n_gen, depth);
