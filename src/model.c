@@ -29,7 +29,11 @@ typedef struct {
     weight q_proj;                /* [H*(dn+dr), D] */
     weight kv_a;                  /* [Rkv+dr, D]: latent rows, then the shared rope key */
     const float *kv_a_norm;       /* [Rkv] */
+    /* latent up-projection: kv_b (HF), or the same split per head (mlx-lm) */
+    int split_up;
     weight kv_b;                  /* [H*(dn+dv), Rkv]: per head W_UK rows then W_UV rows */
+    weight *embed_q;              /* [H] x [Rkv, dn]: W_UK transposed */
+    weight *unembed_out;          /* [H] x [dv, Rkv]: W_UV */
     weight o_proj;                /* [D, H*dv] */
     const float *ffn_norm;        /* [D] */
     int dense;
@@ -102,9 +106,13 @@ static int bind_layer(glm_model *m, int i, char *err, size_t errlen) {
     } else if (weights_linear(wf, NAME("model.layers.%d.self_attn.q_proj", i), (int64_t)H * dqk, D, &L->q_proj, err, errlen)) {
         return -1;
     }
+    L->embed_q = calloc((size_t)H * 2, sizeof(weight));
+    if (!L->embed_q) { snprintf(err, errlen, "out of memory"); return -1; }
+    L->unembed_out = L->embed_q + H;
     if (weights_linear(wf, NAME("model.layers.%d.self_attn.kv_a_proj_with_mqa", i), R + dr, D, &L->kv_a, err, errlen) ||
         weights_vector(wf, NAME("model.layers.%d.self_attn.kv_a_layernorm.weight", i), R, &L->kv_a_norm, err, errlen) ||
-        weights_kv_b(wf, i, H, c->qk_nope_head_dim, c->v_head_dim, R, &L->kv_b, err, errlen) ||
+        weights_mla_up(wf, i, H, c->qk_nope_head_dim, c->v_head_dim, R, &L->kv_b, L->embed_q, L->unembed_out, &L->split_up,
+                       err, errlen) ||
         weights_linear(wf, NAME("model.layers.%d.self_attn.o_proj", i), D, (int64_t)H * c->v_head_dim, &L->o_proj, err, errlen) ||
         weights_vector(wf, NAME("model.layers.%d.post_attention_layernorm.weight", i), D, &L->ffn_norm, err, errlen))
         return -1;
@@ -202,7 +210,10 @@ glm_model *glm_model_load(const char *dir, const glm_load_options *opt, char *er
 void glm_model_free(glm_model *m) {
     if (!m) return;
     if (m->layers)
-        for (int i = 0; i < m->cfg.num_hidden_layers; i++) free(m->layers[i].exp_gate);
+        for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+            free(m->layers[i].exp_gate);
+            free(m->layers[i].embed_q);
+        }
     free(m->layers);
     free(m->inv_freq);
     if (m->pool) pool_free(m->pool);
@@ -237,6 +248,10 @@ void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
         const layer *L = &m->layers[i];
         const weight *attn[] = {&L->q_a, &L->q_b, &L->q_proj, &L->kv_a, &L->kv_b, &L->o_proj};
         for (int k = 0; k < 6; k++) if (attn[k]->data) add_bytes(st, attn[k], 1);
+        for (int h = 0; L->split_up && h < c->num_attention_heads; h++) {
+            add_bytes(st, &L->embed_q[h], 1);
+            add_bytes(st, &L->unembed_out[h], 1);
+        }
         if (L->dense) {
             add_bytes(st, &L->gate, 1); add_bytes(st, &L->up, 1); add_bytes(st, &L->down, 1);
             continue;
@@ -390,10 +405,18 @@ static void attention_naive(glm_session *s, const layer *L, const float *cache, 
     float *row = s->thread_scratch;
     for (int p = 0; p < n_keys; p++)
         for (int h = 0; h < H; h++) {
-            weight wk = weight_rows(&L->kv_b, (int64_t)h * (dn + dv), dn);
-            weight wv = weight_rows(&L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
-            linear_rows(&wk, 0, dn, cache + (size_t)p * kvw, 1, 0, s->naive_k + ((size_t)p * H + h) * dn, 0, row);
-            linear_rows(&wv, 0, dv, cache + (size_t)p * kvw, 1, 0, s->naive_v + ((size_t)p * H + h) * dv, 0, row);
+            float *kn = s->naive_k + ((size_t)p * H + h) * dn, *vv = s->naive_v + ((size_t)p * H + h) * dv;
+            const float *lat = cache + (size_t)p * kvw;
+            if (L->split_up) {
+                memset(kn, 0, (size_t)dn * sizeof *kn);
+                linear_transposed_rows(&L->embed_q[h], 0, R, lat, 1, 0, kn, 0, row);
+                linear_rows(&L->unembed_out[h], 0, dv, lat, 1, 0, vv, 0, row);
+            } else {
+                weight wk = weight_rows(&L->kv_b, (int64_t)h * (dn + dv), dn);
+                weight wv = weight_rows(&L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+                linear_rows(&wk, 0, dn, lat, 1, 0, kn, 0, row);
+                linear_rows(&wv, 0, dv, lat, 1, 0, vv, 0, row);
+            }
         }
     float *score = s->naive_score;
     for (int t = 0; t < T; t++)
@@ -429,9 +452,14 @@ static void absorb_query_task(void *ctx, int h, int thread) {
         memset(qa, 0, (size_t)R * sizeof *qa);
         memcpy(qa + R, s->q + ((size_t)t * H + h) * dqk + dn, (size_t)dr * sizeof *qa);
     }
-    /* q_lat_h = W_UK_h^T q_nope_h, W_UK_h = rows [h*(dn+dv), +dn) of kv_b */
-    linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
-                           s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
+    /* q_lat_h = W_UK_h^T q_nope_h: embed_q_h times q_nope_h, or the transpose
+       of rows [h*(dn+dv), +dn) of kv_b */
+    if (j->L->split_up)
+        linear_rows(&j->L->embed_q[h], 0, R, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk, s->qa + (size_t)h * kvw,
+                    (size_t)H * kvw, row);
+    else
+        linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
+                               s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
 }
 
 static void absorb_output_task(void *ctx, int h, int thread) {
@@ -440,8 +468,8 @@ static void absorb_output_task(void *ctx, int h, int thread) {
     const glm_config *c = &s->m->cfg;
     int H = c->num_attention_heads, R = c->kv_lora_rank, dn = c->qk_nope_head_dim, dv = c->v_head_dim;
     float *row = s->thread_scratch + (size_t)thread * s->scratch_stride;
-    /* o_h = W_UV_h o_lat_h, W_UV_h = rows [h*(dn+dv)+dn, +dv) of kv_b */
-    weight wv = weight_rows(&j->L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+    /* o_h = W_UV_h o_lat_h, W_UV_h = unembed_out_h or rows [h*(dn+dv)+dn, +dv) of kv_b */
+    weight wv = j->L->split_up ? j->L->unembed_out[h] : weight_rows(&j->L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
     linear_rows(&wv, 0, dv, s->olat + (size_t)h * R, j->T, (size_t)H * R, s->o + (size_t)h * dv, (size_t)H * dv, row);
 }
 

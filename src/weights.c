@@ -529,7 +529,8 @@ int weights_experts(weights_file *wf, int layer, const char *proj, int n_experts
     return -1;
 }
 
-int weights_kv_b(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *out, char *err, size_t errlen) {
+int weights_mla_up(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *kv_b, weight *embed_q,
+                   weight *unembed_out, int *split, char *err, size_t errlen) {
     char p[256], p2[256], t[300];
     snprintf(p, sizeof p, "model.layers.%d.self_attn.kv_b_proj", layer);
     snprintf(p2, sizeof p2, "model.layers.%d.self_attn.embed_q.weight", layer);
@@ -538,37 +539,9 @@ int weights_kv_b(weights_file *wf, int layer, int H, int dn, int dv, int R, weig
     has_kvb |= st_find(wf->st, t) != NULL;
     snprintf(t, sizeof t, "%s.weight_packed", p);
     has_kvb |= st_find(wf->st, t) != NULL;
-    if (has_kvb || !st_find(wf->st, p2)) return weights_linear(wf, p, (int64_t)H * (dn + dv), R, out, err, errlen);
-    /* mlx-lm: embed_q [H, R, dn] (W_UK^T per head), unembed_out [H, dv, R] (W_UV) */
-    weight *eq = calloc((size_t)H * 2, sizeof *eq);
-    float *row = malloc((size_t)(R > dn ? R : dn) * sizeof *row);
-    size_t n = (size_t)H * (size_t)(dn + dv) * (size_t)R;
-    float *dense = malloc((n ? n : 1) * sizeof *dense);
-    if (!eq || !row || !dense) {
-        free(eq); free(row); free(dense);
-        snprintf(err, errlen, "out of memory (dense kv_b of layer %d: %zu bytes)", layer, n * sizeof(float));
-        return -1;
-    }
-    weight *uo = eq + H;
+    *split = !has_kvb && st_find(wf->st, p2);
+    if (!*split) return weights_linear(wf, p, (int64_t)H * (dn + dv), R, kv_b, err, errlen);
     snprintf(p, sizeof p, "model.layers.%d.self_attn.embed_q", layer);
     snprintf(p2, sizeof p2, "model.layers.%d.self_attn.unembed_out", layer);
-    int rc = bind(wf, p, H, R, dn, eq, err, errlen);
-    if (!rc) rc = bind(wf, p2, H, dv, R, uo, err, errlen);
-    if (!rc) {
-        size_t hs = (size_t)(dn + dv) * (size_t)R;
-        for (int h = 0; h < H; h++) {
-            float *blk = dense + (size_t)h * hs;
-            for (int r = 0; r < R; r++) {   /* embed_q row r = column r of W_UK_h */
-                weight_row_f32(&eq[h], r, row);
-                for (int j = 0; j < dn; j++) blk[(size_t)j * R + r] = row[j];
-            }
-            for (int k = 0; k < dv; k++) weight_row_f32(&uo[h], k, blk + (size_t)(dn + k) * R);
-        }
-    }
-    free(eq);
-    free(row);
-    if (rc) { free(dense); return -1; }
-    if (own(wf, dense, err, errlen)) return -1;
-    *out = plain_weight(WF_F32, (const uint8_t *)dense, (int64_t)H * (dn + dv), R);
-    return 0;
+    return bind(wf, p, H, R, dn, embed_q, err, errlen) || bind(wf, p2, H, dv, R, unembed_out, err, errlen) ? -1 : 0;
 }

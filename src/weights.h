@@ -18,8 +18,7 @@
  *    X.weight_global_scale F32 stored inverted (w = e2m1 * scale / global).
  * Tensors without companions are plain BF16/F16/F32 (mixed checkpoints).
  * Every quantized view passes quant_validate before it is returned; the
- * packed data stays in the mapped file (never dequantized to memory), except
- * the dense kv_b built from mlx-lm's embed_q/unembed_out (weights_kv_b). */
+ * packed data stays in the mapped file (never dequantized to memory). */
 #ifndef GLM_WEIGHTS_H
 #define GLM_WEIGHTS_H
 
@@ -46,14 +45,15 @@ int weights_vector(weights_file *wf, const char *name, int64_t n, const float **
  * expert axis (mlp.switch_mlp.PROJ or mlp.experts.PROJ), plain or quantized. */
 int weights_experts(weights_file *wf, int layer, const char *proj, int n_experts, int64_t rows, int64_t cols, weight *out,
                     char *err, size_t errlen);
-/* Layer i's kv_b_proj, logical [H*(dn+dv), R] (per head dn W_UK rows, then dv
- * W_UV rows). Bound as stored when the checkpoint has self_attn.kv_b_proj —
- * also when quantized: its groups run along R and the model reads whole rows,
- * whose decode is exact, so splitting the rows equals dequantize-then-split.
- * When the checkpoint has mlx-lm's self_attn.embed_q ([H, R, dn] = W_UK
- * transposed per head) and self_attn.unembed_out ([H, dv, R] = W_UV) instead,
- * builds the equivalent dense f32 matrix (exact dequantized values), owned by
- * wf: H*(dn+dv)*R*4 bytes per layer. */
-int weights_kv_b(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *out, char *err, size_t errlen);
+/* Layer i's up-projection from the KV latent, bound as stored (no copy):
+ *  - HF: self_attn.kv_b_proj, logical [H*(dn+dv), R] (per head dn W_UK rows,
+ *    then dv W_UV rows) into *kv_b, and *split = 0. Also when quantized: its
+ *    groups run along R and the model reads whole rows, whose decode is
+ *    exact, so splitting the rows equals dequantize-then-split (SPEC §5.5).
+ *  - mlx-lm: self_attn.embed_q [H, R, dn] (W_UK transposed per head) and
+ *    self_attn.unembed_out [H, dv, R] (W_UV) into embed_q[H] and
+ *    unembed_out[H], and *split = 1. */
+int weights_mla_up(weights_file *wf, int layer, int H, int dn, int dv, int R, weight *kv_b, weight *embed_q,
+                   weight *unembed_out, int *split, char *err, size_t errlen);
 
 #endif

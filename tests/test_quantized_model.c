@@ -443,3 +443,36 @@ TEST(qmodel_cli_quantize_and_perplexity) {
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s/x --type int3 2>/dev/null", bin, base, test_tmpdir());
     CHECK(test_run(cmd) == 2);
 }
+
+/* mlx-lm checkpoints carry embed_q/unembed_out instead of kv_b_proj; both
+ * attention paths must use them the same way (quantized, no dense copy). */
+TEST(qmodel_split_up_projection_absorbed_matches_naive) {
+    const char *dir = quantized("int8");
+    REQUIRE(dir);
+    glm_model *m = load(dir);
+    REQUIRE(m);
+    int V = glm_model_config(m)->vocab_size, n = 24;
+    int32_t ids[24];
+    tokens(ids, n, V, 5);
+    float *a = logits_of(m, ids, n), *b = NULL;
+    char err[1024];
+    glm_session_options so = {n, 1};
+    glm_session *s = glm_session_new(m, &so, err, sizeof err);
+    REQUIRE(s && a);
+    b = malloc((size_t)n * V * sizeof *b);
+    REQUIRE(glm_forward(s, ids, n, b, 1, err, sizeof err) == 0);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    printf("    embed_q/unembed_out: absorbed vs non-absorbed relative L2 %.2g\n", sqrt(num / den));
+    CHECK(sqrt(num / den) < 1e-5);
+    glm_model_stats st;
+    glm_model_get_stats(m, &st);
+    CHECK(st.bytes_by_format[WF_F32] == 0);   /* no dense f32 up-projection was built */
+    glm_session_free(s);
+    free(a);
+    free(b);
+    glm_model_free(m);
+}
