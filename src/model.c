@@ -80,7 +80,6 @@ struct glm_session {
     int *gather_tok;              /* [UB] (token*K + slot) */
     float *expert_out;            /* [UB][D] */
     float *slot_out;              /* [UB][K][D] */
-    float *logits_tmp;            /* [V] */
     float *thread_scratch;        /* [threads][scratch_stride] */
     size_t scratch_stride;
     float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
@@ -314,7 +313,6 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->gather_tok = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
     s->expert_out = zalloc(UB * D * F, &fail);
     s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
-    s->logits_tmp = zalloc((size_t)c->vocab_size * F, &fail);
     /* per thread: a block of widened weight rows, or a head group's attention scores */
     size_t widest = (size_t)D;
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
@@ -341,7 +339,7 @@ void glm_session_free(glm_session *s) {
     if (!s) return;
     void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
-                  s->slot_out, s->logits_tmp, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score};
+                  s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
     free(s);
 }
