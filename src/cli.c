@@ -26,6 +26,7 @@ typedef struct {
     int n_predict;
     int think;               /* 1 on (default), 0 off */
     int no_special;          /* tokenize: do not match special-token literals */
+    int kv_bf16;             /* --cache-type bf16 */
     sampler_params sp;
     unsigned set;            /* which sampler fields the user gave */
 } cli_opts;
@@ -46,7 +47,8 @@ static void usage(FILE *f) {
           "  bench     [-p 512] [-n 128] [-r 3] [--depth D] [-o md|json]   throughput and achieved GB/s\n"
           "  quantize  -o OUT --type int4|int8|nvfp4|mxfp4|mxfp8 [--group-size G]   write an MLX-layout checkpoint\n"
           "  perplexity -f TEXT [-c CTX] [--kl-base DIR]   perplexity, KL divergence against a base model\n"
-          "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS\n"
+          "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS,\n"
+          "        --cache-type f32|bf16 (the latent KV cache; bf16 halves its memory)\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
           "          --presence-penalty P --frequency-penalty F (defaults: generation_config.json)\n",
           f);
@@ -62,6 +64,12 @@ const char *cli_default_model_dir(void) {
     if (slash) *slash = 0;
     snprintf(path, sizeof path, "%s/models/demo", exe);
     return path;
+}
+
+int cli_parse_cache_type(const char *v, int *kv_bf16) {
+    if (!v || (strcmp(v, "f32") && strcmp(v, "bf16"))) return -1;
+    *kv_bf16 = !strcmp(v, "bf16");
+    return 0;
 }
 
 int cli_parse_int(const char *v, int lo, int hi, int *out) {
@@ -162,8 +170,8 @@ static int cmd_info(const cli_opts *o) {
     printf("kv cache          %zu bytes per token (%d layers x %d floats)\n", st.kv_bytes_per_token, c->num_hidden_layers,
            c->kv_lora_rank + c->qk_rope_head_dim);
     int ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
-    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache\n", ctx, st.weight_bytes / 1e9,
-           (double)st.kv_bytes_per_token * ctx / 1e9);
+    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache (%.3f GB with --cache-type bf16)\n", ctx,
+           st.weight_bytes / 1e9, (double)st.kv_bytes_per_token * ctx / 1e9, (double)st.kv_bytes_per_token * ctx / 2e9);
     glm_model_free(m);
     return 0;
 }
@@ -178,7 +186,7 @@ static int cmd_logits(const cli_opts *o) {
     glm_model *m = load_model(o);
     if (!m) { free(ids); return 1; }
     char err[1024];
-    glm_session_options so = {o->n_ctx > 0 ? o->n_ctx : n, 0};
+    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : n};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     int V = glm_model_config(m)->vocab_size;
     float *logits = s ? malloc((size_t)n * V * sizeof *logits) : NULL;
@@ -334,7 +342,7 @@ static int chat_state_open(chat_state *cs, const cli_opts *o) {
     char err[1024];
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
     if (n_ctx > c->max_position_embeddings) n_ctx = c->max_position_embeddings;
-    glm_session_options so = {n_ctx, 0};
+    glm_session_options so = {.n_ctx = n_ctx, .kv_bf16 = o->kv_bf16};
     cs->session = glm_session_new(cs->rt.model, &so, err, sizeof err);
     if (!cs->smp || !cs->session) {
         fprintf(stderr, "glmlite: %s\n", cs->session ? "invalid sampling parameters" : err);
@@ -439,7 +447,7 @@ static int cmd_run_tokens(const cli_opts *o) {
     const glm_config *c = glm_model_config(m);
     char err[1024];
     int n_predict = o->n_predict > 0 ? o->n_predict : 32;
-    glm_session_options so = {o->n_ctx > 0 ? o->n_ctx : n + n_predict, 0};
+    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : n + n_predict};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int rc = 0;
@@ -543,6 +551,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_parse_int(v, 1, 4096, &o.threads);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = cli_parse_int(v, 1, INT_MAX, &o.n_ctx);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) bad = cli_parse_int(v, 0, INT_MAX, &o.n_predict);
+        else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &o.kv_bf16);
         else if (!strcmp(a, "--temp")) { bad = !v || parse_float(v, &o.sp.temperature) || o.sp.temperature < 0; o.set |= SET_TEMP; }
         else if (!strcmp(a, "--top-p")) { bad = !v || parse_float(v, &o.sp.top_p) || o.sp.top_p <= 0; o.set |= SET_TOP_P; }
         else if (!strcmp(a, "--top-k")) { bad = cli_parse_int(v, 0, INT_MAX, &o.sp.top_k); o.set |= SET_TOP_K; }

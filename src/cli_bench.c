@@ -101,7 +101,7 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
 
 int cmd_bench(int argc, char **argv) {
     const char *dir = cli_default_model_dir(), *fmt = "md";
-    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0;
+    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, kv_bf16 = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -111,6 +111,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t")) bad = cli_parse_int(v, 0, 4096, &threads);
         else if (!strcmp(a, "-r")) bad = cli_parse_int(v, 1, 1000, &reps);
         else if (!strcmp(a, "--depth")) bad = cli_parse_int(v, 0, 1 << 24, &depth);
+        else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &kv_bf16);
         else if (!strcmp(a, "-o")) bad = !(fmt = v) || (strcmp(v, "md") && strcmp(v, "json"));
         else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", a); return 2; }
         if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", a); return 2; }
@@ -128,7 +129,7 @@ int cmd_bench(int argc, char **argv) {
     int warm = n_prompt < 16 ? n_prompt : 16;   /* warm-up: a short prefill and 4 decode steps */
     int n_ctx = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     if (n_ctx < warm + 4) n_ctx = warm + 4;
-    glm_session_options so = {n_ctx, 0};
+    glm_session_options so = {.n_ctx = n_ctx, .kv_bf16 = kv_bf16};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     if (!s) { fprintf(stderr, "glmlite: %s\n", err); glm_model_free(m); return 1; }
     int n_tok = n_prompt > depth ? n_prompt : depth;
@@ -158,7 +159,8 @@ int cmd_bench(int argc, char **argv) {
         mean_sd(pp, reps, &pm, &ps);
         mean_sd(tg, reps, &tm, &ts);
         /* weights once per token, plus the cached latents the attention reads (mean over the run) */
-        double bytes = (double)st.active_weight_bytes + (double)st.kv_bytes_per_token * (depth + n_gen / 2.0);
+        double kv_row = (double)st.kv_bytes_per_token / (kv_bf16 ? 2 : 1);
+        double bytes = (double)st.active_weight_bytes + kv_row * (depth + n_gen / 2.0);
         /* prefill flops in the weight matrices: every layer for every token, the
            LM head for the last token only (attention's own products not counted) */
         double head = (double)c->vocab_size * c->hidden_size;

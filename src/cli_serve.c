@@ -20,7 +20,7 @@ static void on_signal(int sig) {
 
 static void serve_usage(FILE *f) {
     fputs("usage: glmlite serve [-m DIR] [--host 127.0.0.1] [--port 8080] [-c CTX] [-t THREADS]\n"
-          "                     [--parallel N] [--api-key KEY] [--timeout SECONDS]\n"
+          "                     [--parallel N] [--api-key KEY] [--timeout SECONDS] [--cache-type f32|bf16]\n"
           "  OpenAI API: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n"
           "  Ollama API: POST /api/chat, /api/generate, /api/show; GET /api/tags, /api/ps, /api/version, /\n"
           "  --parallel N   N cache slots (conversations kept in KV caches); more requests queue\n"
@@ -47,6 +47,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--parallel") || !strcmp(a, "-np")) bad = cli_parse_int(v, 1, 256, &so.parallel);
         else if (!strcmp(a, "--api-key")) { bad = !v; key = v; }
         else if (!strcmp(a, "--timeout")) bad = cli_parse_int(v, 1, 86400, &so.timeout_s);
+        else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &so.kv_bf16);
         else if (!strcmp(a, "--script")) { bad = !v; script_path = v; }
         else { fprintf(stderr, "glmlite serve: unknown option '%s'\n", a); serve_usage(stderr); return 2; }
         if (bad) { fprintf(stderr, "glmlite serve: option '%s' needs a valid value\n", a); return 2; }

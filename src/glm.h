@@ -37,6 +37,7 @@ void glm_model_get_stats(const glm_model *m, glm_model_stats *st);
 typedef struct {
     int n_ctx;                    /* tokens the cache holds; 0 = min(4096, max_position_embeddings) */
     int naive_attention;          /* tests: use the non-absorbed reference attention */
+    int kv_bf16;                  /* store the latent cache in bf16: half the memory, ~3 significant digits */
 } glm_session_options;
 
 glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen);

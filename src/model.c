@@ -60,7 +60,9 @@ struct glm_session {
     glm_model *m;
     int n_ctx, n_past;
     int naive_attention;
-    float *kv;                    /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
+    int kv_bf16;                  /* cache elements are bf16 (else f32) */
+    void *kv;                     /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
+    float *kv_row;                /* [Rkv+dr]: one row in f32 before it is stored */
     int32_t *tokens;              /* [n_ctx]: the ids whose entries are cached (prompt-cache matching) */
     /* scratch, sized once (no allocation per token) */
     float *x, *xn;                /* [UB][D] */
@@ -84,6 +86,7 @@ struct glm_session {
     size_t scratch_stride;
     float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
     float *naive_score;           /* naive attention only: [n_ctx] */
+    float *naive_cache;           /* naive attention only: [n_ctx][Rkv+dr], the layer's cache in f32 */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -283,6 +286,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->m = m;
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
     s->naive_attention = opt ? opt->naive_attention : 0;
+    s->kv_bf16 = opt ? opt->kv_bf16 : 0;
     int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
     int dn = c->qk_nope_head_dim, dv = c->v_head_dim, E = c->n_routed_experts, K = c->num_experts_per_tok;
     size_t kvw = (size_t)(R + dr);
@@ -291,7 +295,8 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
         Fmax = (size_t)c->moe_intermediate_size * (size_t)(c->n_shared_experts > 1 ? c->n_shared_experts : 1);
     size_t UB = UBATCH, F = sizeof(float);
     int fail = 0;
-    s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * F, &fail);
+    s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * (s->kv_bf16 ? 2 : F), &fail);
+    s->kv_row = zalloc(kvw * F, &fail);
     s->tokens = zalloc((size_t)s->n_ctx * sizeof *s->tokens, &fail);
     s->x = zalloc(UB * D * F, &fail);
     s->xn = zalloc(UB * D * F, &fail);
@@ -326,6 +331,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
         s->naive_k = zalloc((size_t)s->n_ctx * H * dn * F, &fail);
         s->naive_v = zalloc((size_t)s->n_ctx * H * dv * F, &fail);
         s->naive_score = zalloc((size_t)s->n_ctx * F, &fail);
+        s->naive_cache = zalloc((size_t)s->n_ctx * kvw * F, &fail);
     }
     if (fail) {
         snprintf(err, errlen, "out of memory allocating a session of %d tokens", s->n_ctx);
@@ -339,7 +345,8 @@ void glm_session_free(glm_session *s) {
     if (!s) return;
     void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
-                  s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score};
+                  s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score, s->kv_row,
+                  s->naive_cache};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
     free(s);
 }
@@ -364,7 +371,7 @@ static void lin(glm_session *s, const weight *w, const float *x, int n, size_t x
  * same whatever the grouping, so results do not depend on the thread count. */
 typedef struct {
     glm_session *s;
-    const float *cache;   /* this layer's [n_ctx][R+dr] */
+    const void *cache;    /* this layer's [n_ctx][R+dr], f32 or bf16 */
     int T, pos0, groups;
 } attn_job;
 
@@ -379,17 +386,23 @@ static void attn_task(void *ctx, int task, int thread) {
     int n_keys = j->pos0 + t + 1;   /* causal: keys 0..pos */
     const float *q = s->qa + ((size_t)t * H + h0) * kvw;
     float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nh][n_keys] */
-    for (int p = 0; p < n_keys; p++) {
-        const float *row = j->cache + (size_t)p * kvw;
-        for (int h = 0; h < nh; h++) score[(size_t)h * n_keys + p] = c->softmax_scale * k->dot_f32(q + (size_t)h * kvw, row, kvw);
-    }
+    const float *c32 = j->cache;
+    const uint16_t *c16 = j->cache;
+    for (int p = 0; p < n_keys; p++)
+        for (int h = 0; h < nh; h++) {
+            const float *qh = q + (size_t)h * kvw;
+            float d = s->kv_bf16 ? k->dot_bf16(c16 + (size_t)p * kvw, qh, kvw) : k->dot_f32(qh, c32 + (size_t)p * kvw, kvw);
+            score[(size_t)h * n_keys + p] = c->softmax_scale * d;
+        }
     for (int h = 0; h < nh; h++) softmax_inplace(score + (size_t)h * n_keys, n_keys);
     float *ol = s->olat + ((size_t)t * H + h0) * R;
     memset(ol, 0, (size_t)nh * R * sizeof *ol);
-    for (int p = 0; p < n_keys; p++) {
-        const float *row = j->cache + (size_t)p * kvw;
-        for (int h = 0; h < nh; h++) k->axpy(score[(size_t)h * n_keys + p], row, ol + (size_t)h * R, R);
-    }
+    for (int p = 0; p < n_keys; p++)
+        for (int h = 0; h < nh; h++) {
+            float a = score[(size_t)h * n_keys + p];
+            if (s->kv_bf16) k->axpy_bf16(a, c16 + (size_t)p * kvw, ol + (size_t)h * R, R);
+            else k->axpy(a, c32 + (size_t)p * kvw, ol + (size_t)h * R, R);
+        }
 }
 
 /* The non-absorbed reference (tests): expand per-head keys and values from
@@ -487,18 +500,29 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
     }
     /* latent + shared rope key, appended to the cache */
     lin(s, &L->kv_a, s->xn, T, D, s->kva, kvw);
-    float *cache = s->kv + (size_t)li * s->n_ctx * kvw;
+    size_t layer_elems = (size_t)li * s->n_ctx * kvw;
+    void *cache = s->kv_bf16 ? (void *)((uint16_t *)s->kv + layer_elems) : (void *)((float *)s->kv + layer_elems);
+    float *row = s->kv_row;
     for (int t = 0; t < T; t++) {
         const float *z = s->kva + (size_t)t * kvw;
-        float *dst = cache + (size_t)(pos0 + t) * kvw;
-        rmsnorm(dst, z, L->kv_a_norm, R, c->latent_norm_eps);
-        memcpy(dst + R, z + R, (size_t)dr * sizeof *dst);
+        rmsnorm(row, z, L->kv_a_norm, R, c->latent_norm_eps);
+        memcpy(row + R, z + R, (size_t)dr * sizeof *row);
         const float *ct = s->cos_t + (size_t)t * half, *st = s->sin_t + (size_t)t * half;
-        rope_apply(dst + R, dr, ct, st, c->rope_interleave);
+        rope_apply(row + R, dr, ct, st, c->rope_interleave);
         for (int h = 0; h < H; h++) rope_apply(s->q + ((size_t)t * H + h) * dqk + dn, dr, ct, st, c->rope_interleave);
+        size_t at = (size_t)(pos0 + t) * kvw;
+        if (s->kv_bf16)
+            for (int i = 0; i < kvw; i++) ((uint16_t *)cache)[at + i] = f32_to_bf16(row[i]);
+        else
+            memcpy((float *)cache + at, row, (size_t)kvw * sizeof *row);
     }
     if (s->naive_attention) {
-        attention_naive(s, L, cache, T, pos0);
+        const float *c32 = cache;
+        if (s->kv_bf16) {   /* the reference path reads the same (rounded) cache, widened */
+            for (size_t i = 0; i < (size_t)(pos0 + T) * kvw; i++) s->naive_cache[i] = bf16_to_f32(((uint16_t *)cache)[i]);
+            c32 = s->naive_cache;
+        }
+        attention_naive(s, L, c32, T, pos0);
     } else {
         head_job hj = {s, L, T};
         pool_run(s->m->pool, absorb_query_task, &hj, H);

@@ -89,7 +89,7 @@ int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int 
                  glm_model_config(base)->vocab_size, V);
         return -1;
     }
-    glm_session_options so = {n_ctx, 0};
+    glm_session_options so = {.n_ctx = n_ctx};
     glm_session *s = glm_session_new(m, &so, err, errlen);
     glm_session *sb = NULL;
     if (!s) return -1;

@@ -927,7 +927,7 @@ server *server_new(glm_runtime *rt, const server_options *opt, char *err, size_t
     s->conns = calloc((size_t)s->o.max_conns, sizeof *s->conns);
     if (!s->slots || !s->conns) { snprintf(err, errlen, "out of memory"); server_free(s); return NULL; }
     for (int i = 0; i < s->o.parallel; i++) {
-        glm_session_options so = {s->n_ctx, 0};
+        glm_session_options so = {.n_ctx = s->n_ctx, .kv_bf16 = s->o.kv_bf16};
         s->slots[i].session = glm_session_new(rt->model, &so, err, errlen);
         if (!s->slots[i].session) { server_free(s); return NULL; }
         s->n_slots++;

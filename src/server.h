@@ -23,6 +23,7 @@ typedef struct {
     const char *host;            /* default "127.0.0.1" */
     int port;                    /* default 8080 */
     int n_ctx;                   /* tokens per slot; 0 = 4096 (capped by the model) */
+    int kv_bf16;                 /* slots keep their latent cache in bf16 */
     int parallel;                /* cache slots; 0 = 1 */
     const char *api_key;         /* NULL/"" = no authentication */
     const int32_t *script;       /* tests: forced output ids for every request (copied) */

@@ -41,7 +41,7 @@ static glm_model *load(const char *dir) {
 /* all-position logits [n][V] of ids, or NULL */
 static float *logits_of(glm_model *m, const int32_t *ids, int n) {
     char err[1024];
-    glm_session_options so = {n, 0};
+    glm_session_options so = {.n_ctx = n};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     if (!s) return NULL;
     int V = glm_model_config(m)->vocab_size;
@@ -456,7 +456,7 @@ TEST(qmodel_split_up_projection_absorbed_matches_naive) {
     tokens(ids, n, V, 5);
     float *a = logits_of(m, ids, n), *b = NULL;
     char err[1024];
-    glm_session_options so = {n, 1};
+    glm_session_options so = {.n_ctx = n, .naive_attention = 1};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     REQUIRE(s && a);
     b = malloc((size_t)n * V * sizeof *b);
