@@ -18,7 +18,8 @@
 #include "weights.h"
 
 #define UBATCH 256      /* tokens per forward chunk: bounds the scratch memory */
-#define HEAD_GROUP 4    /* heads one attention task handles: each cached row is read once per group */
+#define HEAD_GROUP 4    /* heads one prefill attention task handles: a cached row is read once per group */
+#define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 
 typedef struct {
     const float *attn_norm;       /* [D] */
@@ -85,6 +86,8 @@ struct glm_session {
     float *thread_scratch;        /* [threads][scratch_stride] */
     size_t scratch_stride;
     float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
+    float *dec_score;             /* decode attention: [H][n_ctx] scores, then probabilities */
+    float *dec_part;              /* decode attention: [n_ctx / KEY_BLOCK][H][Rkv] per-block value sums */
     float *naive_score;           /* naive attention only: [n_ctx] */
     float *naive_cache;           /* naive attention only: [n_ctx][Rkv+dr], the layer's cache in f32 */
 };
@@ -297,6 +300,9 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     int fail = 0;
     s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * (s->kv_bf16 ? 2 : F), &fail);
     s->kv_row = zalloc(kvw * F, &fail);
+    size_t key_blocks = ((size_t)s->n_ctx + KEY_BLOCK - 1) / KEY_BLOCK;
+    s->dec_score = zalloc((size_t)H * (size_t)s->n_ctx * F, &fail);
+    s->dec_part = zalloc(key_blocks * (size_t)H * (size_t)R * F, &fail);
     s->tokens = zalloc((size_t)s->n_ctx * sizeof *s->tokens, &fail);
     s->x = zalloc(UB * D * F, &fail);
     s->xn = zalloc(UB * D * F, &fail);
@@ -346,7 +352,7 @@ void glm_session_free(glm_session *s) {
     void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
                   s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score, s->kv_row,
-                  s->naive_cache};
+                  s->naive_cache, s->dec_score, s->dec_part};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
     free(s);
 }
@@ -403,6 +409,81 @@ static void attn_task(void *ctx, int task, int thread) {
             if (s->kv_bf16) k->axpy_bf16(a, c16 + (size_t)p * kvw, ol + (size_t)h * R, R);
             else k->axpy(a, c32 + (size_t)p * kvw, ol + (size_t)h * R, R);
         }
+}
+
+/* Decode (one query token): every head reads every cached row, so the work
+ * is split by blocks of keys instead of by heads and each row is read once
+ * per phase for all heads: scores per block, softmax per head, value sums
+ * per block, then the block sums added in block order. */
+typedef struct {
+    glm_session *s;
+    const void *cache;
+    int n_keys;
+} decode_job;
+
+static void decode_scores_task(void *ctx, int b, int thread) {
+    (void)thread;
+    decode_job *j = ctx;
+    glm_session *s = j->s;
+    const glm_config *c = &s->m->cfg;
+    const kernel_table *k = kernels_active();
+    int H = c->num_attention_heads, kvw = c->kv_lora_rank + c->qk_rope_head_dim;
+    int p1 = (b + 1) * KEY_BLOCK < j->n_keys ? (b + 1) * KEY_BLOCK : j->n_keys;
+    const float *c32 = j->cache;
+    const uint16_t *c16 = j->cache;
+    for (int p = b * KEY_BLOCK; p < p1; p++)
+        for (int h = 0; h < H; h++) {
+            const float *qh = s->qa + (size_t)h * kvw;
+            float d = s->kv_bf16 ? k->dot_bf16(c16 + (size_t)p * kvw, qh, kvw) : k->dot_f32(qh, c32 + (size_t)p * kvw, kvw);
+            s->dec_score[(size_t)h * s->n_ctx + p] = c->softmax_scale * d;
+        }
+}
+
+static void decode_softmax_task(void *ctx, int h, int thread) {
+    (void)thread;
+    decode_job *j = ctx;
+    softmax_inplace(j->s->dec_score + (size_t)h * j->s->n_ctx, j->n_keys);
+}
+
+static void decode_values_task(void *ctx, int b, int thread) {
+    (void)thread;
+    decode_job *j = ctx;
+    glm_session *s = j->s;
+    const glm_config *c = &s->m->cfg;
+    const kernel_table *k = kernels_active();
+    int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
+    int p1 = (b + 1) * KEY_BLOCK < j->n_keys ? (b + 1) * KEY_BLOCK : j->n_keys;
+    float *part = s->dec_part + (size_t)b * H * R;
+    memset(part, 0, (size_t)H * R * sizeof *part);
+    const float *c32 = j->cache;
+    const uint16_t *c16 = j->cache;
+    for (int p = b * KEY_BLOCK; p < p1; p++)
+        for (int h = 0; h < H; h++) {
+            float a = s->dec_score[(size_t)h * s->n_ctx + p];
+            if (s->kv_bf16) k->axpy_bf16(a, c16 + (size_t)p * kvw, part + (size_t)h * R, R);
+            else k->axpy(a, c32 + (size_t)p * kvw, part + (size_t)h * R, R);
+        }
+}
+
+static void decode_reduce_task(void *ctx, int h, int thread) {
+    (void)thread;
+    decode_job *j = ctx;
+    glm_session *s = j->s;
+    int H = s->m->cfg.num_attention_heads, R = s->m->cfg.kv_lora_rank;
+    int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    float *ol = s->olat + (size_t)h * R;
+    memset(ol, 0, (size_t)R * sizeof *ol);
+    for (int b = 0; b < blocks; b++) kernels_active()->axpy(1.0f, s->dec_part + ((size_t)b * H + h) * R, ol, R);
+}
+
+static void attention_decode(glm_session *s, const void *cache, int pos) {
+    int H = s->m->cfg.num_attention_heads;
+    decode_job j = {s, cache, pos + 1};
+    int blocks = (j.n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    pool_run(s->m->pool, decode_scores_task, &j, blocks);
+    pool_run(s->m->pool, decode_softmax_task, &j, H);
+    pool_run(s->m->pool, decode_values_task, &j, blocks);
+    pool_run(s->m->pool, decode_reduce_task, &j, H);
 }
 
 /* The non-absorbed reference (tests): expand per-head keys and values from
@@ -526,9 +607,13 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
     } else {
         head_job hj = {s, L, T};
         pool_run(s->m->pool, absorb_query_task, &hj, H);
-        int groups = (H + HEAD_GROUP - 1) / HEAD_GROUP;
-        attn_job aj = {s, cache, T, pos0, groups};
-        pool_run(s->m->pool, attn_task, &aj, T * groups);
+        if (T == 1) {
+            attention_decode(s, cache, pos0);
+        } else {
+            int groups = (H + HEAD_GROUP - 1) / HEAD_GROUP;
+            attn_job aj = {s, cache, T, pos0, groups};
+            pool_run(s->m->pool, attn_task, &aj, T * groups);
+        }
         pool_run(s->m->pool, absorb_output_task, &hj, H);
     }
     lin(s, &L->o_proj, s->o, T, (size_t)H * c->v_head_dim, s->proj, D);
