@@ -74,6 +74,20 @@ debug:
 glmlite-debug: $(CLI_SRC:src/%.c=build-debug/obj/%.o) build-debug/libglm.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Benchmarks on a checkpoint with GLM-4.7-Flash's real layer widths and 4 layers
+# (generated once into build/bench, ~5 GB in bf16), quantized with glmlite itself.
+BENCH_TYPES ?= bf16 int8 int4
+BENCH_ARGS  ?= -p 512 -n 128 -r 3
+build/bench/flash-bf16/config.json:
+	$(PYTHON) tools/gen_checkpoint.py --preset flash --dtype bf16 --layers 4 --no-mtp --out build/bench/flash-bf16
+
+build/bench/flash-%/config.json: build/bench/flash-bf16/config.json | glmlite
+	rm -rf build/bench/flash-$*
+	./glmlite quantize -m build/bench/flash-bf16 -o build/bench/flash-$* --type $*
+
+bench: deps glmlite $(BENCH_TYPES:%=build/bench/flash-%/config.json)
+	@for t in $(BENCH_TYPES); do echo "== $$t"; ./glmlite bench -m build/bench/flash-$$t $(BENCH_ARGS) || exit 1; done
+
 # libFuzzer targets: every tests/fuzz/fuzz_*.c, linked with the whole engine.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
