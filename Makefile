@@ -91,7 +91,7 @@ bench: deps glmlite $(BENCH_TYPES:%=build/bench/flash-%/config.json)
 # libFuzzer targets: every tests/fuzz/fuzz_*.c, linked with the whole engine.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_FLAGS   := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -mavx2 -mfma -mf16c -Isrc
+FUZZ_FLAGS   := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -mavx2 -mfma -mf16c -Wall -Werror=implicit-function-declaration -Isrc
 FUZZ_SAN     := address,undefined
 FUZZ_BINS    := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_OBJ     := $(SRC:src/%.c=build-fuzz/obj/%.o)

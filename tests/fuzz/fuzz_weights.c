@@ -50,11 +50,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512];
     weights_file *wf = weights_open(dir, err, sizeof err);
     if (!wf) return 0;
-    weight w, ex[4], kvb;
+    weight w, ex[4], kvb, eq[2], uo[2];
+    int split;
     if (!weights_linear(wf, "x", rows, cols, &w, err, sizeof err)) touch(&w);
     if (!weights_experts(wf, 0, "gate_proj", 4, rows, cols, ex, err, sizeof err))
         for (int e = 0; e < 4; e++) touch(&ex[e]);
-    if (!weights_kv_b(wf, 0, 2, 16, 16, (int)cols, &kvb, err, sizeof err)) touch(&kvb);
+    if (!weights_mla_up(wf, 0, 2, 16, 16, (int)cols, &kvb, eq, uo, &split, err, sizeof err)) {
+        if (!split) touch(&kvb);
+        else for (int h = 0; h < 2; h++) { touch(&eq[h]); touch(&uo[h]); }
+    }
     weights_close(wf);
     return 0;
 }
