@@ -153,8 +153,10 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
             }
         }
     } else {
+        /* DeepSeek-V2/V3: MoE from layer first_k_dense_replace on, every moe_layer_freq-th layer */
         int k = get_int(&r, "first_k_dense_replace", 0, 0, 0, GLM_MAX_LAYERS);
-        for (int i = 0; i < cfg->num_hidden_layers; i++) cfg->layer_is_dense[i] = i < k;
+        int freq = get_int(&r, "moe_layer_freq", 0, 1, 1, GLM_MAX_LAYERS);
+        for (int i = 0; i < cfg->num_hidden_layers; i++) cfg->layer_is_dense[i] = i < k || i % freq != 0;
     }
     int any_moe = 0;
     for (int i = 0; i < cfg->num_hidden_layers; i++) any_moe |= !cfg->layer_is_dense[i];

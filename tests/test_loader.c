@@ -100,6 +100,13 @@ TEST(config_defaults_follow_the_family) {
     REQUIREF(config_parse(v2, strlen(v2), &c, err, sizeof err) == 0, "%s", err);
     CHECK(c.scoring_func == SCORE_SOFTMAX && c.topk_method == TOPK_GREEDY && !c.norm_topk_prob);
     CHECK(c.q_lora_rank == 0 && c.n_eos == 1 && c.eos_ids[0] == 7);
+    const char *freq = "{\"model_type\":\"deepseek_v2\",\"hidden_size\":8,\"num_hidden_layers\":5,\"num_attention_heads\":1,"
+                       "\"kv_lora_rank\":4,\"qk_nope_head_dim\":2,\"qk_rope_head_dim\":2,\"v_head_dim\":2,\"intermediate_size\":8,"
+                       "\"vocab_size\":10,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":4,"
+                       "\"first_k_dense_replace\":1,\"moe_layer_freq\":2}";
+    REQUIRE(config_parse(freq, strlen(freq), &c, err, sizeof err) == 0);
+    /* HF DeepseekV2: MoE where layer >= first_k_dense_replace and layer % moe_layer_freq == 0 */
+    CHECK(c.layer_is_dense[0] && c.layer_is_dense[1] && !c.layer_is_dense[2] && c.layer_is_dense[3] && !c.layer_is_dense[4]);
     const char *badtype = "{\"model_type\":\"glm4_moe_lite\",\"hidden_size\":\"8\"}";
     CHECK(config_parse(badtype, strlen(badtype), &c, err, sizeof err) == -1 && strstr(err, "hidden_size"));
 }
