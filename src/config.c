@@ -169,6 +169,11 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
     cfg->rope_interleave = get_bool(&r, "rope_interleave", 1);
     cfg->tie_word_embeddings = get_bool(&r, "tie_word_embeddings", 0);
     if (get_bool(&r, "attention_bias", 0)) bad(&r, "config.json: \"%s\": biased attention is not supported", "attention_bias");
+    /* values this engine does not implement are refused rather than ignored */
+    if (get_num(&r, r.root, "partial_rotary_factor", 1.0) != 1.0)
+        bad(&r, "config.json: \"%s\" other than 1.0 is not supported", "partial_rotary_factor");
+    const char *act = json_get_str(json_get(r.root, "hidden_act"));
+    if (act && strcmp(act, "silu") != 0) bad(&r, "config.json: \"%s\" must be silu", "hidden_act");
 
     cfg->qk_head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
     cfg->softmax_scale = (float)(1.0 / sqrt((double)cfg->qk_head_dim));
