@@ -30,12 +30,13 @@ static inline float load_scale(const uint8_t *p, dtype d) {
 
 static inline size_t scale_size(dtype d) { return d == DT_F32 ? 4 : d == DT_U8 ? 1 : 2; }
 
-/* 16 packed nibbles (8 bytes) -> 16 codes in element order (low nibble first). */
-static inline __m128i nibbles16(const uint8_t *p) {
-    __m128i b = _mm_loadl_epi64((const __m128i *)p);
-    __m128i m = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-    return _mm_unpacklo_epi8(lo, hi);
+/* 8 packed nibbles (4 bytes) -> 8 int32 codes in element order: the word
+ * broadcast to every lane, each lane shifted by 4 * its index. */
+static inline __m256i nibbles8(const uint8_t *p) {
+    uint32_t word;
+    memcpy(&word, p, 4);
+    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)word), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    return _mm256_and_si256(v, _mm256_set1_epi32(15));
 }
 
 static inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
@@ -61,39 +62,25 @@ static inline __m256 e4m3_ps(__m256i c) {
     return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
 }
 
-/* Codes of one 16-element step, as f32 vectors. `buf` non-NULL: read values
- * decoded earlier by decode_codes (prefill); NULL: decode from the packed
- * bytes now. Both give the same values, so the row kernels below perform the
- * same operations in the same order either way, and a batched product equals
- * the single-vector one bit for bit. */
+/* Codes of one 16-element step of a packed row, as two f32 vectors. */
 enum { K_A4, K_A8, K_FP4, K_FP8 };
 
-static inline __attribute__((always_inline)) void step16(int kind, const uint8_t *row, const float *buf, int64_t c,
-                                                         __m256 *v0, __m256 *v1) {
-    if (buf) {
-        *v0 = _mm256_loadu_ps(buf + c);
-        *v1 = _mm256_loadu_ps(buf + c + 8);
-        return;
-    }
+static inline __attribute__((always_inline)) void step16(int kind, const uint8_t *row, int64_t c, __m256 *v0, __m256 *v1) {
     switch (kind) {
-    case K_A4: {
-        __m128i q = nibbles16(row + c / 2);
-        *v0 = u8x8_to_ps(q);
-        *v1 = u8x8_to_ps(_mm_srli_si128(q, 8));
+    case K_A4:   /* no shuffles: they share one port and bound this loop */
+        *v0 = _mm256_cvtepi32_ps(nibbles8(row + c / 2));
+        *v1 = _mm256_cvtepi32_ps(nibbles8(row + c / 2 + 4));
         break;
-    }
     case K_A8: {
         __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
         *v0 = u8x8_to_ps(q);
         *v1 = u8x8_to_ps(_mm_srli_si128(q, 8));
         break;
     }
-    case K_FP4: {
-        __m128i q = nibbles16(row + c / 2);
-        *v0 = e2m1_ps(_mm256_cvtepu8_epi32(q));
-        *v1 = e2m1_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+    case K_FP4:
+        *v0 = e2m1_ps(nibbles8(row + c / 2));
+        *v1 = e2m1_ps(nibbles8(row + c / 2 + 4));
         break;
-    }
     default: {
         __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
         *v0 = e4m3_ps(_mm256_cvtepu8_epi32(q));
@@ -112,68 +99,59 @@ static int hot_kind(const weight *w) {
     }
 }
 
-/* sum x*(s*q+b) per group as s*sum(x*q) + b*sum(x): two FMAs per group. */
-static inline __attribute__((always_inline)) float affine_row(int kind, const weight *w, int64_t r, const float *x,
-                                                              const float *buf) {
-    const uint8_t *row = w->data + (size_t)r * w->row_stride;
-    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
-    size_t ss = scale_size(w->scale_dtype);
-    int gs = w->group_size;
-    int64_t ng = w->cols / gs;
-    __m256 tot = _mm256_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
-        __m256 aq = _mm256_setzero_ps(), ax = _mm256_setzero_ps();
-        for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
-            __m256 v0, v1;
-            step16(kind, row, buf, c, &v0, &v1);
-            __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
-            aq = _mm256_fmadd_ps(x0, v0, aq);
-            aq = _mm256_fmadd_ps(x1, v1, aq);
-            ax = _mm256_add_ps(ax, _mm256_add_ps(x0, x1));
-        }
-        tot = _mm256_fmadd_ps(_mm256_set1_ps(load_scale(sp + g * ss, w->scale_dtype)), aq, tot);
-        tot = _mm256_fmadd_ps(_mm256_set1_ps(load_scale(bp + g * ss, w->scale_dtype)), ax, tot);
-    }
-    return hsum(tot);
-}
-
-static inline __attribute__((always_inline)) float fp_row(int kind, const weight *w, int64_t r, const float *x,
-                                                          const float *buf) {
-    const uint8_t *row = w->data + (size_t)r * w->row_stride;
-    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride;
-    int nv = w->format == WF_NVFP4, gs = nv ? 16 : 32;
-    int64_t ng = w->cols / gs;
-    __m256 tot = _mm256_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
+/* Per-group sums of x, for the affine bias term: sum x*(s*q+b) over a group
+ * is s*sum(x*q) + b*sum(x), and sum(x) is the same for every row. */
+static void group_sums(const float *x, int64_t cols, int gs, float *xs) {
+    for (int64_t g = 0; g < cols / gs; g++) {
         __m256 a = _mm256_setzero_ps();
+        for (int64_t c = g * gs; c < (g + 1) * gs; c += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(x + c));
+        xs[g] = hsum(a);
+    }
+}
+
+static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
+    switch (w->format) {
+    case WF_AFFINE: return load_scale(sp + (size_t)g * scale_size(w->scale_dtype), w->scale_dtype);
+    case WF_NVFP4: return quant_e4m3(sp[g]);
+    default: return quant_e8m0(sp[g]);
+    }
+}
+
+/* Row r against x. Unpacking codes, not memory, bounds this loop, so it
+ * keeps two independent accumulators per group (one FMA chain would stall on
+ * latency) and takes the bias term from the precomputed group sums.
+ * (Interleaving several rows to share the x loads was measured slower from
+ * DRAM: the extra streams defeat the hardware prefetcher.)
+ * xsum: group_sums of x (affine only). */
+static inline __attribute__((always_inline)) float hot_row(int kind, const weight *w, int64_t r, const float *x,
+                                                           const float *xsum) {
+    int gs = quant_format_group(w->format, w->group_size);
+    int64_t ng = w->cols / gs;
+    const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
+    const uint8_t *bp = w->biases ? w->biases + (size_t)r * w->scale_stride : NULL;
+    __m256 tot = _mm256_setzero_ps();
+    float btot = 0.0f;
+    for (int64_t g = 0; g < ng; g++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
             __m256 v0, v1;
-            step16(kind, row, buf, c, &v0, &v1);
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), v0, a);
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), v1, a);
+            step16(kind, row, c, &v0, &v1);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), v0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), v1, a1);
         }
-        float s = nv ? quant_e4m3(sp[g]) : quant_e8m0(sp[g]);
-        tot = _mm256_fmadd_ps(_mm256_set1_ps(s), a, tot);
+        tot = _mm256_fmadd_ps(_mm256_set1_ps(group_scale(w, sp, g)), _mm256_add_ps(a0, a1), tot);
+        if (kind == K_A4 || kind == K_A8) btot += group_scale(w, bp, g) * xsum[g];
     }
-    return hsum(tot);
+    return hsum(tot) + btot;
 }
 
-static float hot_row(int kind, const weight *w, int64_t r, const float *x, const float *buf) {
-    switch (kind) {   /* constant kinds and NULL/non-NULL buf let each loop specialize */
-    case K_A4: return buf ? affine_row(K_A4, w, r, x, buf) : affine_row(K_A4, w, r, x, NULL);
-    case K_A8: return buf ? affine_row(K_A8, w, r, x, buf) : affine_row(K_A8, w, r, x, NULL);
-    case K_FP4: return buf ? fp_row(K_FP4, w, r, x, buf) : fp_row(K_FP4, w, r, x, NULL);
-    default: return buf ? fp_row(K_FP8, w, r, x, buf) : fp_row(K_FP8, w, r, x, NULL);
-    }
-}
-
-static void decode_codes(int kind, const weight *w, int64_t r, float *buf) {
-    const uint8_t *row = w->data + (size_t)r * w->row_stride;
-    for (int64_t c = 0; c < w->cols; c += 16) {
-        __m256 v0, v1;
-        step16(kind, row, NULL, c, &v0, &v1);
-        _mm256_storeu_ps(buf + c, v0);
-        _mm256_storeu_ps(buf + c + 8, v1);
+/* The kind as a constant, so each loop specializes. */
+static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum) {
+    switch (kind) {
+    case K_A4: return hot_row(K_A4, w, r, x, xsum);
+    case K_A8: return hot_row(K_A8, w, r, x, xsum);
+    case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
+    default: return hot_row(K_FP8, w, r, x, xsum);
     }
 }
 
@@ -191,7 +169,7 @@ static float dot_vec(const float *a, const float *b, int64_t n) {
 
 /* Everything else: dequantize a span at a time, vector dot per span. */
 #define SPAN 512
-/* Longest row whose decoded codes the batched path keeps (64 KiB of stack). */
+/* Longest row the hot kernels take. */
 #define MAX_ROW 16384
 
 static float generic_row(const weight *w, int64_t r, const float *x) {
@@ -206,39 +184,31 @@ static float generic_row(const weight *w, int64_t r, const float *x) {
     return s;
 }
 
+/* Longest row the hot kernels take (their group sums live on the stack). */
+#define MAX_GROUPS (MAX_ROW / 16)
+
 float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
     int kind = hot_kind(w);
-    float s = kind >= 0 ? hot_row(kind, w, row, x, NULL) : generic_row(w, row, x);
-    return s * quant_global(w);
+    if (kind < 0 || w->cols > MAX_ROW) return generic_row(w, row, x) * quant_global(w);
+    float xsum[MAX_GROUPS];
+    if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
+    return hot_row_any(kind, w, row, x, xsum) * quant_global(w);
 }
 
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
                             size_t x_stride, float *y, size_t y_stride) {
     int kind = hot_kind(w);
     float g = quant_global(w);
-    if (n_x == 1 || w->format == WF_F32 || (kind >= 0 && w->cols > MAX_ROW)) {
-        /* nothing to share (or too long to keep): the single-vector kernel */
+    if (kind < 0 || w->cols > MAX_ROW) {   /* the rarer formats: one row at a time */
         for (int64_t r = row0; r < row1; r++)
             for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = quant_dot_avx2(w, r, x + (size_t)t * x_stride);
         return;
     }
-    if (kind >= 0) {
-        float buf[MAX_ROW];
-        for (int64_t r = row0; r < row1; r++) {
-            decode_codes(kind, w, r, buf);
-            for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = hot_row(kind, w, r, x + (size_t)t * x_stride, buf) * g;
-        }
-        return;
-    }
-    float buf[SPAN];
-    for (int64_t r = row0; r < row1; r++) {
-        for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = 0.0f;
-        for (int64_t c0 = 0; c0 < w->cols; c0 += SPAN) {
-            int64_t n = w->cols - c0 < SPAN ? w->cols - c0 : SPAN;
-            quant_decode_span(w, r, c0, n, buf);
-            for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] += dot_vec(buf, x + (size_t)t * x_stride + c0, n);
-        }
-        for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] *= g;
+    float xsum[MAX_GROUPS];
+    for (int t = 0; t < n_x; t++) {
+        const float *xt = x + (size_t)t * x_stride;
+        if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
+        for (int64_t r = row0; r < row1; r++) y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum) * g;
     }
 }
 
