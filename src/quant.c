@@ -240,7 +240,7 @@ void quant_decode_span(const weight *w, int64_t r, int64_t c0, int64_t n, float 
 }
 
 void weight_row_f32(const weight *w, int64_t r, float *out) {
-    quant_decode_span(w, r, 0, w->cols, out);
+    if (!quant_using_avx2() || quant_decode_row_avx2(w, r, out) != 0) quant_decode_span(w, r, 0, w->cols, out);
     float g = quant_global(w);
     if (g != 1.0f)
         for (int64_t i = 0; i < w->cols; i++) out[i] = out[i] * g;

@@ -114,6 +114,10 @@ int quant_quantize_row(wformat f, int bits, int group, dtype scale_dtype, const 
 /* ---- internal: the AVX2 file's entry points (quant_avx2.c), called only after
  * the CPU check in quant.c ---------------------------------------------------- */
 float quant_dot_avx2(const weight *w, int64_t row, const float *x);
+/* Row r dequantized into out (before the global scale), exactly as
+ * quant_decode_span does, for affine 4/8-bit and the fp formats; 0 if
+ * handled, -1 for a format it does not cover. */
+int quant_decode_row_avx2(const weight *w, int64_t r, float *out);
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
                             size_t x_stride, float *y, size_t y_stride);
 /* Dequantize cols [c0, c0+n) of row r (n and c0 multiples of the group) into

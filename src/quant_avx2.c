@@ -184,6 +184,40 @@ static float generic_row(const weight *w, int64_t r, const float *x) {
     return s;
 }
 
+/* Dequantization, the same arithmetic as quant_decode_span: (scale * code) +
+ * bias as two roundings (separate multiply and add, never an FMA), or
+ * code * scale. Used to widen blocks of rows for the prefill GEMM. */
+int quant_decode_row_avx2(const weight *w, int64_t r, float *out) {
+    int kind = hot_kind(w);
+    if (kind < 0) return -1;
+    int gs = quant_format_group(w->format, w->group_size);
+    const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
+    const uint8_t *bp = w->biases ? w->biases + (size_t)r * w->scale_stride : NULL;
+    for (int64_t g = 0; g < w->cols / gs; g++) {
+        __m256 s = _mm256_set1_ps(group_scale(w, sp, g));
+        __m256 b = bp ? _mm256_set1_ps(group_scale(w, bp, g)) : _mm256_setzero_ps();
+        for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
+            __m256 v0, v1;
+            switch (kind) {   /* constant per row: the branch predicts perfectly */
+            case K_A4: step16(K_A4, row, c, &v0, &v1); break;
+            case K_A8: step16(K_A8, row, c, &v0, &v1); break;
+            case K_FP4: step16(K_FP4, row, c, &v0, &v1); break;
+            default: step16(K_FP8, row, c, &v0, &v1); break;
+            }
+            if (kind == K_A4 || kind == K_A8) {
+                v0 = _mm256_add_ps(_mm256_mul_ps(s, v0), b);
+                v1 = _mm256_add_ps(_mm256_mul_ps(s, v1), b);
+            } else {
+                v0 = _mm256_mul_ps(v0, s);
+                v1 = _mm256_mul_ps(v1, s);
+            }
+            _mm256_storeu_ps(out + c, v0);
+            _mm256_storeu_ps(out + c + 8, v1);
+        }
+    }
+    return 0;
+}
+
 /* Longest row the hot kernels take (their group sums live on the stack). */
 #define MAX_GROUPS (MAX_ROW / 16)
 
@@ -215,6 +249,7 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
 #else /* not built for AVX2: never called (quant.c checks the CPU first) */
 
 float quant_dot_avx2(const weight *w, int64_t row, const float *x) { return quant_dot_ref(w, row, x); }
+int quant_decode_row_avx2(const weight *w, int64_t r, float *out) { (void)w; (void)r; (void)out; return -1; }
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
                             size_t x_stride, float *y, size_t y_stride) {
     for (int64_t r = row0; r < row1; r++)
