@@ -21,40 +21,32 @@ static double now_s(void) {
 }
 
 typedef struct {
-    const uint64_t *data;
-    size_t words_per_task;
-    uint64_t sums[64];
+    const float *data;
+    size_t per_task;
+    float sums[64];
 } read_job;
 
 static void read_task(void *ctx, int task, int thread) {
     (void)thread;
     read_job *j = ctx;
-    const uint64_t *p = j->data + (size_t)task * j->words_per_task;
-    uint64_t a = 0, b = 0, c = 0, d = 0;
-    for (size_t i = 0; i + 4 <= j->words_per_task; i += 4) {
-        a += p[i];
-        b ^= p[i + 1];
-        c += p[i + 2];
-        d ^= p[i + 3];
-    }
-    j->sums[task % 64] += a + b + c + d;   /* keeps the loads live */
+    j->sums[task % 64] += kernels_active()->sum_f32(j->data + (size_t)task * j->per_task, (int64_t)j->per_task);
 }
 
-/* Read bandwidth in GB/s with n_threads threads: best of 5 passes over 1 GiB. */
+/* Read bandwidth in GB/s with n_threads threads: best of 5 passes over 1 GiB,
+ * summed with full-width loads (what the decode kernels use). */
 static double measure_bandwidth(int n_threads) {
-    size_t bytes = (size_t)1 << 30;
-    uint64_t *data = malloc(bytes);
+    size_t n = ((size_t)1 << 30) / sizeof(float);
+    float *data = malloc(n * sizeof *data);
     if (!data) return 0;
-    size_t words = bytes / 8;
-    for (size_t i = 0; i < words; i++) data[i] = i * 2654435761u;
+    for (size_t i = 0; i < n; i++) data[i] = (float)(i & 1023);   /* touch every page */
     thread_pool *pool = pool_new(n_threads);
     int tasks = n_threads * 8;
-    read_job j = {data, words / (size_t)tasks, {0}};
+    read_job j = {data, n / (size_t)tasks, {0}};
     double best = 0;
     for (int pass = 0; pass < 5; pass++) {
         double t0 = now_s();
         pool_run(pool, read_task, &j, tasks);
-        double gbs = (double)j.words_per_task * (size_t)tasks * 8 / (now_s() - t0) / 1e9;
+        double gbs = (double)j.per_task * (size_t)tasks * sizeof(float) / (now_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     pool_free(pool);

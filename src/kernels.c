@@ -48,6 +48,12 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
+static float ref_sum_f32(const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
 static double ref_fma_probe(long iters, float *sink) {
     float a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     for (long i = 0; i < iters; i++)
@@ -58,7 +64,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_axpy_bf16, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_fma_probe,
+    ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -23,6 +23,8 @@ typedef struct {
      * t < n, over cols: the prefill product, register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
+    /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
+    float (*sum_f32)(const float *x, int64_t n);
     /* The bench's FMA peak probe: `iters` rounds of independent multiply-adds
      * in registers; returns the flops done (and folds the result into *sink). */
     double (*fma_probe)(long iters, float *sink);

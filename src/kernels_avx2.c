@@ -121,6 +121,20 @@ static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, s
         for (int t = 0; t < n; t++) y[(size_t)t * ys + r] = avx2_dot_f32(w + (size_t)r * ws, x + (size_t)t * xs, cols);
 }
 
+static float avx2_sum_f32(const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(x + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(x + i + 24));
+    }
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
 /* Ten independent 8-wide FMA chains: enough to cover the FMA latency on two ports. */
 static double avx2_fma_probe(long iters, float *sink) {
     __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
@@ -139,7 +153,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_axpy_bf16, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_fma_probe,
+    avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {
