@@ -141,7 +141,7 @@ def main():
 
     # 1. tool calls
     for label, tools in (("tools_with_preamble", make_data.ALL_TOOLS), ("tools_no_preamble", None)):
-        ok_n = 0
+        ok_n = shape_n = 0
         print(f"== tool calls ({label})")
         for item in ev["tools"]:
             req = {"messages": [{"role": "user", "content": item["prompt"]}], "add_generation_prompt": True}
@@ -151,9 +151,13 @@ def main():
             reasoning, content, calls, wf = parse_output(out)
             good = wf and len(calls) >= 1 and call_matches(item["call"], *calls[0])
             ok_n += good
+            shape_n += wf and len(calls) >= 1 and calls[0][0] == item["call"]["name"] and \
+                set(calls[0][1]) == set(item["call"]["arguments"])
             print(f"[{'PASS' if good else 'FAIL'}] {item['prompt']!r} -> {out!r}")
         res[label] = ok_n
-        print(f"{label}: {ok_n}/20")
+        res[label + "_right_tool_and_argument_names"] = shape_n
+        print(f"{label}: {ok_n}/20 right tool with right arguments; {shape_n}/20 well-formed calls to the right "
+              f"tool with the right argument names")
 
     # 2. definitions
     ok_n = 0
