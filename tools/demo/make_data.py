@@ -13,7 +13,7 @@ the C renderer by --check-render) and stored as ids plus a 0/1 loss mask that is
 tokens the assistant generates: everything after `<|assistant|><think>` / `<|assistant|></think>`
 up to and including the role token that ends the turn (the model's stop token).
 
-usage: make_data.py --out DIR [--seed 1234] [--merges 3000]
+usage: make_data.py --out DIR [--seed 1234] [--merges 3000] [--words 800] [--convs 14000] [--check-render ./glmlite]
 writes DIR/{train,heldout}.jsonl (request + text), DIR/{train,heldout}.npz (ids, mask, offsets),
 DIR/tokenizer.json, DIR/tokenizer_config.json, DIR/eval_prompts.json, DIR/stats.json
 """
@@ -361,8 +361,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--merges", type=int, default=3000)
-    ap.add_argument("--words", type=int, default=1200)
-    ap.add_argument("--convs", type=int, default=24000)
+    ap.add_argument("--words", type=int, default=800)
+    ap.add_argument("--convs", type=int, default=14000)
     ap.add_argument("--check-render", metavar="GLMLITE", help="glmlite binary to compare renders with")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
