@@ -48,6 +48,12 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
+static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
+                             float *y, size_t ys) {
+    for (int h = 0; h < nh; h++)
+        for (int p = 0; p < n; p++) ref_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
+}
+
 static float ref_sum_f32(const float *x, int64_t n) {
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i];
@@ -64,7 +70,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_axpy_bf16, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_sum_f32, ref_fma_probe,
+    ref_weighted_sum, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -23,6 +23,11 @@ typedef struct {
      * t < n, over cols: the prefill product, register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
+    /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,
+     * j < cols: attention's probability-weighted sum of cached rows, for a
+     * few heads at once (each row chunk loaded once for all of them). */
+    void (*weighted_sum)(const float *a, size_t a_stride, int nh, const float *x, size_t x_stride, int n, int64_t cols,
+                         float *y, size_t y_stride);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
     float (*sum_f32)(const float *x, int64_t n);
     /* The bench's FMA peak probe: `iters` rounds of independent multiply-adds

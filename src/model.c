@@ -324,13 +324,14 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->gather_tok = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
     s->expert_out = zalloc(UB * D * F, &fail);
     s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
-    /* per thread: a block of widened weight rows, or a head group's attention scores */
+    /* per thread: a block of widened weight rows, a head group's attention scores, or a block of cached rows */
     size_t widest = (size_t)D;
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
     widest *= LINEAR_ROW_BLOCK;
     if ((size_t)HEAD_GROUP * (size_t)s->n_ctx > widest) widest = (size_t)HEAD_GROUP * (size_t)s->n_ctx;
+    if ((size_t)KEY_BLOCK * kvw > widest) widest = (size_t)KEY_BLOCK * kvw;   /* decode: a block of cached rows */
     s->scratch_stride = (widest + 15) & ~(size_t)15;
     s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
     if (s->naive_attention) {
@@ -421,22 +422,25 @@ typedef struct {
     int n_keys;
 } decode_job;
 
+/* Block b's cached rows as f32: the cache itself, or widened into tmp. */
+static const float *block_rows_f32(const decode_job *j, int p0, int n, int kvw, float *tmp) {
+    if (!j->s->kv_bf16) return (const float *)j->cache + (size_t)p0 * kvw;
+    kernels_active()->bf16_to_f32((const uint16_t *)j->cache + (size_t)p0 * kvw, tmp, (int64_t)n * kvw);
+    return tmp;
+}
+
 static void decode_scores_task(void *ctx, int b, int thread) {
-    (void)thread;
     decode_job *j = ctx;
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
-    const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, kvw = c->kv_lora_rank + c->qk_rope_head_dim;
-    int p1 = (b + 1) * KEY_BLOCK < j->n_keys ? (b + 1) * KEY_BLOCK : j->n_keys;
-    const float *c32 = j->cache;
-    const uint16_t *c16 = j->cache;
-    for (int p = b * KEY_BLOCK; p < p1; p++)
-        for (int h = 0; h < H; h++) {
-            const float *qh = s->qa + (size_t)h * kvw;
-            float d = s->kv_bf16 ? k->dot_bf16(c16 + (size_t)p * kvw, qh, kvw) : k->dot_f32(qh, c32 + (size_t)p * kvw, kvw);
-            s->dec_score[(size_t)h * s->n_ctx + p] = c->softmax_scale * d;
-        }
+    int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
+    const float *rows = block_rows_f32(j, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
+    /* scores[h][p] = q_h . row_p for the block: a small GEMM, keys as rows, heads as vectors */
+    float *sc = s->dec_score + p0;
+    kernels_active()->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, (size_t)s->n_ctx);
+    for (int h = 0; h < H; h++)
+        for (int p = 0; p < n; p++) sc[(size_t)h * s->n_ctx + p] *= c->softmax_scale;
 }
 
 static void decode_softmax_task(void *ctx, int h, int thread) {
@@ -446,23 +450,15 @@ static void decode_softmax_task(void *ctx, int h, int thread) {
 }
 
 static void decode_values_task(void *ctx, int b, int thread) {
-    (void)thread;
     decode_job *j = ctx;
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
-    const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
-    int p1 = (b + 1) * KEY_BLOCK < j->n_keys ? (b + 1) * KEY_BLOCK : j->n_keys;
+    int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
+    const float *rows = block_rows_f32(j, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    const float *c32 = j->cache;
-    const uint16_t *c16 = j->cache;
-    for (int p = b * KEY_BLOCK; p < p1; p++)
-        for (int h = 0; h < H; h++) {
-            float a = s->dec_score[(size_t)h * s->n_ctx + p];
-            if (s->kv_bf16) k->axpy_bf16(a, c16 + (size_t)p * kvw, part + (size_t)h * R, R);
-            else k->axpy(a, c32 + (size_t)p * kvw, part + (size_t)h * R, R);
-        }
+    kernels_active()->weighted_sum(s->dec_score + p0, (size_t)s->n_ctx, H, rows, (size_t)kvw, n, R, part, (size_t)R);
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {

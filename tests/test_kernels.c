@@ -73,6 +73,25 @@ TEST(kernels_gemm_matches_reference) {
     }
 }
 
+TEST(kernels_weighted_sum_matches_reference) {
+    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
+    if (!fast) SKIP("CPU has no AVX2/FMA");
+    unsigned seed = 17;
+    int shapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}};   /* heads, rows, cols */
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int nh = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
+        size_t as = (size_t)n + 2, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
+        float *a = malloc(nh * as * 4), *x = malloc(n * xs * 4), *y1 = malloc(nh * ys * 4), *y2 = malloc(nh * ys * 4);
+        for (size_t i = 0; i < nh * as; i++) a[i] = frand(&seed);
+        for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed);
+        for (size_t i = 0; i < nh * ys; i++) y1[i] = y2[i] = frand(&seed);
+        ref->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys);
+        fast->weighted_sum(a, as, nh, x, xs, n, cols, y2, ys);
+        for (size_t i = 0; i < nh * ys; i++) CHECKF(fabsf(y1[i] - y2[i]) < 1e-5f * sqrtf((float)n), "shape %zu at %zu", k, i);
+        free(a); free(x); free(y1); free(y2);
+    }
+}
+
 TEST(kernels_rope_pairings) {
     /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
     float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
