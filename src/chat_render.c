@@ -143,38 +143,6 @@ static size_t py_dict_items(const json_value *obj, dict_item **items) {
     return k;
 }
 
-void chat_py_dumps(buf *out, const json_value *v) {
-    switch (v->type) {
-    case JSON_NULL: buf_puts(out, "null"); break;
-    case JSON_BOOL: buf_puts(out, v->boolean ? "true" : "false"); break;
-    case JSON_NUMBER: py_number(out, v, 1); break;
-    case JSON_STRING: json_write_string(out, v->str, v->len, 0); break;
-    case JSON_ARRAY:
-        buf_putc(out, '[');
-        for (size_t i = 0; i < v->len; i++) {
-            if (i) buf_puts(out, ", ");
-            chat_py_dumps(out, &v->items[i]);
-        }
-        buf_putc(out, ']');
-        break;
-    case JSON_OBJECT: {
-        dict_item *it;
-        size_t n = py_dict_items(v, &it);
-        buf_putc(out, '{');
-        for (size_t i = 0; i < n; i++) {
-            if (i) buf_puts(out, ", ");
-            const json_member *k = &v->members[it[i].key];
-            json_write_string(out, k->key, k->key_len, 0);
-            buf_puts(out, ": ");
-            chat_py_dumps(out, &v->members[it[i].val].value);
-        }
-        buf_putc(out, '}');
-        free(it);
-        break;
-    }
-    }
-}
-
 /* Decodes one UTF-8 code point (input is valid UTF-8 from the JSON reader;
  * a stray byte decodes as itself so nothing here can overrun). */
 static unsigned utf8_next(const unsigned char *s, size_t n, size_t *adv) {
@@ -248,17 +216,22 @@ static void py_repr_str(buf *out, const char *s, size_t n) {
     buf_putc(out, q);
 }
 
-static void py_repr(buf *out, const json_value *v) {
+/* Python's json.dumps(v, ensure_ascii=False) (as_json) or repr(v): the same
+ * walk, differing only in how scalars and strings are spelt. */
+static void py_serialize(buf *out, const json_value *v, int as_json) {
     switch (v->type) {
-    case JSON_NULL: buf_puts(out, "None"); break;
-    case JSON_BOOL: buf_puts(out, v->boolean ? "True" : "False"); break;
-    case JSON_NUMBER: py_number(out, v, 0); break;
-    case JSON_STRING: py_repr_str(out, v->str, v->len); break;
+    case JSON_NULL: buf_puts(out, as_json ? "null" : "None"); break;
+    case JSON_BOOL: buf_puts(out, v->boolean ? (as_json ? "true" : "True") : (as_json ? "false" : "False")); break;
+    case JSON_NUMBER: py_number(out, v, as_json); break;
+    case JSON_STRING:
+        if (as_json) json_write_string(out, v->str, v->len, 0);
+        else py_repr_str(out, v->str, v->len);
+        break;
     case JSON_ARRAY:
         buf_putc(out, '[');
         for (size_t i = 0; i < v->len; i++) {
             if (i) buf_puts(out, ", ");
-            py_repr(out, &v->items[i]);
+            py_serialize(out, &v->items[i], as_json);
         }
         buf_putc(out, ']');
         break;
@@ -269,9 +242,10 @@ static void py_repr(buf *out, const json_value *v) {
         for (size_t i = 0; i < n; i++) {
             if (i) buf_puts(out, ", ");
             const json_member *k = &v->members[it[i].key];
-            py_repr_str(out, k->key, k->key_len);
+            if (as_json) json_write_string(out, k->key, k->key_len, 0);
+            else py_repr_str(out, k->key, k->key_len);
             buf_puts(out, ": ");
-            py_repr(out, &v->members[it[i].val].value);
+            py_serialize(out, &v->members[it[i].val].value, as_json);
         }
         buf_putc(out, '}');
         free(it);
@@ -279,6 +253,10 @@ static void py_repr(buf *out, const json_value *v) {
     }
     }
 }
+
+void chat_py_dumps(buf *out, const json_value *v) { py_serialize(out, v, 1); }
+
+static void py_repr(buf *out, const json_value *v) { py_serialize(out, v, 0); }
 
 /* {{ v }} in jinja2: str(v). */
 static void py_str(buf *out, const json_value *v) {
