@@ -1,7 +1,6 @@
 /* cli_quant.c — the `quantize` and `perplexity` subcommands: flag parsing,
  * the progress bar and the printed report; the work is in quantize.c and
  * perplexity.c. */
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,5 @@
 /* cli_serve.c — `glmlite serve`: flags, model loading, signals; the server
  * itself is server.c. */
-#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
