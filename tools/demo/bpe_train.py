@@ -21,13 +21,21 @@ def word_counts(texts):
     return words
 
 
-def train(texts, n_merges, counts=None):
+def has_digit(sym):
+    return any(c in "0123456789" for c in sym)
+
+
+def train(texts, n_merges, counts=None, split_digits=False):
+    """split_digits: never merge a pair that contains a digit, so every digit stays its own token
+    (a small model then copies numbers digit by digit instead of learning a rare token per number)."""
     counts = counts if counts is not None else word_counts(texts)
     words = [list(tiny_bpe.byte_level(p)) for p in counts]
     freq = list(counts.values())
     pc, where = {}, {}
     for wi, w in enumerate(words):
         for a, b in zip(w, w[1:]):
+            if split_digits and (has_digit(a) or has_digit(b)):
+                continue
             pc[(a, b)] = pc.get((a, b), 0) + freq[wi]
             where.setdefault((a, b), set()).add(wi)
     heap = [(-c, p) for p, c in pc.items()]
@@ -46,6 +54,8 @@ def train(texts, n_merges, counts=None):
         for wi in list(where.get(best, ())):
             w, f = words[wi], freq[wi]
             for a, b in zip(w, w[1:]):
+                if split_digits and (has_digit(a) or has_digit(b)):
+                    continue
                 pc[(a, b)] -= f
                 changed.add((a, b))
                 s = where.get((a, b))
@@ -61,6 +71,8 @@ def train(texts, n_merges, counts=None):
                     i += 1
             words[wi] = nw
             for a, b in zip(nw, nw[1:]):
+                if split_digits and (has_digit(a) or has_digit(b)):
+                    continue
                 pc[(a, b)] = pc.get((a, b), 0) + f
                 changed.add((a, b))
                 where.setdefault((a, b), set()).add(wi)

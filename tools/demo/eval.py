@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--train-result", help="train_result.json from train.py (perplexity to compare)")
     ap.add_argument("--json", help="write the scores here")
     ap.add_argument("--max-new", type=int, default=96)
+    ap.add_argument("--quick", action="store_true", help="only the tool-call and definition checks")
     a = ap.parse_args()
     g = Glmlite(a.glmlite, a.model)
     vocab, merges, added = chatfmt.load_tokenizer(os.path.join(a.model, "tokenizer.json"))
@@ -179,6 +180,8 @@ def main():
     res["definition_answers"] = answers
     print(f"definitions: {ok_n}/20")
 
+    if a.quick:
+        return
     # 3. perplexity over the held-out split (assistant tokens and all tokens), and 4. agreement
     d = np.load(os.path.join(a.data, "heldout.npz"))
     o, ids_all, mask_all = d["offsets"], d["ids"], d["mask"]

@@ -142,8 +142,9 @@ DEF_EVAL_PHRASES = ["Could you explain the word {w} to me?", "I keep hearing \"{
 
 
 def def_answer(e, rng):
-    d = e["def"]
-    a = f"{e['word'].capitalize()} ({e['pos']}): {d}."
+    # The headword is written as most questions write it (" word": after a space, lower case), so
+    # the model copies the same tokens instead of learning a capitalised or quoted twin of each word.
+    a = f"The word {e['word']} ({e['pos']}) means: {e['def']}."
     if e["examples"] and rng.random() < 0.3:
         a += f" For example: \"{e['examples'][0]}\"."
     return a
@@ -151,8 +152,8 @@ def def_answer(e, rng):
 
 def def_conv(e, rng, thinking):
     q = rng.choice(DEF_PHRASES).format(w=e["word"])
-    reason = rng.choice([f"The user asks what the word \"{e['word']}\" means. It is a {e['pos']}.",
-                         f"The user wants a definition of \"{e['word']}\". No tool is needed.",
+    reason = rng.choice([f"The user asks what the word {e['word']} means. It is a {e['pos']}.",
+                         f"The user wants a definition of the word {e['word']}. No tool is needed.",
                          f"The user asks for the meaning of {e['word']}. I know this word."])
     return [{"role": "user", "content": q},
             {"role": "assistant", "reasoning_content": reason if thinking else "", "content": def_answer(e, rng)}]
@@ -361,8 +362,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--merges", type=int, default=3000)
-    ap.add_argument("--words", type=int, default=800)
-    ap.add_argument("--convs", type=int, default=14000)
+    ap.add_argument("--words", type=int, default=300)
+    ap.add_argument("--convs", type=int, default=20000)
     ap.add_argument("--check-render", metavar="GLMLITE", help="glmlite binary to compare renders with")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -391,7 +392,7 @@ def main():
     if a.check_render:
         print("render check:", check_render(train[:150] + held[:50], a.check_render, a.out), "requests identical")
 
-    vocab, merges = bpe_train.train(train_text, a.merges)
+    vocab, merges = bpe_train.train(train_text, a.merges, split_digits=True)
     added = tiny_bpe.glm_added_tokens()
     tiny_bpe.write_tokenizer_json(os.path.join(a.out, "tokenizer.json"), vocab, merges, added)
     tmpl = open(CHAT_TEMPLATE, encoding="utf-8").read()

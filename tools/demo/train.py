@@ -116,6 +116,17 @@ def lr_at(frac, peak, warm=0.03):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * f)))
 
 
+def export(model, a, cfg, eos, pad):
+    """The HF checkpoint directory: weights, config, tokenizer files, generation_config."""
+    M.save_hf(model, a.out, dtype="bf16")
+    for fn in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(a.data, fn), os.path.join(a.out, fn))
+    with open(os.path.join(a.out, "generation_config.json"), "w") as f:
+        json.dump({"_from_model_config": True, "do_sample": True, "eos_token_id": eos, "pad_token_id": pad,
+                   "temperature": 1.0, "top_p": 0.95, "transformers_version": cfg["transformers_version"]}, f, indent=2)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -128,6 +139,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bias-gamma", type=float, default=1e-3)
     ap.add_argument("--config", default="{}", help="JSON overrides of model.config_dict sizes")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write the last checkpoint of --work to --out (bf16) and stop, to evaluate a run in progress")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -165,6 +178,10 @@ def main():
     say(f"params {n_params} ({n_params / 1e6:.2f} M); config {json.dumps(cfg)}")
     say(f"train {len(train)} convs {sum(len(c[0]) for c in train)} tokens; held-out {len(held)} convs")
 
+    if a.export_only:
+        M.round_bf16_(model)
+        export(model, a, cfg, eos, pad)
+        return
     budget = a.minutes * 60
     t0 = time.time() - state["elapsed"]
     last_ck = time.time()
@@ -219,13 +236,7 @@ def main():
            "steps": state["step"], "epochs": state["epoch"] + state["pos"] / max(1, len(bl)),
            "train_tokens_seen": state["tokens"], "minutes": state["elapsed"] / 60, "params": n_params}
     say("final (bf16 weights): " + json.dumps(res))
-    M.save_hf(model, a.out, dtype="bf16")
-    for fn in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(a.data, fn), os.path.join(a.out, fn))
-    with open(os.path.join(a.out, "generation_config.json"), "w") as f:
-        json.dump({"_from_model_config": True, "do_sample": True, "eos_token_id": eos, "pad_token_id": pad,
-                   "temperature": 1.0, "top_p": 0.95, "transformers_version": cfg["transformers_version"]}, f, indent=2)
-        f.write("\n")
+    export(model, a, cfg, eos, pad)
     with open(os.path.join(a.work, "train_result.json"), "w") as f:
         json.dump(res, f, indent=1)
 
