@@ -27,6 +27,7 @@ typedef struct {
     int think;               /* 1 on (default), 0 off */
     int no_special;          /* tokenize: do not match special-token literals */
     int kv_bf16;             /* --cache-type bf16 */
+    int exact_matmul;        /* --exact-matmul: f32 activations for quantized weights in decode */
     sampler_params sp;
     unsigned set;            /* which sampler fields the user gave */
 } cli_opts;
@@ -49,6 +50,7 @@ static void usage(FILE *f) {
           "  perplexity -f TEXT [-c CTX] [--kl-base DIR]   perplexity, KL divergence against a base model\n"
           "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS,\n"
           "        --cache-type f32|bf16 (the latent KV cache; bf16 halves its memory)\n"
+          "        --exact-matmul (quantized weights: decode with f32 activations, not int8 blocks)\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
           "          --presence-penalty P --frequency-penalty F (defaults: generation_config.json)\n",
           f);
@@ -112,7 +114,7 @@ static int32_t *parse_tokens(const char *s, int *n) {
 
 static glm_model *load_model(const cli_opts *o) {
     char err[1024];
-    glm_load_options lo = {o->threads};
+    glm_load_options lo = {.n_threads = o->threads, .exact_matmul = o->exact_matmul};
     glm_model *m = glm_model_load(o->model_dir, &lo, err, sizeof err);
     if (!m) fprintf(stderr, "glmlite: %s\n", err);
     return m;
@@ -569,6 +571,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--think")) { o.think = 1; takes = 0; }
         else if (!strcmp(a, "--no-think")) { o.think = 0; takes = 0; }
         else if (!strcmp(a, "--no-special")) { o.no_special = 1; takes = 0; }
+        else if (!strcmp(a, "--exact-matmul")) { o.exact_matmul = 1; takes = 0; }
         else { fprintf(stderr, "glmlite: unknown option '%s'\n", a); usage(stderr); return 2; }
         if (bad) { fprintf(stderr, "glmlite: option '%s' needs a valid value\n", a); return 2; }
         i += takes;

@@ -93,7 +93,7 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
 
 int cmd_bench(int argc, char **argv) {
     const char *dir = cli_default_model_dir(), *fmt = "md";
-    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, kv_bf16 = 0;
+    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, kv_bf16 = 0, exact = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -105,12 +105,13 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--depth")) bad = cli_parse_int(v, 0, 1 << 24, &depth);
         else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &kv_bf16);
         else if (!strcmp(a, "-o")) bad = !(fmt = v) || (strcmp(v, "md") && strcmp(v, "json"));
+        else if (!strcmp(a, "--exact-matmul")) { exact = 1; continue; }
         else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", a); return 2; }
         if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", a); return 2; }
         i++;
     }
     char err[1024];
-    glm_load_options lo = {threads};
+    glm_load_options lo = {.n_threads = threads, .exact_matmul = exact};
     glm_model *m = glm_model_load(dir, &lo, err, sizeof err);
     if (!m) { fprintf(stderr, "glmlite: %s\n", err); return 1; }
     threads = glm_model_threads(m);

@@ -86,7 +86,7 @@ int cmd_quantize(int argc, char **argv) {
 }
 
 static void ppl_usage(FILE *f) {
-    fputs("usage: glmlite perplexity -m DIR -f TEXT_FILE [-c CTX] [--kl-base BASE_DIR] [-t THREADS]\n"
+    fputs("usage: glmlite perplexity -m DIR -f TEXT_FILE [-c CTX] [--kl-base BASE_DIR] [-t THREADS] [--exact-matmul]\n"
           "  perplexity over non-overlapping windows of CTX tokens (default 512), scoring each window's\n"
           "  second half as llama-perplexity does; with --kl-base, also the KL divergence from the base\n"
           "  model's next-token distribution and the top-1 agreement\n",
@@ -105,7 +105,7 @@ static void ppl_progress(void *ctx, int w, int n, const ppl_stats *st) {
 
 int cmd_perplexity(int argc, char **argv) {
     const char *dir = NULL, *file = NULL, *base_dir = NULL;
-    int n_ctx = 512, threads = 0;
+    int n_ctx = 512, threads = 0, exact = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -113,6 +113,7 @@ int cmd_perplexity(int argc, char **argv) {
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has) dir = argv[++i];
         else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has) file = argv[++i];
         else if (!strcmp(a, "--kl-base") && has) base_dir = argv[++i];
+        else if (!strcmp(a, "--exact-matmul")) exact = 1;
         else if ((!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) && has) {
             if (cli_parse_int(argv[++i], 2, INT_MAX, &n_ctx)) {
                 fprintf(stderr, "glmlite perplexity: -c wants an integer >= 2, got '%s'\n", argv[i]);
@@ -151,7 +152,7 @@ int cmd_perplexity(int argc, char **argv) {
     tokenizer_free(tok);
     buf_free(&text);
     if (rc) { fprintf(stderr, "glmlite perplexity: %s\n", err); return 1; }
-    glm_load_options lo = {threads};
+    glm_load_options lo = {.n_threads = threads, .exact_matmul = exact};
     glm_model *m = glm_model_load(dir, &lo, err, sizeof err), *base = NULL;
     if (!m) { fprintf(stderr, "glmlite perplexity: %s\n", err); free(ids); return 1; }
     if (base_dir && !(base = glm_model_load(base_dir, &lo, err, sizeof err))) {

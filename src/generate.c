@@ -43,7 +43,7 @@ int runtime_open(glm_runtime *rt, const char *dir, int n_threads, char *err, siz
     while (l > 1 && rt->dir[l - 1] == '/') rt->dir[--l] = 0;
     const char *base = strrchr(rt->dir, '/');
     snprintf(rt->name, sizeof rt->name, "%.255s", base ? base + 1 : rt->dir);
-    glm_load_options lo = {n_threads};
+    glm_load_options lo = {.n_threads = n_threads};
     rt->model = glm_model_load(dir, &lo, err, errlen);
     if (!rt->model) return -1;
     char path[1200], terr[512];

@@ -4,7 +4,10 @@
  * several, each row is widened to f32 once and dotted with every vector, so
  * both paths perform the same products in the same order (prefill and decode
  * agree bit for bit per row). Quantized formats go to quant.c, which decodes
- * from the packed codes without a full-size copy. */
+ * from the packed codes without a full-size copy; with fewer than 4 vectors
+ * (decode) and unless the weight asks for f32 activations, the vectors are first
+ * quantized to int8 blocks and supported formats take the integer kernels
+ * (quant.h, "int8 activations"). */
 #include "linear.h"
 
 #include "kernels.h"
@@ -37,10 +40,24 @@ static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r
  * and multiplied with all vectors by the register-blocked kernel. */
 #define GEMM_MIN_VECTORS 4
 
+/* Decode with int8 activations: each vector quantized once into scratch. */
+static int use_q8(const weight *w, int n) { return !w->exact_act && n < GEMM_MIN_VECTORS && quant_act_supported(w); }
+
+static void prepare_q8(const weight *w, const float *x, int n, size_t x_stride, void *scratch, quant_act *a) {
+    size_t bytes = quant_act_bytes(w->cols);
+    for (int t = 0; t < n; t++) quant_act_prepare(w, x + (size_t)t * x_stride, (uint8_t *)scratch + (size_t)t * bytes, &a[t]);
+}
+
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch) {
     const kernel_table *k = kernels_active();
     if (n < GEMM_MIN_VECTORS) {
+        if (use_q8(w, n)) {
+            quant_act a[GEMM_MIN_VECTORS];
+            prepare_q8(w, x, n, x_stride, row_scratch, a);
+            quant_matmul_rows_q8(w, row0, row1, a, n, y, y_stride);
+            return;
+        }
         if (!is_plain(w)) {
             quant_matmul_rows(w, row0, row1, x, n, x_stride, y, y_stride);
             return;
@@ -83,6 +100,7 @@ typedef struct {
     float *scratch;
     size_t scratch_stride;
     int64_t rows_per_task;
+    const quant_act *act;         /* the quantized vectors, or NULL */
 } linear_job;
 
 static void linear_task(void *ctx, int task, int thread) {
@@ -91,7 +109,8 @@ static void linear_task(void *ctx, int task, int thread) {
     int64_t r1 = r0 + j->rows_per_task;
     if (r1 > j->w->rows) r1 = j->w->rows;
     if (r0 >= r1) return;
-    linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, j->scratch + (size_t)thread * j->scratch_stride);
+    if (j->act) quant_matmul_rows_q8(j->w, r0, r1, j->act, j->n, j->y, j->y_stride);
+    else linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, j->scratch + (size_t)thread * j->scratch_stride);
 }
 
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
@@ -103,7 +122,14 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
     int64_t per = (w->rows + tasks - 1) / tasks;
     per = (per + 15) & ~(int64_t)15;
     if (per < 16) per = 16;
-    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per};
+    /* int8 activations: quantized once here, shared by every task */
+    quant_act a[GEMM_MIN_VECTORS];
+    const quant_act *act = NULL;
+    if (use_q8(w, n)) {
+        prepare_q8(w, x, n, x_stride, scratch, a);
+        act = a;
+    }
+    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, act};
     pool_run(pool, linear_task, &j, (int)((w->rows + per - 1) / per));
 }
 

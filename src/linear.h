@@ -13,12 +13,19 @@
  * (stride x_stride floats), y is [n][y_stride] floats. scratch: per-thread
  * buffers of at least LINEAR_ROW_BLOCK * cols floats each (pool_size of them,
  * scratch_stride floats apart). Each output row is computed by one thread in
- * a fixed order, so results do not depend on the thread count. */
+ * a fixed order, so results do not depend on the thread count.
+ * Quantized weights with fewer than 4 vectors (decode) quantize the vectors
+ * to int8 blocks once per call and use the integer kernels where they exist
+ * (quant.h, "int8 activations": ~1e-3 relative error, memory-bound), unless
+ * w->exact_act asks for f32 activations (the reference path). Plain weights
+ * and 4+ vectors always use f32 activations. On the int8 path the first
+ * per-thread buffer holds the quantized vectors (no task widens rows there). */
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride);
 
 /* The same product on the calling thread only, rows [row0, row1);
- * row_scratch holds LINEAR_ROW_BLOCK * cols floats. */
+ * row_scratch holds LINEAR_ROW_BLOCK * cols floats (also enough for up to
+ * 3 quantized vectors: quant_act_bytes(cols) <= 4 * cols + 160 bytes). */
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch);
 

@@ -91,6 +91,59 @@ void quant_matmul_rows(const weight *w, int64_t row0, int64_t row1, const float 
 int quant_using_avx2(void);
 void quant_set_fast(int allow_avx2);
 
+/* ---- int8 activations (decode) ------------------------------------------------
+ * For products with few activation vectors (decode) the vector is quantized
+ * once per product, llama.cpp-style, and rows are dotted with integer
+ * instructions. Quantization (quant_act_quantize, bit for bit in every path):
+ * blocks of QUANT_ACT_BLOCK = 32 elements, amax = max |x_i| in the block,
+ * d = amax / 127, id = amax ? 127 / amax : 0 (f32 divisions), and
+ * q_i = x_i * id (f32 product) rounded to nearest, ties to even, in [-127, 127].
+ * A row's dot is then, with exact integer inner sums and f32 outside:
+ *   affine:       sum_g s_g * sum_{blocks b in g} d_b * sum_{i in b} (code_i - C) * q_i
+ *                 + (b_g + C * s_g) * xsum_g
+ *                 (C = 2^(bits-1) centres the codes, so the common part C*s*x
+ *                 meets xsum_g, the exact f32 sum of x over group g, and only
+ *                 the centred codes meet the quantized x: half the error)
+ *   nvfp4/mxfp4:  0.5 * sum_b d_b * sum_{groups g in b} s_g * sum_{i in g} 2*e2m1(code_i) * q_i
+ * times the global scale. The error against the f32 dot is bounded by
+ * |x_i - d_b*q_i| <= d_b/2 per element (up to f32 rounding), i.e. by
+ * 0.5 * sum_b d_b * sum_{i in b} |s_g * c_i| (c_i the centred code or the E2M1
+ * value; derivation in tests/test_quant_int8.c).
+ * Covered: affine 4- and 8-bit (groups 32/64/128), nvfp4, mxfp4, with cols a
+ * multiple of 64 and at most QUANT_ACT_MAX_COLS, on AVX2 CPUs; every other
+ * weight keeps the f32 path (quant_matmul_rows). Non-finite activations give
+ * non-finite results, as in the f32 path (d_b becomes inf or NaN). */
+#define QUANT_ACT_BLOCK 32
+#define QUANT_ACT_MAX_COLS 16384
+typedef struct {
+    int kind;            /* which kernel layout was prepared (0: none) */
+    int64_t cols;
+    int8_t *q;           /* [cols] quantized values, natural order */
+    float *d;            /* [cols / 32] block scales */
+    float *xsum;         /* [cols / group] exact f32 group sums of x (affine) */
+    void *k;             /* the kernel's layout of q (int16, or even/odd split per 64) */
+    float *kd;           /* the kernel's layout of d */
+    int32_t *kc;         /* affine: C * sum of q per block, in the kernel's int32 lanes */
+} quant_act;
+
+/* Nonzero when rows of w can be dotted with int8 activations here. */
+int quant_act_supported(const weight *w);
+/* Scratch bytes one prepared vector of cols elements needs (any alignment). */
+size_t quant_act_bytes(int64_t cols);
+/* Quantizes x[w->cols] for w into scratch (quant_act_bytes(w->cols) bytes) and
+ * points a into it. Only for weights quant_act_supported accepts. */
+void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act *a);
+/* y[t * y_stride + r] = dot(row r, a[t]) for r in [row0, row1), t < n_x.
+ * Each result depends only on the row and its vector (never on n_x or the
+ * row range). */
+void quant_matmul_rows_q8(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
+                          size_t y_stride);
+/* The plain C quantizer (the definition above) and the reference dot of row
+ * `row` against a quantized vector: the same quantized arithmetic, integer
+ * sums exact, accumulated in double. */
+void quant_act_quantize(const float *x, int64_t cols, int8_t *q, float *d);
+double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const float *d, const float *x);
+
 /* ---- quantizer ------------------------------------------------------------ */
 /* One row of cols (a multiple of the group) in MLX's algorithms:
  *  WF_AFFINE (bits 2..8 but 7, group 32/64/128, scale_dtype F32/F16/BF16):
@@ -120,6 +173,12 @@ float quant_dot_avx2(const weight *w, int64_t row, const float *x);
 int quant_decode_row_avx2(const weight *w, int64_t r, float *out);
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
                             size_t x_stride, float *y, size_t y_stride);
+/* int8-activation kernels (kind: QA_* of quant_act.c); prepare fills a's
+ * arrays, already pointed into scratch, from x. */
+enum { QA_NONE, QA_A4, QA_A8, QA_FP4 };
+void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a);
+void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
+                               size_t y_stride);
 /* Dequantize cols [c0, c0+n) of row r (n and c0 multiples of the group) into
  * out, exactly as weight_row_f32 but without the global scale. Shared by both
  * implementations. */

@@ -246,6 +246,217 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
     }
 }
 
+/* ---- int8 activations (quant.h) --------------------------------------------- */
+
+/* One block of 32 activations quantized as quant_act_quantize does (the
+ * product x * id rounded by cvtps, which rounds to nearest even), stored as
+ * 32 int8 in element order. */
+static inline void act_block(const float *x, int8_t *q, float *d) {
+    const __m256 nosign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, nosign), _mm256_and_ps(v1, nosign)),
+                             _mm256_max_ps(_mm256_and_ps(v2, nosign), _mm256_and_ps(v3, nosign)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *d = amax / 127.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+    /* packs work per 128-bit lane: fix the order with one cross-lane permute */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p);
+}
+
+void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
+    int64_t cols = a->cols, nb = cols / QUANT_ACT_BLOCK;
+    for (int64_t b = 0; b < nb; b++) act_block(x + b * QUANT_ACT_BLOCK, a->q + b * QUANT_ACT_BLOCK, a->d + b);
+    /* C * (sum of q) per block, to subtract from the block's lane 0 (each
+       block's lanes are scaled alike and summed, so one lane may carry it) */
+    int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 0;
+    int per = a->kind == QA_A8 ? 8 : 4;   /* int32 lanes per block */
+    memset(a->kc, 0, (size_t)nb * (size_t)per * sizeof *a->kc);
+    for (int64_t b = 0; C && b < nb; b++) {
+        int s = 0;
+        for (int i = 0; i < QUANT_ACT_BLOCK; i++) s += a->q[b * QUANT_ACT_BLOCK + i];
+        a->kc[b * per] = C * s;
+    }
+    if (a->kind == QA_A8) {   /* int16 copies: the 8-bit kernel multiplies with madd_epi16 */
+        int16_t *k = a->k;
+        for (int64_t c = 0; c < cols; c += 16)
+            _mm256_storeu_si256((__m256i *)(k + c), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a->q + c))));
+    } else {
+        /* 4-bit codes: byte j of 64 elements holds elements 2j (low nibble) and
+           2j+1 (high), so per 64 elements the kernel wants the even elements
+           (32 bytes) then the odd ones; its scales are [d0 x4, d1 x4] to match
+           the int32 lanes of madd (lanes 0-3 come from the first 32 elements). */
+        int8_t *k = a->k;
+        const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                               0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        for (int64_t c = 0; c < cols; c += 64) {
+            __m256i A = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(a->q + c)), split);       /* e0 o0 | e1 o1 */
+            __m256i B = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(a->q + c + 32)), split);  /* e2 o2 | e3 o3 */
+            __m256i ev = _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(A, B), 0xd8);   /* e0 e2 | e1 e3 -> e0 e1 e2 e3 */
+            __m256i od = _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(A, B), 0xd8);
+            _mm256_storeu_si256((__m256i *)(k + c), ev);
+            _mm256_storeu_si256((__m256i *)(k + c + 32), od);
+            __m128 d0 = _mm_set1_ps(a->d[c / 32]), d1 = _mm_set1_ps(a->d[c / 32 + 1]);
+            _mm256_storeu_ps(a->kd + c / 8, _mm256_set_m128(d1, d0));
+        }
+    }
+    if (w->format == WF_AFFINE) group_sums(x, cols, w->group_size, a->xsum);
+}
+
+/* A row's scales (or biases) as f32, n of them. */
+static void row_scales(const weight *w, const uint8_t *p, int64_t n, float *out) {
+    int64_t i = 0;
+    switch (w->format) {
+    case WF_AFFINE:
+        if (w->scale_dtype == DT_BF16)
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i))), 16)));
+        else if (w->scale_dtype == DT_F16)
+            for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+        for (; i < n; i++) out[i] = load_scale(p + (size_t)i * scale_size(w->scale_dtype), w->scale_dtype);
+        break;
+    case WF_NVFP4:
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, e4m3_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)))));
+        for (; i < n; i++) out[i] = quant_e4m3(p[i]);
+        break;
+    default:   /* E8M0: 2^(code-127), code 0 -> 2^-127 */
+        for (; i + 8 <= n; i += 8) {
+            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)));
+            __m256i v = _mm256_slli_epi32(c, 23);
+            v = _mm256_blendv_epi8(v, _mm256_set1_epi32(0x400000), _mm256_cmpeq_epi32(c, _mm256_setzero_si256()));
+            _mm256_storeu_ps(out + i, _mm256_castsi256_ps(v));
+        }
+        for (; i < n; i++) out[i] = quant_e8m0(p[i]);
+        break;
+    }
+}
+
+/* The group scales for the 8 int32 lanes of a 64-element step: lanes 0-3
+ * hold elements 0-31, lanes 4-5/6-7 hold 32-47/48-63 (pairs for groups of 16). */
+static inline __m256 lane_scales(int gs, const float *sc, int64_t c) {
+    switch (gs) {
+    case 16:
+        return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sc + c / 16)),
+                                        _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    case 32:
+        return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)(sc + c / 32)))),
+                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+    default: return _mm256_broadcast_ss(sc + c / gs);
+    }
+}
+
+/* 64 elements of 4-bit codes against the split activations: int32 lanes of
+ * sum(code * q) (affine, codes 0..15: maddubs cannot saturate, 2*15*127 per
+ * pair) or of sum(2*e2m1 * q) (fp4: the signed table value's magnitude against
+ * q with its sign, <= 2*12*127 per pair). */
+static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k, const int32_t *kc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i bytes = _mm256_loadu_si256((const __m256i *)codes);
+    __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
+    __m256i xe = _mm256_loadu_si256((const __m256i *)k), xo = _mm256_loadu_si256((const __m256i *)(k + 32));
+    __m256i p;
+    if (fp4) {
+        const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
+                                             0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+        __m256i wl = _mm256_shuffle_epi8(lut, lo), wh = _mm256_shuffle_epi8(lut, hi);
+        p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(xe, wl)),
+                             _mm256_maddubs_epi16(_mm256_sign_epi8(wh, wh), _mm256_sign_epi8(xo, wh)));
+    } else {
+        p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xo));
+        return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)kc));
+    }
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* Row r against one prepared vector: f32 partial sums per 64 (4-bit) or 32
+ * (8-bit) elements, two accumulators so the FMA latency does not bound the
+ * loop. sc/bi: the row's group scales and biases as f32. */
+static inline __attribute__((always_inline)) float q8_row(int kind, int gs, const uint8_t *row, const float *sc,
+                                                          const float *bi, const quant_act *a) {
+    int64_t cols = a->cols;
+    __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+    if (kind == QA_A8) {
+        const int16_t *k = a->k;
+        int64_t c = 0;
+        for (; c < cols; c += 64) {
+            for (int h = 0; h < 2; h++) {
+                int64_t e = c + 32 * h;
+                __m256i i = _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + e))),
+                                      _mm256_loadu_si256((const __m256i *)(k + e))),
+                    _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + e + 16))),
+                                      _mm256_loadu_si256((const __m256i *)(k + e + 16))));
+                i = _mm256_sub_epi32(i, _mm256_loadu_si256((const __m256i *)(a->kc + e / 4)));
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_broadcast_ss(a->d + e / 32));
+                if (h == 0) t0 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t0);
+                else t1 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t1);
+            }
+        }
+    } else {
+        const int8_t *k = a->k;
+        int fp4 = kind == QA_FP4;
+        int64_t c = 0;
+        for (; c + 128 <= cols; c += 128) {
+            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
+            __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2 + 32, k + c + 64, a->kc + c / 8 + 8)),
+                                      _mm256_loadu_ps(a->kd + c / 8 + 8));
+            t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
+            t1 = _mm256_fmadd_ps(f1, lane_scales(gs, sc, c + 64), t1);
+        }
+        if (c < cols) {
+            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
+            t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
+        }
+    }
+    float s = hsum(_mm256_add_ps(t0, t1));
+    if (kind == QA_FP4) return 0.5f * s;                           /* the table holds 2*e2m1 */
+    return s + dot_vec(bi, a->xsum, cols / gs);                    /* + sum_g b_g * xsum_g */
+}
+
+static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x,
+                    float *y, size_t y_stride) {
+    float sc[QUANT_ACT_MAX_COLS / 16], bi[QUANT_ACT_MAX_COLS / 32];
+    float g = quant_global(w);
+    int64_t ng = w->cols / gs;
+    for (int64_t r = row0; r < row1; r++) {
+        const uint8_t *row = w->data + (size_t)r * w->row_stride;
+        row_scales(w, w->scales + (size_t)r * w->scale_stride, ng, sc);
+        if (kind != QA_FP4) {   /* the centred codes' common part joins the bias */
+            row_scales(w, w->biases + (size_t)r * w->scale_stride, ng, bi);
+            float C = kind == QA_A8 ? 128.0f : 8.0f;
+            for (int64_t j = 0; j < ng; j++) bi[j] = bi[j] + C * sc[j];
+        }
+        for (int t = 0; t < n_x; t++) {
+            float v;
+            switch (kind * 256 + gs) {   /* constants, so each loop specializes */
+            case QA_A4 * 256 + 32: v = q8_row(QA_A4, 32, row, sc, bi, &a[t]); break;
+            case QA_A4 * 256 + 64: v = q8_row(QA_A4, 64, row, sc, bi, &a[t]); break;
+            case QA_A4 * 256 + 128: v = q8_row(QA_A4, 128, row, sc, bi, &a[t]); break;
+            case QA_A8 * 256 + 32: v = q8_row(QA_A8, 32, row, sc, bi, &a[t]); break;
+            case QA_A8 * 256 + 64: v = q8_row(QA_A8, 64, row, sc, bi, &a[t]); break;
+            case QA_A8 * 256 + 128: v = q8_row(QA_A8, 128, row, sc, bi, &a[t]); break;
+            case QA_FP4 * 256 + 16: v = q8_row(QA_FP4, 16, row, sc, bi, &a[t]); break;
+            default: v = q8_row(QA_FP4, 32, row, sc, bi, &a[t]); break;
+            }
+            y[(size_t)t * y_stride + r] = v * g;
+        }
+    }
+}
+
+void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
+                               size_t y_stride) {
+    q8_rows(a->kind, quant_format_group(w->format, w->group_size), w, row0, row1, a, n_x, y, y_stride);
+}
+
 #else /* not built for AVX2: never called (quant.c checks the CPU first) */
 
 float quant_dot_avx2(const weight *w, int64_t row, const float *x) { return quant_dot_ref(w, row, x); }
@@ -254,6 +465,12 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
                             size_t x_stride, float *y, size_t y_stride) {
     for (int64_t r = row0; r < row1; r++)
         for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = quant_dot_ref(w, r, x + (size_t)t * x_stride);
+}
+
+void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) { (void)w; (void)x; (void)a; }
+void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
+                               size_t y_stride) {
+    (void)w; (void)row0; (void)row1; (void)a; (void)n_x; (void)y; (void)y_stride;
 }
 
 #endif

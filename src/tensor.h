@@ -38,6 +38,9 @@ typedef struct {
     const uint8_t *scales, *biases;
     size_t scale_stride;       /* bytes between rows of scales (and biases) */
     float global_scale;
+    /* 1: products with few vectors keep f32 activations instead of int8
+       blocks (linear.h; glm_load_options.exact_matmul) */
+    int exact_act;
 } weight;
 
 /* Bytes of storage the weight occupies (data + scales + biases). */

@@ -27,6 +27,7 @@ struct weights_file {
     json_doc *config;
     const json_value *qblock;   /* mlx-style quantization block, or NULL */
     qspec qdefault;
+    int exact_act;     /* copied into every bound weight (weights_set_exact_act) */
 };
 
 static const char *fmt_name(wformat f) {
@@ -435,7 +436,7 @@ static int bind_nvfp4_pair(weights_file *wf, const st_tensor *tw, const st_tenso
 
 /* PREFIX as [n_stack,] rows x cols in whatever layout it is stored;
  * out[n_stack or 1]. */
-static int bind(weights_file *wf, const char *prefix, int64_t n_stack, int64_t rows, int64_t cols, weight *out, char *err,
+static int bind_view(weights_file *wf, const char *prefix, int64_t n_stack, int64_t rows, int64_t cols, weight *out, char *err,
                 size_t errlen) {
     char name[600];
     snprintf(name, sizeof name, "%s.weight_packed", prefix);
@@ -483,6 +484,15 @@ static int bind(weights_file *wf, const char *prefix, int64_t n_stack, int64_t r
     *out = plain_weight(f, tw->data, rows, cols);
     return 0;
 }
+
+static int bind(weights_file *wf, const char *prefix, int64_t n_stack, int64_t rows, int64_t cols, weight *out, char *err,
+                size_t errlen) {
+    if (bind_view(wf, prefix, n_stack, rows, cols, out, err, errlen)) return -1;
+    for (int64_t e = 0; e < (n_stack ? n_stack : 1); e++) out[e].exact_act = wf->exact_act;
+    return 0;
+}
+
+void weights_set_exact_act(weights_file *wf, int on) { wf->exact_act = on; }
 
 int weights_linear(weights_file *wf, const char *prefix, int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
     return bind(wf, prefix, 0, rows, cols, out, err, errlen);

@@ -35,6 +35,9 @@ weights_file *weights_open(const char *dir, char *err, size_t errlen);
 void weights_close(weights_file *wf);
 
 int weights_has(const weights_file *wf, const char *name);
+/* Weights bound from now on carry exact_act = on (tensor.h): their decode
+ * products keep f32 activations. */
+void weights_set_exact_act(weights_file *wf, int on);
 /* A linear layer PREFIX (tensor PREFIX.weight, plus its quantization
  * companions when quantized) of logical shape [rows, cols]. */
 int weights_linear(weights_file *wf, const char *prefix, int64_t rows, int64_t cols, weight *out, char *err, size_t errlen);

@@ -47,7 +47,7 @@ TEST(demo_files_have_the_hf_layout) {
 
     tokenizer *t = tokenizer_load(DEMO "/tokenizer.json", err, sizeof err);
     REQUIREF(t, "tokenizer: %s", err);
-    glm_load_options lo = {1};
+    glm_load_options lo = {.n_threads = 1};
     glm_model *m = glm_model_load(DEMO, &lo, err, sizeof err);
     REQUIREF(m, "load: %s", err);
     const glm_config *c = glm_model_config(m);
@@ -79,7 +79,7 @@ TEST(demo_logits_match_float64_reference) {
     int32_t *ids = demo_prompt(t, &n);
     tokenizer_free(t);
     REQUIRE(ids && n > 8);
-    glm_load_options lo = {2};
+    glm_load_options lo = {.n_threads = 2};
     glm_model *m = glm_model_load(DEMO, &lo, err, sizeof err);
     REQUIREF(m, "load: %s", err);
     int V = glm_model_config(m)->vocab_size;
@@ -152,7 +152,7 @@ TEST(demo_greedy_answer_reasons_and_calls_the_calculator) {
     size_t n = 0;
     int32_t *ids = demo_prompt(t, &n);
     REQUIRE(ids);
-    glm_load_options lo = {2};
+    glm_load_options lo = {.n_threads = 2};
     glm_model *m = glm_model_load(DEMO, &lo, err, sizeof err);
     REQUIREF(m, "load: %s", err);
     const glm_config *c = glm_model_config(m);

@@ -18,7 +18,7 @@ static void make_tokens(int32_t *ids, int n, int vocab, unsigned seed) {
 
 static glm_model *load_model(const char *dir, int threads) {
     char err[1024];
-    glm_load_options lo = {threads};
+    glm_load_options lo = {.n_threads = threads};
     glm_model *m = glm_model_load(dir, &lo, err, sizeof err);
     if (!m) test_fail(__FILE__, __LINE__, "load %s: %s", dir, err);
     return m;

@@ -1,0 +1,283 @@
+/* test_quant_int8.c — the int8-activation decode path (quant.h, "int8
+ * activations"; linear.c): the activation quantizer against an independent
+ * formula, the AVX2 integer kernels against the plain double-precision
+ * reference of the same quantized arithmetic, the quantized dot against the
+ * exact f32-activation dot within the derived bound, batched = single-vector
+ * results, and linear() on 1 and 2 threads. */
+#include "test.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "linear.h"
+#include "quant.h"
+#include "threads.h"
+
+static unsigned long long rng = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (unsigned)(rng >> 11);
+}
+static float rndf(void) { return ((float)(rnd() & 0xffffff) / 16777216.0f) * 2.0f - 1.0f; }
+
+typedef struct {
+    weight w;
+    uint8_t *data, *scales, *biases;
+} rand_weight;
+
+/* rows x cols random weights (Gaussian-ish rows with a few outliers), quantized by quant_quantize_row. */
+static rand_weight make_weight(wformat f, int bits, int gs, dtype dt, int64_t rows, int64_t cols, float global) {
+    rand_weight rw;
+    memset(&rw, 0, sizeof rw);
+    weight *w = &rw.w;
+    w->format = f;
+    w->rows = rows;
+    w->cols = cols;
+    w->bits = f == WF_AFFINE ? bits : 0;
+    w->group_size = f == WF_AFFINE ? gs : 0;
+    w->scale_dtype = dt;
+    w->row_stride = quant_row_bytes(f, bits, cols);
+    w->scale_stride = quant_scale_row_bytes(f, quant_format_group(f, gs), dt, cols);
+    w->global_scale = global;
+    rw.data = calloc((size_t)rows, w->row_stride);
+    rw.scales = calloc((size_t)rows, w->scale_stride);
+    rw.biases = f == WF_AFFINE ? calloc((size_t)rows, w->scale_stride) : NULL;
+    float *src = malloc((size_t)cols * sizeof *src);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++) src[i] = (rndf() + rndf() + rndf()) * 0.05f * (rnd() % 64 ? 1.0f : 6.0f);
+        if (r == 1) for (int64_t i = 0; i < cols; i++) src[i] = src[i] * 0.01f + 0.03f;   /* one-sided row: large biases */
+        int rc = quant_quantize_row(f, bits, gs, dt, src, cols, rw.data + (size_t)r * w->row_stride,
+                                    rw.scales + (size_t)r * w->scale_stride,
+                                    rw.biases ? rw.biases + (size_t)r * w->scale_stride : NULL);
+        if (rc) test_fail(__FILE__, __LINE__, "quantize row failed");
+    }
+    free(src);
+    w->data = rw.data;
+    w->scales = rw.scales;
+    w->biases = rw.biases;
+    return rw;
+}
+static void free_weight(rand_weight *rw) { free(rw->data); free(rw->scales); free(rw->biases); }
+
+/* Activations: mostly unit-scale noise, a block of zeros (amax = 0), a block
+ * with one outlier, a tiny-magnitude block, and exact .5 ties after scaling. */
+static void make_x(float *x, int64_t cols, int variant) {
+    for (int64_t i = 0; i < cols; i++) x[i] = rndf() * (variant ? 3.0f : 1.0f);
+    for (int64_t i = 32; i < 64 && i < cols; i++) x[i] = 0.0f;
+    if (cols >= 128) x[64 + 5] = 40.0f;
+    if (cols >= 192) for (int64_t i = 128; i < 160; i++) x[i] *= 1e-6f;
+    if (cols >= 256) for (int64_t i = 192; i < 224; i++) x[i] = (float)((int)(i % 9) - 4) * 0.5f + (i == 192 ? 127.0f : 0.0f);
+}
+
+/* Row r's codes, scale and bias per element, from the packed weight (what the reference arithmetic uses). */
+static double scale_of(const weight *w, const uint8_t *p) {
+    switch (w->scale_dtype) {
+    case DT_F32: { float f; memcpy(&f, p, 4); return f; }
+    case DT_F16: return f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    case DT_BF16: return bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    default: return w->format == WF_NVFP4 ? e4m3_to_f32(p[0]) : e8m0_to_f32(p[0]);
+    }
+}
+
+/* |s_g * c_i * global| per element of row r: c_i the centred code
+ * (affine: code - 2^(bits-1)) or the E2M1 value (fp4) — the part of each
+ * weight that multiplies quantized activations (the rest meets exact sums of x). */
+static void scaled_codes_abs(const weight *w, int64_t r, double *out) {
+    int bits = quant_format_bits(w->format, w->bits), gs = quant_format_group(w->format, w->group_size);
+    uint8_t *codes = malloc((size_t)w->cols);
+    quant_unpack_row(w->data + (size_t)r * w->row_stride, bits, w->cols, codes);
+    size_t ss = w->format == WF_AFFINE ? (w->scale_dtype == DT_F32 ? 4 : 2) : 1;
+    for (int64_t i = 0; i < w->cols; i++) {
+        double s = scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)(i / gs) * ss);
+        double c = w->format == WF_AFFINE ? codes[i] - (1 << (bits - 1)) : e2m1_to_f32(codes[i]);
+        out[i] = fabs(s * c * quant_global(w));
+    }
+    free(codes);
+}
+
+/* Sum of the magnitudes of the terms the kernel adds in f32 (for its rounding
+ * bound): |s_g| * d_b * |c_i * q_i| per element (c_i centred), |b_g + C s_g| * |x_i|
+ * for the bias term, times |global|. */
+static double term_magnitude(const weight *w, int64_t r, const int8_t *q, const float *d, const float *x) {
+    static const int E2M1X2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    int bits = quant_format_bits(w->format, w->bits), gs = quant_format_group(w->format, w->group_size);
+    uint8_t *codes = malloc((size_t)w->cols);
+    quant_unpack_row(w->data + (size_t)r * w->row_stride, bits, w->cols, codes);
+    size_t ss = w->format == WF_AFFINE ? (w->scale_dtype == DT_F32 ? 4 : 2) : 1;
+    double m = 0;
+    for (int64_t i = 0; i < w->cols; i++) {
+        int64_t g = i / gs;
+        double s = fabs(scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)g * ss));
+        double c = w->format == WF_AFFINE ? abs(codes[i] - (1 << (bits - 1))) : abs(E2M1X2[codes[i]]) * 0.5;
+        m += s * d[i / 32] * c * abs(q[i]);
+        if (w->biases) m += fabs(scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss) + s * (1 << (bits - 1))) * fabs(x[i]);
+    }
+    free(codes);
+    float g = quant_global(w);
+    return m * fabs(g);
+}
+
+static int check_weight(const char *what, rand_weight *rw) {
+    weight *w = &rw->w;
+    int64_t rows = w->rows, cols = w->cols;
+    int gs = quant_format_group(w->format, w->group_size);
+    enum { NX = 3 };
+    size_t xs = (size_t)cols + 5, ys = (size_t)rows + 2;
+    float *x = malloc(xs * NX * sizeof *x), *y = malloc(ys * NX * sizeof *y), *y1 = malloc(ys * sizeof *y1);
+    double *sca = malloc((size_t)cols * sizeof *sca);
+    int8_t *qref = malloc((size_t)cols);
+    float *dref = malloc((size_t)cols / 32 * sizeof *dref);
+    size_t bytes = quant_act_bytes(cols);
+    uint8_t *scratch = malloc(bytes * NX + 7);
+    quant_act a[NX];
+    int fails = 0;
+    double worst_rel = 0;
+    for (int t = 0; t < NX; t++) {
+        make_x(x + (size_t)t * xs, cols, t);
+        /* odd scratch alignment: prepare aligns it itself */
+        quant_act_prepare(w, x + (size_t)t * xs, scratch + 3 + (size_t)t * bytes, &a[t]);
+        /* the quantizer, from its definition with libm's rintf (round to nearest even) */
+        const float *xt = x + (size_t)t * xs;
+        for (int64_t b = 0; b < cols / 32; b++) {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xt[b * 32 + i]));
+            float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            dref[b] = amax / 127.0f;
+            for (int i = 0; i < 32; i++) qref[b * 32 + i] = (int8_t)rintf(xt[b * 32 + i] * id);
+        }
+        if ((memcmp(qref, a[t].q, (size_t)cols) || memcmp(dref, a[t].d, (size_t)cols / 32 * 4)) && fails++ < 3)
+            test_fail(__FILE__, __LINE__, "%s: AVX2 activation quantization differs from the definition", what);
+        int8_t *qc = malloc((size_t)cols);
+        float *dc = malloc((size_t)cols / 32 * sizeof *dc);
+        quant_act_quantize(xt, cols, qc, dc);
+        if ((memcmp(qref, qc, (size_t)cols) || memcmp(dref, dc, (size_t)cols / 32 * 4)) && fails++ < 3)
+            test_fail(__FILE__, __LINE__, "%s: quant_act_quantize differs from the definition", what);
+        free(qc);
+        free(dc);
+    }
+    for (size_t i = 0; i < ys * NX; i++) y[i] = -777.0f;
+    int64_t r0 = 1, r1 = rows - 1;
+    quant_matmul_rows_q8(w, r0, r1, a, NX, y, ys);
+    for (int t = 0; t < NX; t++) {
+        const float *xt = x + (size_t)t * xs;
+        for (int64_t r = 0; r < rows; r++) {
+            float yv = y[(size_t)t * ys + r];
+            if (r < r0 || r >= r1) {
+                if (yv != -777.0f && fails++ < 3) test_fail(__FILE__, __LINE__, "%s: row %lld outside the range written", what, (long long)r);
+                continue;
+            }
+            /* (1) the kernel against the same quantized arithmetic in double. Bound:
+               every term passes through at most 3 f32 roundings (d_b * isum, * s_g,
+               the add), and the sums are at most cols/64 + 3 (lanes, then the
+               horizontal add), gs/8 + 3 (x group sums) and cols/gs + 3 (bias dot)
+               deep: |err| <= (cols/32 + gs + 16) * 2^-24 * sum |terms| (Higham's
+               gamma_n, generously rounded up). */
+            double ref = quant_dot_q8_ref(w, r, a[t].q, a[t].d, xt);
+            double mag = term_magnitude(w, r, a[t].q, a[t].d, xt);
+            double tol = ((double)cols / 32 + gs + 16) * 0x1p-24 * mag + 1e-30;
+            if (!(fabs(yv - ref) <= tol) && fails++ < 3)
+                test_fail(__FILE__, __LINE__, "%s row %lld x%d: int8 kernel %.9g vs its reference %.9g (tol %.3g)", what,
+                          (long long)r, t, yv, ref, tol);
+            /* the same vector alone: bit-identical */
+            quant_matmul_rows_q8(w, r, r + 1, &a[t], 1, y1, 1);
+            if (memcmp(&y1[r], &yv, 4) && fails++ < 3)
+                test_fail(__FILE__, __LINE__, "%s row %lld x%d: batched %.9g != single %.9g", what, (long long)r, t, yv, y1[r]);
+            /* (2) against the exact f32-activation dot. With q_i = rint(fl(x_i * id)):
+               |q_i - x_i id| <= 1/2 + 127u, |d_b id - 1| <= 2u + u^2, so
+               |d_b q_i - x_i| <= d_b (1/2 + 127u) + amax (2u + u^2) <= d_b (1/2 + 400u).
+               Only the scaled (centred) codes s_g * c_i meet the quantized x (the rest
+               of an affine weight is applied to exact group sums), hence
+               |dot_q - dot| <= sum_b d_b (1/2 + 400u) sum_{i in b} |s_g c_i| |global|;
+               plus the two f32 results' final roundings. */
+            scaled_codes_abs(w, r, sca);
+            double bound = 0;
+            for (int64_t i = 0; i < cols; i++) bound += (double)a[t].d[i / 32] * (0.5 + 400 * 0x1p-24) * sca[i];
+            double exact = quant_dot_ref(w, r, xt);
+            double b2 = bound + 0x1p-23 * (fabs(exact) + fabs(ref)) + 1e-30;
+            if (!(fabs(ref - exact) <= b2) && fails++ < 3)
+                test_fail(__FILE__, __LINE__, "%s row %lld x%d: quantized dot %.9g vs exact %.9g beyond the bound %.3g", what,
+                          (long long)r, t, ref, exact, b2);
+            double rel = fabs(ref - exact) / (bound + 1e-30);
+            if (rel > worst_rel) worst_rel = rel;
+        }
+    }
+    if (fails == 0) printf("    %-28s worst |q8 - exact| / bound = %.3f\n", what, worst_rel);
+    free(x); free(y); free(y1); free(sca); free(qref); free(dref); free(scratch);
+    return fails;
+}
+
+TEST(quant_int8_kernels_match_reference_and_bound) {
+    if (!quant_using_avx2()) SKIP("no AVX2: the int8-activation kernels are not used on this CPU");
+    static const int64_t cols_list[] = {64, 128, 192, 512, 2048};
+    static const dtype dts[] = {DT_BF16, DT_F16, DT_F32};
+    char what[96];
+    int bad = 0;
+    for (int bi = 0; bi < 2; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int ci = 0; ci < 5; ci++) {
+                int bits = bi ? 8 : 4, gs = 32 << gi;
+                int64_t cols = cols_list[ci];
+                if (cols % gs) continue;
+                dtype dt = dts[(bi + gi + ci) % 3];
+                rand_weight rw = make_weight(WF_AFFINE, bits, gs, dt, 7, cols, ci == 2 ? 0.75f : 1.0f);
+                CHECK(quant_act_supported(&rw.w));
+                snprintf(what, sizeof what, "affine%d g%d %s cols %lld", bits, gs, dt == DT_F32 ? "f32" : dt == DT_F16 ? "f16" : "bf16",
+                         (long long)cols);
+                bad += check_weight(what, &rw);
+                free_weight(&rw);
+            }
+    for (int f = 0; f < 2; f++)
+        for (int ci = 0; ci < 5; ci++) {
+            wformat fmt = f ? WF_MXFP4 : WF_NVFP4;
+            rand_weight rw = make_weight(fmt, 4, 0, DT_U8, 7, cols_list[ci], ci == 1 ? 0.3f : 1.0f);
+            CHECK(quant_act_supported(&rw.w));
+            snprintf(what, sizeof what, "%s cols %lld", f ? "mxfp4" : "nvfp4", (long long)cols_list[ci]);
+            bad += check_weight(what, &rw);
+            free_weight(&rw);
+        }
+    CHECK(bad == 0);
+}
+
+TEST(quant_int8_coverage) {
+    if (!quant_using_avx2()) SKIP("no AVX2");
+    rand_weight a6 = make_weight(WF_AFFINE, 6, 64, DT_BF16, 2, 128, 1.0f);
+    rand_weight fp8 = make_weight(WF_MXFP8, 8, 0, DT_U8, 2, 128, 1.0f);
+    rand_weight a4 = make_weight(WF_AFFINE, 4, 32, DT_BF16, 2, 96, 1.0f);   /* cols not a multiple of 64 */
+    CHECK(!quant_act_supported(&a6.w));
+    CHECK(!quant_act_supported(&fp8.w));
+    CHECK(!quant_act_supported(&a4.w));
+    quant_set_fast(0);   /* the portable build has no integer kernels */
+    a6.w.bits = 4;
+    CHECK(!quant_act_supported(&a6.w));
+    quant_set_fast(1);
+    free_weight(&a6); free_weight(&fp8); free_weight(&a4);
+}
+
+/* linear(): one quantization per call shared by all tasks, so 1 and 2
+ * threads and linear_rows agree bit for bit; exact_act = 1 is the f32 path. */
+TEST(quant_int8_linear_threads_and_exact_switch) {
+    if (!quant_using_avx2()) SKIP("no AVX2");
+    rand_weight rw = make_weight(WF_AFFINE, 4, 64, DT_BF16, 203, 512, 1.0f);
+    weight *w = &rw.w;
+    int n = 3, rows = (int)w->rows, cols = (int)w->cols;
+    size_t ss = (size_t)LINEAR_ROW_BLOCK * cols;
+    float *x = malloc((size_t)n * cols * 4), *scratch = malloc(2 * ss * 4);
+    float *y1 = malloc((size_t)n * rows * 4), *y2 = malloc((size_t)n * rows * 4), *y3 = malloc((size_t)n * rows * 4);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
+    linear(p1, w, x, n, cols, y1, rows, scratch, ss);
+    linear(p2, w, x, n, cols, y2, rows, scratch, ss);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    linear_rows(w, 0, rows, x, n, cols, y3, rows, scratch);
+    CHECK(memcmp(y1, y3, (size_t)n * rows * 4) == 0);
+    /* the int8 path was taken: it differs from the f32 path, which exact_act selects */
+    w->exact_act = 1;
+    linear(p2, w, x, n, cols, y2, rows, scratch, ss);
+    quant_matmul_rows(w, 0, rows, x, n, cols, y3, rows);
+    CHECK(memcmp(y2, y3, (size_t)n * rows * 4) == 0);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) != 0);
+    pool_free(p1);
+    pool_free(p2);
+    free(x); free(scratch); free(y1); free(y2); free(y3);
+    free_weight(&rw);
+}
