@@ -79,87 +79,121 @@ static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
-/* 4 weight rows x 3 activation vectors per step: 12 accumulators, 4 + 1
- * loads per 12 FMAs, so the FMA units rather than the loads set the pace. */
-static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
-                          size_t ys) {
+/* One NR x NT tile of the prefill product (NR <= 4 weight rows, NT <= 3
+ * vectors; constants after inlining, so the accumulators live in registers).
+ * Every output is one 8-lane FMA chain over the first cols & ~7 columns,
+ * summed across lanes, then the leftover columns in order: the same
+ * arithmetic whatever the tile shape, so a row's result does not depend on
+ * where the row and vector splits fall (thread count, batch size). */
+static inline __attribute__((always_inline)) void gemm_tile(const float *w, size_t ws, const float *x, size_t xs,
+                                                            int64_t cols, float *y, size_t ys, const int NR, const int NT) {
     int64_t c8 = cols & ~(int64_t)7;
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const float *w0 = w + (size_t)r * ws, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;
-        int t = 0;
-        for (; t + 3 <= n; t += 3) {
-            const float *x0 = x + (size_t)t * xs, *x1 = x0 + xs, *x2 = x1 + xs;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-            __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 v0 = _mm256_loadu_ps(w0 + c), v1 = _mm256_loadu_ps(w1 + c);
-                __m256 v2 = _mm256_loadu_ps(w2 + c), v3 = _mm256_loadu_ps(w3 + c);
-                __m256 u = _mm256_loadu_ps(x0 + c);
-                a00 = _mm256_fmadd_ps(v0, u, a00); a10 = _mm256_fmadd_ps(v1, u, a10);
-                a20 = _mm256_fmadd_ps(v2, u, a20); a30 = _mm256_fmadd_ps(v3, u, a30);
-                u = _mm256_loadu_ps(x1 + c);
-                a01 = _mm256_fmadd_ps(v0, u, a01); a11 = _mm256_fmadd_ps(v1, u, a11);
-                a21 = _mm256_fmadd_ps(v2, u, a21); a31 = _mm256_fmadd_ps(v3, u, a31);
-                u = _mm256_loadu_ps(x2 + c);
-                a02 = _mm256_fmadd_ps(v0, u, a02); a12 = _mm256_fmadd_ps(v1, u, a12);
-                a22 = _mm256_fmadd_ps(v2, u, a22); a32 = _mm256_fmadd_ps(v3, u, a32);
-            }
-            float s[4][3] = {{hsum(a00), hsum(a01), hsum(a02)}, {hsum(a10), hsum(a11), hsum(a12)},
-                             {hsum(a20), hsum(a21), hsum(a22)}, {hsum(a30), hsum(a31), hsum(a32)}};
-            const float *wr[4] = {w0, w1, w2, w3}, *xr[3] = {x0, x1, x2};
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 3; j++) {
-                    for (int64_t c = c8; c < cols; c++) s[i][j] += wr[i][c] * xr[j][c];
-                    y[(size_t)(t + j) * ys + r + i] = s[i][j];
-                }
+    __m256 acc[4][3];
+    _Pragma("GCC unroll 6")
+    for (int i = 0; i < NR; i++)
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < c8; c += 8) {
+        __m256 u[3];
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) u[j] = _mm256_loadu_ps(x + (size_t)j * xs + c);
+        _Pragma("GCC unroll 6")
+        for (int i = 0; i < NR; i++) {
+            __m256 v = _mm256_loadu_ps(w + (size_t)i * ws + c);
+            _Pragma("GCC unroll 6")
+            for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
         }
-        for (; t < n; t++)
-            for (int i = 0; i < 4; i++) y[(size_t)t * ys + r + i] = avx2_dot_f32(w0 + (size_t)i * ws, x + (size_t)t * xs, cols);
     }
-    for (; r < rows; r++)
-        for (int t = 0; t < n; t++) y[(size_t)t * ys + r] = avx2_dot_f32(w + (size_t)r * ws, x + (size_t)t * xs, cols);
+    _Pragma("GCC unroll 6")
+    for (int i = 0; i < NR; i++)
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) {
+            float s = hsum(acc[i][j]);
+            for (int64_t c = c8; c < cols; c++) s += w[(size_t)i * ws + c] * x[(size_t)j * xs + c];
+            y[(size_t)j * ys + i] = s;
+        }
 }
 
-/* 4 heads x 16 columns of accumulators (8 registers): per cached row, 2 row
- * loads and 4 broadcasts feed 8 FMAs. */
+/* Tiles of 4 weight rows x 3 vectors: 12 accumulators, 4 + 3 loads per 12
+ * FMAs, so the FMA units set the pace; edges use smaller tiles of the same
+ * arithmetic. */
+#define GEMM_ROWS(NR)                                                                                        \
+    do {                                                                                                     \
+        int t = 0;                                                                                           \
+        for (; t + 3 <= n; t += 3) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 3); \
+        if (n - t == 2) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 2);   \
+        else if (n - t == 1) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 1); \
+    } while (0)
+
+static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
+                          size_t ys) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *wr = w + (size_t)r * ws;
+        GEMM_ROWS(4);
+    }
+    for (; r < rows; r++) {
+        const float *wr = w + (size_t)r * ws;
+        GEMM_ROWS(1);
+    }
+}
+
+/* NH heads (<= 6) x 16 columns of accumulators over n cached rows: per row,
+ * 2 row loads and NH broadcasts feed 2 * NH FMAs. Each output is one chain
+ * over the rows in order, whatever NH. */
+static inline __attribute__((always_inline)) void wsum_tile(const float *a, size_t as, const float *x, size_t xs, int n,
+                                                            float *y, size_t ys, const int NH) {
+    __m256 c[6][2];
+    _Pragma("GCC unroll 6")
+    for (int h = 0; h < NH; h++) {
+        c[h][0] = _mm256_loadu_ps(y + (size_t)h * ys);
+        c[h][1] = _mm256_loadu_ps(y + (size_t)h * ys + 8);
+    }
+    for (int p = 0; p < n; p++) {
+        const float *xr = x + (size_t)p * xs;
+        __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
+        _Pragma("GCC unroll 6")
+        for (int h = 0; h < NH; h++) {
+            __m256 b = _mm256_broadcast_ss(a + (size_t)h * as + p);
+            c[h][0] = _mm256_fmadd_ps(b, x0, c[h][0]);
+            c[h][1] = _mm256_fmadd_ps(b, x1, c[h][1]);
+        }
+    }
+    _Pragma("GCC unroll 6")
+    for (int h = 0; h < NH; h++) {
+        _mm256_storeu_ps(y + (size_t)h * ys, c[h][0]);
+        _mm256_storeu_ps(y + (size_t)h * ys + 8, c[h][1]);
+    }
+}
+
+/* Strips of 16 columns outermost, so a strip of the cached rows stays in L1
+ * while every head group passes over it; heads in groups of up to 6 (as
+ * even as possible: 20 heads are 4 groups of 5, 10-12 independent chains). */
 static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols, float *y,
                               size_t ys) {
-    int h = 0;
-    for (; h + 4 <= nh; h += 4) {
-        const float *a0 = a + (size_t)h * as, *a1 = a0 + as, *a2 = a1 + as, *a3 = a2 + as;
-        float *y0 = y + (size_t)h * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
-        int64_t j = 0;
-        for (; j + 16 <= cols; j += 16) {
-            __m256 c00 = _mm256_loadu_ps(y0 + j), c01 = _mm256_loadu_ps(y0 + j + 8);
-            __m256 c10 = _mm256_loadu_ps(y1 + j), c11 = _mm256_loadu_ps(y1 + j + 8);
-            __m256 c20 = _mm256_loadu_ps(y2 + j), c21 = _mm256_loadu_ps(y2 + j + 8);
-            __m256 c30 = _mm256_loadu_ps(y3 + j), c31 = _mm256_loadu_ps(y3 + j + 8);
-            for (int p = 0; p < n; p++) {
-                const float *xr = x + (size_t)p * xs + j;
-                __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
-                __m256 b = _mm256_broadcast_ss(a0 + p);
-                c00 = _mm256_fmadd_ps(b, x0, c00); c01 = _mm256_fmadd_ps(b, x1, c01);
-                b = _mm256_broadcast_ss(a1 + p);
-                c10 = _mm256_fmadd_ps(b, x0, c10); c11 = _mm256_fmadd_ps(b, x1, c11);
-                b = _mm256_broadcast_ss(a2 + p);
-                c20 = _mm256_fmadd_ps(b, x0, c20); c21 = _mm256_fmadd_ps(b, x1, c21);
-                b = _mm256_broadcast_ss(a3 + p);
-                c30 = _mm256_fmadd_ps(b, x0, c30); c31 = _mm256_fmadd_ps(b, x1, c31);
+    int groups = (nh + 5) / 6;
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+        for (int g = 0, h = 0; g < groups; g++) {
+            int gh = (nh - h) / (groups - g);
+            const float *ag = a + (size_t)h * as;
+            float *yg = y + (size_t)h * ys + j;
+            switch (gh) {
+            case 6: wsum_tile(ag, as, x + j, xs, n, yg, ys, 6); break;
+            case 5: wsum_tile(ag, as, x + j, xs, n, yg, ys, 5); break;
+            case 4: wsum_tile(ag, as, x + j, xs, n, yg, ys, 4); break;
+            case 3: wsum_tile(ag, as, x + j, xs, n, yg, ys, 3); break;
+            case 2: wsum_tile(ag, as, x + j, xs, n, yg, ys, 2); break;
+            default: wsum_tile(ag, as, x + j, xs, n, yg, ys, 1); break;
             }
-            _mm256_storeu_ps(y0 + j, c00); _mm256_storeu_ps(y0 + j + 8, c01);
-            _mm256_storeu_ps(y1 + j, c10); _mm256_storeu_ps(y1 + j + 8, c11);
-            _mm256_storeu_ps(y2 + j, c20); _mm256_storeu_ps(y2 + j + 8, c21);
-            _mm256_storeu_ps(y3 + j, c30); _mm256_storeu_ps(y3 + j + 8, c31);
+            h += gh;
         }
-        for (; j < cols; j++)
-            for (int p = 0; p < n; p++) {
-                float xv = x[(size_t)p * xs + j];
-                y0[j] += a0[p] * xv; y1[j] += a1[p] * xv; y2[j] += a2[p] * xv; y3[j] += a3[p] * xv;
-            }
-    }
-    for (; h < nh; h++)
-        for (int p = 0; p < n; p++) avx2_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
+    for (; j < cols; j++)
+        for (int h = 0; h < nh; h++) {
+            float acc = y[(size_t)h * ys + j];
+            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * x[(size_t)p * xs + j];
+            y[(size_t)h * ys + j] = acc;
+        }
 }
 
 static float avx2_sum_f32(const float *x, int64_t n) {

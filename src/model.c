@@ -18,7 +18,7 @@
 #include "weights.h"
 
 #define UBATCH 256      /* tokens per forward chunk: bounds the scratch memory */
-#define HEAD_GROUP 4    /* heads one prefill attention task handles: a cached row is read once per group */
+#define Q_TILE 4        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
 #define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 
 typedef struct {
@@ -61,6 +61,7 @@ struct glm_session {
     glm_model *m;
     int n_ctx, n_past;
     int naive_attention;
+    int q_tile;                   /* tokens per prefill attention task */
     int kv_bf16;                  /* cache elements are bf16 (else f32) */
     void *kv;                     /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
     float *kv_row;                /* [Rkv+dr]: one row in f32 before it is stored */
@@ -189,7 +190,6 @@ glm_model *glm_model_load(const char *dir, const glm_load_options *opt, char *er
     const glm_config *c = &m->cfg;
     m->wf = weights_open(dir, err, errlen);
     if (!m->wf) { free(m); return NULL; }
-    weights_set_exact_act(m->wf, opt && opt->exact_matmul);
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     m->inv_freq = calloc((size_t)c->qk_rope_head_dim / 2, sizeof *m->inv_freq);
     if (!m->layers || !m->inv_freq) { snprintf(err, errlen, "out of memory"); glm_model_free(m); return NULL; }
@@ -325,13 +325,20 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->gather_tok = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
     s->expert_out = zalloc(UB * D * F, &fail);
     s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
-    /* per thread: a block of widened weight rows, a head group's attention scores, or a block of cached rows */
+    /* per thread: a block of widened weight rows, a prefill tile's attention scores, or a block of cached rows */
     size_t widest = (size_t)D;
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
     widest *= LINEAR_ROW_BLOCK;
-    if ((size_t)HEAD_GROUP * (size_t)s->n_ctx > widest) widest = (size_t)HEAD_GROUP * (size_t)s->n_ctx;
+    /* prefill attention: a tile's scores [q_tile * H][n_ctx] and a block of widened cached rows;
+       fewer tokens per tile for very long contexts, to bound this buffer */
+    s->q_tile = Q_TILE;
+    while (s->q_tile > 1 && (size_t)s->q_tile * H * (size_t)s->n_ctx > ((size_t)1 << 22)) s->q_tile--;
+    if ((size_t)s->q_tile * H * (size_t)s->n_ctx + (size_t)KEY_BLOCK * kvw > widest)
+        widest = (size_t)s->q_tile * H * (size_t)s->n_ctx + (size_t)KEY_BLOCK * kvw;
+    /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
+    if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
     if ((size_t)KEY_BLOCK * kvw > widest) widest = (size_t)KEY_BLOCK * kvw;   /* decode: a block of cached rows */
     s->scratch_stride = (widest + 15) & ~(size_t)15;
     s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
@@ -372,16 +379,27 @@ static void lin(glm_session *s, const weight *w, const float *x, int n, size_t x
     linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride);
 }
 
-/* Attention for one token and a group of heads over the latent cache (SPEC
- * §5.5): score(p) = scale * ([q_lat | q_pe] . [c_kv(p) | k_pe(p)]), value =
- * c_kv(p). All heads share the cached rows, so the key loop is outside the
- * head loop and a row is read once per group. Each head's arithmetic is the
- * same whatever the grouping, so results do not depend on the thread count. */
+/* Prefill attention over the latent cache (SPEC §5.5) for a tile of up to
+ * q_tile consecutive tokens and all heads at once: score(p) = scale *
+ * ([q_lat | q_pe] . [c_kv(p) | k_pe(p)]), value = c_kv(p). The tile's
+ * q_tile * H absorbed queries are contiguous in qa, so per block of cached
+ * rows the scores are one small GEMM (keys x queries) and the values one
+ * weighted sum: each cached row is read once for all of the tile's queries.
+ * A query's keys past its own position get probability 0, which adds exact
+ * zeros, so a token's result does not depend on the tile it falls in; tiles
+ * are fixed by the chunk, never by the thread count. */
 typedef struct {
     glm_session *s;
     const void *cache;    /* this layer's [n_ctx][R+dr], f32 or bf16 */
-    int T, pos0, groups;
+    int T, pos0;
 } attn_job;
+
+/* Block [p0, p0 + n) of cached rows as f32: the cache itself, or widened into tmp. */
+static const float *cache_rows_f32(const glm_session *s, const void *cache, int p0, int n, int kvw, float *tmp) {
+    if (!s->kv_bf16) return (const float *)cache + (size_t)p0 * kvw;
+    kernels_active()->bf16_to_f32((const uint16_t *)cache + (size_t)p0 * kvw, tmp, (int64_t)n * kvw);
+    return tmp;
+}
 
 static void attn_task(void *ctx, int task, int thread) {
     attn_job *j = ctx;
@@ -389,28 +407,30 @@ static void attn_task(void *ctx, int task, int thread) {
     const glm_config *c = &s->m->cfg;
     const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
-    int t = task / j->groups, h0 = task % j->groups * HEAD_GROUP;
-    int nh = H - h0 < HEAD_GROUP ? H - h0 : HEAD_GROUP;
-    int n_keys = j->pos0 + t + 1;   /* causal: keys 0..pos */
-    const float *q = s->qa + ((size_t)t * H + h0) * kvw;
-    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nh][n_keys] */
-    const float *c32 = j->cache;
-    const uint16_t *c16 = j->cache;
-    for (int p = 0; p < n_keys; p++)
-        for (int h = 0; h < nh; h++) {
-            const float *qh = q + (size_t)h * kvw;
-            float d = s->kv_bf16 ? k->dot_bf16(c16 + (size_t)p * kvw, qh, kvw) : k->dot_f32(qh, c32 + (size_t)p * kvw, kvw);
-            score[(size_t)h * n_keys + p] = c->softmax_scale * d;
-        }
-    for (int h = 0; h < nh; h++) softmax_inplace(score + (size_t)h * n_keys, n_keys);
-    float *ol = s->olat + ((size_t)t * H + h0) * R;
-    memset(ol, 0, (size_t)nh * R * sizeof *ol);
-    for (int p = 0; p < n_keys; p++)
-        for (int h = 0; h < nh; h++) {
-            float a = score[(size_t)h * n_keys + p];
-            if (s->kv_bf16) k->axpy_bf16(a, c16 + (size_t)p * kvw, ol + (size_t)h * R, R);
-            else k->axpy(a, c32 + (size_t)p * kvw, ol + (size_t)h * R, R);
-        }
+    int t0 = task * s->q_tile, tq = j->T - t0 < s->q_tile ? j->T - t0 : s->q_tile;
+    int nq = tq * H, nk = j->pos0 + t0 + tq;   /* causal: the tile's last token sees keys 0..pos0+t0+tq-1 */
+    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nq][nk] */
+    float *tmp = score + (size_t)s->q_tile * H * s->n_ctx;                    /* a block of widened rows */
+    const float *q = s->qa + (size_t)t0 * H * kvw;
+    for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
+        int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
+        const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, tmp);
+        k->gemm_f32(rows, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, score + p0, (size_t)nk);
+    }
+    for (int i = 0; i < nq; i++) {
+        float *sc = score + (size_t)i * nk;
+        int own = j->pos0 + t0 + i / H + 1;
+        for (int p = 0; p < own; p++) sc[p] *= c->softmax_scale;
+        softmax_inplace(sc, own);
+        for (int p = own; p < nk; p++) sc[p] = 0;
+    }
+    float *ol = s->olat + (size_t)t0 * H * R;
+    memset(ol, 0, (size_t)nq * R * sizeof *ol);
+    for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
+        int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
+        const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, tmp);
+        k->weighted_sum(score + p0, (size_t)nk, nq, rows, (size_t)kvw, n, R, ol, (size_t)R);
+    }
 }
 
 /* Decode (one query token): every head reads every cached row, so the work
@@ -423,20 +443,13 @@ typedef struct {
     int n_keys;
 } decode_job;
 
-/* Block b's cached rows as f32: the cache itself, or widened into tmp. */
-static const float *block_rows_f32(const decode_job *j, int p0, int n, int kvw, float *tmp) {
-    if (!j->s->kv_bf16) return (const float *)j->cache + (size_t)p0 * kvw;
-    kernels_active()->bf16_to_f32((const uint16_t *)j->cache + (size_t)p0 * kvw, tmp, (int64_t)n * kvw);
-    return tmp;
-}
-
 static void decode_scores_task(void *ctx, int b, int thread) {
     decode_job *j = ctx;
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
     int H = c->num_attention_heads, kvw = c->kv_lora_rank + c->qk_rope_head_dim;
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
-    const float *rows = block_rows_f32(j, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
+    const float *rows = cache_rows_f32(j->s, j->cache, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
     /* scores[h][p] = q_h . row_p for the block: a small GEMM, keys as rows, heads as vectors */
     float *sc = s->dec_score + p0;
     kernels_active()->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, (size_t)s->n_ctx);
@@ -456,7 +469,7 @@ static void decode_values_task(void *ctx, int b, int thread) {
     const glm_config *c = &s->m->cfg;
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
-    const float *rows = block_rows_f32(j, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
+    const float *rows = cache_rows_f32(j->s, j->cache, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
     kernels_active()->weighted_sum(s->dec_score + p0, (size_t)s->n_ctx, H, rows, (size_t)kvw, n, R, part, (size_t)R);
@@ -543,12 +556,23 @@ static void absorb_query_task(void *ctx, int h, int thread) {
     }
     /* q_lat_h = W_UK_h^T q_nope_h: embed_q_h times q_nope_h, or the transpose
        of rows [h*(dn+dv), +dn) of kv_b */
-    if (j->L->split_up)
+    if (j->L->split_up) {
         linear_rows(&j->L->embed_q[h], 0, R, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk, s->qa + (size_t)h * kvw,
                     (size_t)H * kvw, row);
-    else
+    } else if (j->T >= 4) {
+        /* prefill: W_UK_h transposed once into [Rkv][dn] (row-major), then the
+           blocked GEMM over all tokens rather than one axpy per token and row */
+        float *wt = row, *tmp = row + (size_t)R * dn;
+        for (int i = 0; i < dn; i++) {
+            weight_row_f32(&j->L->kv_b, (int64_t)h * (dn + dv) + i, tmp);
+            for (int r = 0; r < R; r++) wt[(size_t)r * dn + i] = tmp[r];
+        }
+        kernels_active()->gemm_f32(wt, (size_t)dn, R, s->q + (size_t)h * dqk, (size_t)H * dqk, j->T, dn,
+                                   s->qa + (size_t)h * kvw, (size_t)H * kvw);
+    } else {
         linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
                                s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
+    }
 }
 
 static void absorb_output_task(void *ctx, int h, int thread) {
@@ -607,9 +631,8 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         if (T == 1) {
             attention_decode(s, cache, pos0);
         } else {
-            int groups = (H + HEAD_GROUP - 1) / HEAD_GROUP;
-            attn_job aj = {s, cache, T, pos0, groups};
-            pool_run(s->m->pool, attn_task, &aj, T * groups);
+            attn_job aj = {s, cache, T, pos0};
+            pool_run(s->m->pool, attn_task, &aj, (T + s->q_tile - 1) / s->q_tile);
         }
         pool_run(s->m->pool, absorb_output_task, &hj, H);
     }

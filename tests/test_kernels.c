@@ -53,7 +53,9 @@ TEST(kernels_gemm_matches_reference) {
     const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
     if (!fast) SKIP("CPU has no AVX2/FMA");
     unsigned seed = 9;
-    int shapes[][3] = {{1, 1, 1}, {4, 3, 8}, {5, 7, 13}, {16, 12, 64}, {9, 10, 301}, {3, 2, 40}};
+    /* every tile edge: rows % 4 and vectors % 3 of 0, 1, 2 (3); decode's keys x 20 heads */
+    int shapes[][3] = {{1, 1, 1}, {4, 3, 8}, {5, 7, 13}, {16, 12, 64}, {9, 10, 301}, {3, 2, 40},
+                       {6, 4, 16}, {7, 5, 9}, {256, 20, 576}, {2, 1, 3}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int rows = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
         size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;   /* padded strides */
@@ -69,7 +71,15 @@ TEST(kernels_gemm_matches_reference) {
                 if (r >= (size_t)rows) CHECKF(a == 77.0f && b == 77.0f, "wrote past the rows at %zu", r);
                 else CHECKF(fabsf(a - b) < 1e-5f * sqrtf((float)cols), "shape %zu t=%d r=%zu: %g vs %g", k, t, r, b, a);
             }
-        free(w); free(x); free(y1); free(y2);
+        /* each output is the same arithmetic whatever tile it falls in: one row
+           or one vector at a time gives the same bits (thread-count independence) */
+        float *y3 = malloc(ys * 4);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows; r++) {
+                fast->gemm_f32(w + (size_t)r * ws, ws, 1, x + (size_t)t * xs, xs, 1, cols, y3, ys);
+                CHECKF(memcmp(y3, &y2[t * ys + r], 4) == 0, "shape %zu t=%d r=%d depends on its tile", k, t, r);
+            }
+        free(w); free(x); free(y1); free(y2); free(y3);
     }
 }
 
@@ -77,7 +87,9 @@ TEST(kernels_weighted_sum_matches_reference) {
     const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
     if (!fast) SKIP("CPU has no AVX2/FMA");
     unsigned seed = 17;
-    int shapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}};   /* heads, rows, cols */
+    /* heads, rows, cols: every head grouping (1..6 per group, 7 and 13 uneven) and column tail */
+    int shapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17},
+                       {2, 256, 48}, {5, 2, 16}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int nh = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
         size_t as = (size_t)n + 2, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
@@ -85,9 +97,20 @@ TEST(kernels_weighted_sum_matches_reference) {
         for (size_t i = 0; i < nh * as; i++) a[i] = frand(&seed);
         for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed);
         for (size_t i = 0; i < nh * ys; i++) y1[i] = y2[i] = frand(&seed);
+        float *y0 = malloc(nh * ys * 4);
+        memcpy(y0, y1, nh * ys * 4);
         ref->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys);
         fast->weighted_sum(a, as, nh, x, xs, n, cols, y2, ys);
         for (size_t i = 0; i < nh * ys; i++) CHECKF(fabsf(y1[i] - y2[i]) < 1e-5f * sqrtf((float)n), "shape %zu at %zu", k, i);
+        /* one head at a time, from the same start, gives the same bits as the grouped pass */
+        for (int h = 0; h < nh; h++) {
+            float *y3 = malloc(ys * 4);
+            memcpy(y3, y0 + (size_t)h * ys, ys * 4);
+            fast->weighted_sum(a + (size_t)h * as, as, 1, x, xs, n, cols, y3, ys);
+            CHECKF(memcmp(y3, y2 + (size_t)h * ys, (size_t)cols * 4) == 0, "shape %zu head %d depends on its group", k, h);
+            free(y3);
+        }
+        free(y0);
         free(a); free(x); free(y1); free(y2);
     }
 }
