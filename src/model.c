@@ -190,6 +190,7 @@ glm_model *glm_model_load(const char *dir, const glm_load_options *opt, char *er
     const glm_config *c = &m->cfg;
     m->wf = weights_open(dir, err, errlen);
     if (!m->wf) { free(m); return NULL; }
+    weights_set_exact_act(m->wf, opt && opt->exact_matmul);
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     m->inv_freq = calloc((size_t)c->qk_rope_head_dim / 2, sizeof *m->inv_freq);
     if (!m->layers || !m->inv_freq) { snprintf(err, errlen, "out of memory"); glm_model_free(m); return NULL; }
