@@ -1,7 +1,9 @@
 /* cli_bench.c — `glmlite bench`: llama-bench-style prompt-processing (ppN)
  * and generation (tgN) throughput, with the bytes of weights read per token,
  * the achieved bandwidth, and that as a fraction of the machine's read
- * bandwidth measured by the same command (a STREAM-style sum). */
+ * bandwidth measured by the same command (a STREAM-style sum). --profile adds
+ * the time by phase (profile.h), so the matmuls' own FLOP rate can be shown
+ * next to the overall one. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "cli.h"
 #include "glm.h"
 #include "kernels.h"
+#include "profile.h"
 #include "threads.h"
 
 static double now_s(void) {
@@ -93,7 +96,7 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
 
 int cmd_bench(int argc, char **argv) {
     const char *dir = cli_default_model_dir(), *fmt = "md";
-    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, kv_bf16 = 0, exact = 0;
+    int n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, kv_bf16 = 0, exact = 0, profile = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -106,6 +109,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &kv_bf16);
         else if (!strcmp(a, "-o")) bad = !(fmt = v) || (strcmp(v, "md") && strcmp(v, "json"));
         else if (!strcmp(a, "--exact-matmul")) { exact = 1; continue; }
+        else if (!strcmp(a, "--profile")) { profile = 1; continue; }
         else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", a); return 2; }
         if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", a); return 2; }
         i++;
@@ -132,20 +136,31 @@ int cmd_bench(int argc, char **argv) {
     int id_range = c->vocab_size < 1000 ? c->vocab_size : 1000;
     for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    double pp_phase[PROF_PHASES] = {0}, tg_phase[PROF_PHASES] = {0}, pp_time = 0, tg_time = 0, ph[PROF_PHASES];
     /* warm-up: fault the mapped weights in and let the caches settle */
     int rc = glm_forward(s, ids, warm, logits, 0, err, sizeof err);
     for (int i = 0; i < 4 && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
+    prof_enable(profile);
     for (int r = 0; r < reps && !rc; r++) {
         glm_session_truncate(s, 0);
+        prof_reset();
         double t0 = now_s();
         rc = glm_forward(s, ids, n_prompt, logits, 0, err, sizeof err);
+        pp_time += now_s() - t0;
         pp[r] = n_prompt / (now_s() - t0);
+        prof_get(ph);
+        for (int i = 0; i < PROF_PHASES; i++) pp_phase[i] += ph[i];
         glm_session_truncate(s, 0);
         if (!rc && depth) rc = glm_forward(s, ids, depth, logits, 0, err, sizeof err);
+        prof_reset();
         t0 = now_s();
         for (int i = 0; i < n_gen && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
+        tg_time += now_s() - t0;
         tg[r] = n_gen / (now_s() - t0);
+        prof_get(ph);
+        for (int i = 0; i < PROF_PHASES; i++) tg_phase[i] += ph[i];
     }
+    prof_enable(0);
     if (rc) fprintf(stderr, "glmlite: %s\n", err);
     else {
         double pm, ps, tm, ts;
@@ -183,6 +198,30 @@ int cmd_bench(int argc, char **argv) {
             printf("| %s | %.2f ± %.2f | %.1f | %.0f%% | | |\n", pp_name, pm, ps, gflops, 100 * gflops / peak);
             printf("| %s | %.2f ± %.2f | | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
             printf("\npeak RSS %.2f GB (mapped weights are counted as they are touched)\n", rss_gb);
+        }
+        if (profile) {
+            /* the matmul phase does exactly the flops counted above (weights x tokens) */
+            double mm_gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) * reps / pp_phase[PROF_MATMUL] / 1e9;
+            const char *names[PROF_PHASES] = {"matmul", "attention", "moe routing"};
+            double pp_other = pp_time, tg_other = tg_time;
+            for (int i = 0; i < PROF_PHASES; i++) pp_other -= pp_phase[i], tg_other -= tg_phase[i];
+            if (json) {
+                printf("{\"test\":\"profile\",\"pp_s\":{");
+                for (int i = 0; i < PROF_PHASES; i++) printf("\"%s\":%.4f,", names[i], pp_phase[i] / reps);
+                printf("\"other\":%.4f},\"tg_ms_per_token\":{", pp_other / reps);
+                for (int i = 0; i < PROF_PHASES; i++) printf("\"%s\":%.3f,", names[i], 1e3 * tg_phase[i] / reps / n_gen);
+                printf("\"other\":%.3f},\"matmul_gflops\":%.2f,\"matmul_flops_fraction\":%.3f}\n", 1e3 * tg_other / reps / n_gen,
+                       mm_gflops, mm_gflops / peak);
+            } else {
+                printf("\nprofile (wall time by phase, mean per rep):\n| phase | %s s | share | %s ms/token | share |\n|---|---|---|---|---|\n",
+                       pp_name, tg_name);
+                for (int i = 0; i <= PROF_PHASES; i++) {
+                    double a = i < PROF_PHASES ? pp_phase[i] : pp_other, b = i < PROF_PHASES ? tg_phase[i] : tg_other;
+                    printf("| %s | %.3f | %.0f%% | %.2f | %.0f%% |\n", i < PROF_PHASES ? names[i] : "other", a / reps,
+                           100 * a / pp_time, 1e3 * b / reps / n_gen, 100 * b / tg_time);
+                }
+                printf("%s matmuls alone: %.1f GFLOP/s, %.0f%% of FMA peak\n", pp_name, mm_gflops, 100 * mm_gflops / peak);
+            }
         }
     }
     free(pp);

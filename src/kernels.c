@@ -54,6 +54,15 @@ static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, 
         for (int p = 0; p < n; p++) ref_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
 }
 
+static float ref_exp_sum(float *x, int64_t n, float scale, float m) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] * scale - m);
+        s += x[i];
+    }
+    return s;
+}
+
 static float ref_sum_f32(const float *x, int64_t n) {
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i];
@@ -70,7 +79,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_axpy_bf16, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_weighted_sum, ref_sum_f32, ref_fma_probe,
+    ref_weighted_sum, ref_exp_sum, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }
@@ -79,7 +88,8 @@ const kernel_table *kernels_active(void) {
     static const kernel_table *chosen;
     if (!chosen) {
         const char *env = getenv("GLMLITE_KERNELS");
-        const kernel_table *fast = kernels_avx2();
+        const kernel_table *fast = kernels_avx512();
+        if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
         chosen = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
     }
     return chosen;

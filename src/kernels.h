@@ -2,7 +2,8 @@
  * (f32/f16/bf16) data: row dot products, axpy, norms, RoPE, softmax, SiLU.
  *
  * kernels.c holds the scalar reference versions (the truth); kernels_avx2.c
- * holds AVX2/FMA versions with the same signatures, tested against them.
+ * holds AVX2/FMA versions with the same signatures, tested against them, and
+ * kernels_avx512.c 512-bit versions of the compute-bound ones.
  * kernels_active() is chosen once at start-up from the CPU's features. */
 #ifndef GLM_KERNELS_H
 #define GLM_KERNELS_H
@@ -28,6 +29,9 @@ typedef struct {
      * few heads at once (each row chunk loaded once for all of them). */
     void (*weighted_sum)(const float *a, size_t a_stride, int nh, const float *x, size_t x_stride, int n, int64_t cols,
                          float *y, size_t y_stride);
+    /* Softmax's exponentials: x[i] = exp(x[i] * scale - m) in place (m: the
+     * maximum of x times scale, so every term is <= 1); returns their sum. */
+    float (*exp_sum)(float *x, int64_t n, float scale, float m);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
     float (*sum_f32)(const float *x, int64_t n);
     /* The bench's FMA peak probe: `iters` rounds of independent multiply-adds
@@ -37,7 +41,9 @@ typedef struct {
 
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
-const kernel_table *kernels_active(void);    /* AVX2 when available, unless GLMLITE_KERNELS=reference */
+const kernel_table *kernels_avx512(void);    /* the AVX2 table with 512-bit gemm_f32, weighted_sum, fma_probe; NULL without AVX-512F */
+/* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
+const kernel_table *kernels_active(void);
 
 /* Vector operations (scalar; not hot enough to need variants). */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);   /* w may be NULL (all ones) */

@@ -4,8 +4,11 @@
 #include "kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #include "tensor.h"
+
+#define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
 
 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -79,63 +82,84 @@ static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
-/* One NR x NT tile of the prefill product (NR <= 4 weight rows, NT <= 3
- * vectors; constants after inlining, so the accumulators live in registers).
- * Every output is one 8-lane FMA chain over the first cols & ~7 columns,
- * summed across lanes, then the leftover columns in order: the same
- * arithmetic whatever the tile shape, so a row's result does not depend on
- * where the row and vector splits fall (thread count, batch size). */
-static inline __attribute__((always_inline)) void gemm_tile(const float *w, size_t ws, const float *x, size_t xs,
-                                                            int64_t cols, float *y, size_t ys, const int NR, const int NT) {
-    int64_t c8 = cols & ~(int64_t)7;
+/* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
+ * weight rows, NT <= 3 vectors; constants after inlining, so the accumulators
+ * live in registers): each output gets one 8-lane FMA chain over the
+ * columns, summed across lanes, stored (first column block) or added. */
+static inline __attribute__((always_inline)) void gemm_tile(const float *w, size_t ws, const float *x, size_t xs, int64_t c0,
+                                                            int64_t c1, float *y, size_t ys, int first, const int NR,
+                                                            const int NT) {
     __m256 acc[4][3];
-    _Pragma("GCC unroll 6")
+    _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < c8; c += 8) {
+    for (int64_t c = c0; c < c1; c += 8) {
         __m256 u[3];
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) u[j] = _mm256_loadu_ps(x + (size_t)j * xs + c);
-        _Pragma("GCC unroll 6")
+        _Pragma("GCC unroll 4")
         for (int i = 0; i < NR; i++) {
+            /* the next tile's rows, one tile ahead: streamed rows (decode's
+               cached keys) arrive before they are needed */
+            _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
             __m256 v = _mm256_loadu_ps(w + (size_t)i * ws + c);
             _Pragma("GCC unroll 6")
             for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
         }
     }
-    _Pragma("GCC unroll 6")
+    _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) {
             float s = hsum(acc[i][j]);
-            for (int64_t c = c8; c < cols; c++) s += w[(size_t)i * ws + c] * x[(size_t)j * xs + c];
-            y[(size_t)j * ys + i] = s;
+            y[(size_t)j * ys + i] = first ? s : y[(size_t)j * ys + i] + s;
         }
 }
 
-/* Tiles of 4 weight rows x 3 vectors: 12 accumulators, 4 + 3 loads per 12
- * FMAs, so the FMA units set the pace; edges use smaller tiles of the same
- * arithmetic. */
-#define GEMM_ROWS(NR)                                                                                        \
-    do {                                                                                                     \
-        int t = 0;                                                                                           \
-        for (; t + 3 <= n; t += 3) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 3); \
-        if (n - t == 2) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 2);   \
-        else if (n - t == 1) gemm_tile(wr, ws, x + (size_t)t * xs, xs, cols, y + (size_t)t * ys + r, ys, NR, 1); \
+/* Tiles of 4 weight rows x 3 vectors; edges use smaller tiles of the same arithmetic. */
+#define GEMM_ROWS(NR)                                                                                          \
+    do {                                                                                                       \
+        int t = 0;                                                                                             \
+        for (; t + 3 <= n; t += 3)                                                                               \
+            gemm_tile(wr, ws, x + (size_t)t * xs, xs, c0, c1, y + (size_t)t * ys + r, ys, first, NR, 3);             \
+        const float *xt = x + (size_t)t * xs;                                                                  \
+        float *yt = y + (size_t)t * ys + r;                                                                    \
+        switch (n - t) {                                                                                       \
+        case 2: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 2); break;                     \
+        case 1: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 1); break;                     \
+        default: break;                                                                                        \
+        }                                                                                                      \
     } while (0)
 
+/* Columns in blocks of GEMM_KC: a block of 4 weight rows (8 KB) stays in L1
+ * while every vector tile passes over it, and the vectors' block (n x 2 KB)
+ * stays in L2. Every output is the same arithmetic whatever the tile shape
+ * (the sum of its per-block chains in block order, then the leftover columns
+ * in order), so a row's result does not depend on where the row and vector
+ * splits fall (thread count, batch size). */
 static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
                           size_t ys) {
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const float *wr = w + (size_t)r * ws;
-        GEMM_ROWS(4);
+    int64_t cw = cols & ~(int64_t)7;
+    for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
+        int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
+        int first = c0 == 0, r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *wr = w + (size_t)r * ws;
+            GEMM_ROWS(4);
+        }
+        for (; r < rows; r++) {
+            const float *wr = w + (size_t)r * ws;
+            GEMM_ROWS(1);
+        }
     }
-    for (; r < rows; r++) {
-        const float *wr = w + (size_t)r * ws;
-        GEMM_ROWS(1);
-    }
+    if (cw == cols) return;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            float s = cw ? y[(size_t)t * ys + r] : 0;
+            for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
+            y[(size_t)t * ys + r] = s;
+        }
 }
 
 /* NH heads (<= 6) x 16 columns of accumulators over n cached rows: per row,
@@ -196,6 +220,46 @@ static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x,
         }
 }
 
+/* exp for arguments <= 0 (softmax): 2^k * p(r) with r = x - k ln 2 in
+ * [-ln2/2, ln2/2] and Cephes' degree-6 polynomial (about 1 ulp from expf);
+ * below -87 the result is 0, as expf's would be denormal or 0. */
+static inline __m256 exp_nonpos(__m256 x) {
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_and_ps(y, _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ));
+}
+
+static float avx2_exp_sum(float *x, int64_t n, float scale, float m) {
+    __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), vm));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float s = hsum(acc);
+    if (i < n) {   /* the tail through the same exp, padded with -inf (exp 0) */
+        float t[8];
+        for (int k = 0; k < 8; k++) t[k] = i + k < n ? x[i + k] * scale - m : -INFINITY;
+        _mm256_storeu_ps(t, exp_nonpos(_mm256_loadu_ps(t)));
+        for (int k = 0; i + k < n; k++) {
+            x[i + k] = t[k];
+            s += t[k];
+        }
+    }
+    return s;
+}
+
 static float avx2_sum_f32(const float *x, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -228,7 +292,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_axpy_bf16, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_weighted_sum, avx2_sum_f32, avx2_fma_probe,
+    avx2_weighted_sum, avx2_exp_sum, avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

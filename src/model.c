@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "kernels.h"
 #include "linear.h"
+#include "profile.h"
 #include "router.h"
 #include "safetensors.h"
 #include "threads.h"
@@ -87,7 +88,7 @@ struct glm_session {
     float *thread_scratch;        /* [threads][scratch_stride] */
     size_t scratch_stride;
     float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
-    float *dec_score;             /* decode attention: [H][n_ctx] scores, then probabilities */
+    float *dec_stat;              /* decode attention: [n_ctx / KEY_BLOCK][H][2] per-block score max, sum of exps */
     float *dec_part;              /* decode attention: [n_ctx / KEY_BLOCK][H][Rkv] per-block value sums */
     float *naive_score;           /* naive attention only: [n_ctx] */
     float *naive_cache;           /* naive attention only: [n_ctx][Rkv+dr], the layer's cache in f32 */
@@ -303,7 +304,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * (s->kv_bf16 ? 2 : F), &fail);
     s->kv_row = zalloc(kvw * F, &fail);
     size_t key_blocks = ((size_t)s->n_ctx + KEY_BLOCK - 1) / KEY_BLOCK;
-    s->dec_score = zalloc((size_t)H * (size_t)s->n_ctx * F, &fail);
+    s->dec_stat = zalloc(key_blocks * (size_t)H * 2 * F, &fail);
     s->dec_part = zalloc(key_blocks * (size_t)H * (size_t)R * F, &fail);
     s->tokens = zalloc((size_t)s->n_ctx * sizeof *s->tokens, &fail);
     s->x = zalloc(UB * D * F, &fail);
@@ -340,7 +341,7 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
         widest = (size_t)s->q_tile * H * (size_t)s->n_ctx + (size_t)KEY_BLOCK * kvw;
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
-    if ((size_t)KEY_BLOCK * kvw > widest) widest = (size_t)KEY_BLOCK * kvw;   /* decode: a block of cached rows */
+    if ((size_t)KEY_BLOCK * (kvw + H) > widest) widest = (size_t)KEY_BLOCK * (kvw + H);   /* decode: a block's scores and rows */
     s->scratch_stride = (widest + 15) & ~(size_t)15;
     s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
     if (s->naive_attention) {
@@ -362,7 +363,7 @@ void glm_session_free(glm_session *s) {
     void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
                   s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score, s->kv_row,
-                  s->naive_cache, s->dec_score, s->dec_part};
+                  s->naive_cache, s->dec_stat, s->dec_part};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
     free(s);
 }
@@ -377,7 +378,9 @@ void glm_session_truncate(glm_session *s, int n) {
 /* ---------------------------------------------------------- forward pass */
 
 static void lin(glm_session *s, const weight *w, const float *x, int n, size_t xs, float *y, size_t ys) {
+    double t0 = prof_begin();
     linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride);
+    prof_end(PROF_MATMUL, t0);
 }
 
 /* Prefill attention over the latent cache (SPEC §5.5) for a tile of up to
@@ -419,10 +422,11 @@ static void attn_task(void *ctx, int task, int thread) {
         k->gemm_f32(rows, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, score + p0, (size_t)nk);
     }
     for (int i = 0; i < nq; i++) {
-        float *sc = score + (size_t)i * nk;
+        float *sc = score + (size_t)i * nk, mx = -INFINITY;
         int own = j->pos0 + t0 + i / H + 1;
-        for (int p = 0; p < own; p++) sc[p] *= c->softmax_scale;
-        softmax_inplace(sc, own);
+        for (int p = 0; p < own; p++) mx = sc[p] > mx ? sc[p] : mx;
+        float inv = 1.0f / k->exp_sum(sc, own, c->softmax_scale, mx * c->softmax_scale);
+        for (int p = 0; p < own; p++) sc[p] *= inv;
         for (int p = own; p < nk; p++) sc[p] = 0;
     }
     float *ol = s->olat + (size_t)t0 * H * R;
@@ -435,45 +439,40 @@ static void attn_task(void *ctx, int task, int thread) {
 }
 
 /* Decode (one query token): every head reads every cached row, so the work
- * is split by blocks of keys instead of by heads and each row is read once
- * per phase for all heads: scores per block, softmax per head, value sums
- * per block, then the block sums added in block order. */
+ * is split by fixed blocks of keys instead of by heads, and each block is
+ * read once, for all heads, while it is in cache: its scores (one small
+ * GEMM), the block's own softmax statistics (max m_b, sum l_b of
+ * exp(score - m_b)) and its unnormalised value sum. The reduction then
+ * rescales the block sums by exp(m_b - M) / L and adds them in block order
+ * (the blocks never depend on the thread count, so neither do the results). */
 typedef struct {
     glm_session *s;
     const void *cache;
     int n_keys;
 } decode_job;
 
-static void decode_scores_task(void *ctx, int b, int thread) {
+static void decode_block_task(void *ctx, int b, int thread) {
     decode_job *j = ctx;
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
-    int H = c->num_attention_heads, kvw = c->kv_lora_rank + c->qk_rope_head_dim;
-    int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
-    const float *rows = cache_rows_f32(j->s, j->cache, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
-    /* scores[h][p] = q_h . row_p for the block: a small GEMM, keys as rows, heads as vectors */
-    float *sc = s->dec_score + p0;
-    kernels_active()->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, (size_t)s->n_ctx);
-    for (int h = 0; h < H; h++)
-        for (int p = 0; p < n; p++) sc[(size_t)h * s->n_ctx + p] *= c->softmax_scale;
-}
-
-static void decode_softmax_task(void *ctx, int h, int thread) {
-    (void)thread;
-    decode_job *j = ctx;
-    softmax_inplace(j->s->dec_score + (size_t)h * j->s->n_ctx, j->n_keys);
-}
-
-static void decode_values_task(void *ctx, int b, int thread) {
-    decode_job *j = ctx;
-    glm_session *s = j->s;
-    const glm_config *c = &s->m->cfg;
+    const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
-    const float *rows = cache_rows_f32(j->s, j->cache, p0, n, kvw, s->thread_scratch + (size_t)thread * s->scratch_stride);
+    float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
+    const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, sc + (size_t)H * KEY_BLOCK);
+    /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
+    k->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, KEY_BLOCK);
+    float *stat = s->dec_stat + (size_t)b * H * 2;
+    for (int h = 0; h < H; h++) {
+        float *e = sc + (size_t)h * KEY_BLOCK, mx = -INFINITY;
+        for (int p = 0; p < n; p++) mx = e[p] > mx ? e[p] : mx;
+        float m = mx * c->softmax_scale;   /* the scale is positive: the maximum of the scaled scores */
+        stat[2 * h] = m;
+        stat[2 * h + 1] = k->exp_sum(e, n, c->softmax_scale, m);
+    }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    kernels_active()->weighted_sum(s->dec_score + p0, (size_t)s->n_ctx, H, rows, (size_t)kvw, n, R, part, (size_t)R);
+    k->weighted_sum(sc, KEY_BLOCK, H, rows, (size_t)kvw, n, R, part, (size_t)R);
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {
@@ -482,18 +481,23 @@ static void decode_reduce_task(void *ctx, int h, int thread) {
     glm_session *s = j->s;
     int H = s->m->cfg.num_attention_heads, R = s->m->cfg.kv_lora_rank;
     int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    float M = -INFINITY;
+    for (int b = 0; b < blocks; b++) M = s->dec_stat[((size_t)b * H + h) * 2] > M ? s->dec_stat[((size_t)b * H + h) * 2] : M;
+    double L = 0;
+    for (int b = 0; b < blocks; b++)
+        L += (double)s->dec_stat[((size_t)b * H + h) * 2 + 1] * exp((double)s->dec_stat[((size_t)b * H + h) * 2] - M);
     float *ol = s->olat + (size_t)h * R;
     memset(ol, 0, (size_t)R * sizeof *ol);
-    for (int b = 0; b < blocks; b++) kernels_active()->axpy(1.0f, s->dec_part + ((size_t)b * H + h) * R, ol, R);
+    for (int b = 0; b < blocks; b++) {
+        float w = (float)(exp((double)s->dec_stat[((size_t)b * H + h) * 2] - M) / L);
+        kernels_active()->axpy(w, s->dec_part + ((size_t)b * H + h) * R, ol, R);
+    }
 }
 
 static void attention_decode(glm_session *s, const void *cache, int pos) {
     int H = s->m->cfg.num_attention_heads;
     decode_job j = {s, cache, pos + 1};
-    int blocks = (j.n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
-    pool_run(s->m->pool, decode_scores_task, &j, blocks);
-    pool_run(s->m->pool, decode_softmax_task, &j, H);
-    pool_run(s->m->pool, decode_values_task, &j, blocks);
+    pool_run(s->m->pool, decode_block_task, &j, (j.n_keys + KEY_BLOCK - 1) / KEY_BLOCK);
     pool_run(s->m->pool, decode_reduce_task, &j, H);
 }
 
@@ -625,17 +629,25 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
             for (size_t i = 0; i < (size_t)(pos0 + T) * kvw; i++) s->naive_cache[i] = bf16_to_f32(((uint16_t *)cache)[i]);
             c32 = s->naive_cache;
         }
+        double t0 = prof_begin();
         attention_naive(s, L, c32, T, pos0);
+        prof_end(PROF_ATTENTION, t0);
     } else {
         head_job hj = {s, L, T};
+        double t0 = prof_begin();
         pool_run(s->m->pool, absorb_query_task, &hj, H);
+        prof_end(PROF_MATMUL, t0);
+        t0 = prof_begin();
         if (T == 1) {
             attention_decode(s, cache, pos0);
         } else {
             attn_job aj = {s, cache, T, pos0};
             pool_run(s->m->pool, attn_task, &aj, (T + s->q_tile - 1) / s->q_tile);
         }
+        prof_end(PROF_ATTENTION, t0);
+        t0 = prof_begin();
         pool_run(s->m->pool, absorb_output_task, &hj, H);
+        prof_end(PROF_MATMUL, t0);
     }
     lin(s, &L->o_proj, s->o, T, (size_t)H * c->v_head_dim, s->proj, D);
     for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->proj[i];
@@ -656,10 +668,13 @@ static void moe_block(glm_session *s, const layer *L, int T) {
     int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
     lin(s, &L->router, s->xn, T, D, s->router_logits, E);
     float *route_scratch = s->router_logits + (size_t)UBATCH * E;
+    double t0 = prof_begin();
     for (int t = 0; t < T; t++)
         route_token(c, s->router_logits + (size_t)t * E, L->router_bias, s->sel + t * K, s->sel_w + t * K, route_scratch);
+    prof_end(PROF_MOE_ROUTING, t0);
     /* Tokens grouped by expert: each chosen expert's weights are read once per chunk. */
     for (int e = 0; e < E; e++) {
+        t0 = prof_begin();
         int n = 0;
         for (int t = 0; t < T; t++)
             for (int j = 0; j < K; j++)
@@ -667,17 +682,21 @@ static void moe_block(glm_session *s, const layer *L, int T) {
                     memcpy(s->gather + (size_t)n * D, s->xn + (size_t)t * D, (size_t)D * sizeof(float));
                     s->gather_tok[n++] = t * K + j;
                 }
+        prof_end(PROF_MOE_ROUTING, t0);
         if (!n) continue;
         swiglu(s, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], s->gather, n, s->expert_out);
+        t0 = prof_begin();
         for (int i = 0; i < n; i++) {
             float w = s->sel_w[s->gather_tok[i]];
             float *dst = s->slot_out + (size_t)s->gather_tok[i] * D;
             const float *src = s->expert_out + (size_t)i * D;
             for (int d = 0; d < D; d++) dst[d] = w * src[d];
         }
+        prof_end(PROF_MOE_ROUTING, t0);
     }
     if (L->has_shared) swiglu(s, &L->sh_gate, &L->sh_up, &L->sh_down, s->xn, T, s->proj);
     /* summed in slot order, then the (unscaled) shared expert: the same order for any chunking */
+    t0 = prof_begin();
     for (int t = 0; t < T; t++) {
         float *x = s->x + (size_t)t * D;
         for (int d = 0; d < D; d++) {
@@ -687,6 +706,7 @@ static void moe_block(glm_session *s, const layer *L, int T) {
             x[d] += acc;
         }
     }
+    prof_end(PROF_MOE_ROUTING, t0);
 }
 
 static void ffn_block(glm_session *s, const layer *L, int T) {

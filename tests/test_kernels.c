@@ -49,13 +49,13 @@ TEST(kernels_avx2_match_reference) {
     }
 }
 
-TEST(kernels_gemm_matches_reference) {
-    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
-    if (!fast) SKIP("CPU has no AVX2/FMA");
+static void check_gemm(const kernel_table *fast) {
+    const kernel_table *ref = kernels_reference();
     unsigned seed = 9;
-    /* every tile edge: rows % 4 and vectors % 3 of 0, 1, 2 (3); decode's keys x 20 heads */
+    /* every tile edge: rows % 4, vectors % 3 (AVX2) and % 6 (AVX-512), columns
+       % 8 and % 16, several column blocks; decode's keys x 20 heads */
     int shapes[][3] = {{1, 1, 1}, {4, 3, 8}, {5, 7, 13}, {16, 12, 64}, {9, 10, 301}, {3, 2, 40},
-                       {6, 4, 16}, {7, 5, 9}, {256, 20, 576}, {2, 1, 3}};
+                       {6, 4, 16}, {7, 5, 9}, {256, 20, 576}, {2, 1, 3}, {6, 13, 1100}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int rows = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
         size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;   /* padded strides */
@@ -83,13 +83,21 @@ TEST(kernels_gemm_matches_reference) {
     }
 }
 
-TEST(kernels_weighted_sum_matches_reference) {
-    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
-    if (!fast) SKIP("CPU has no AVX2/FMA");
+TEST(kernels_gemm_matches_reference) {
+    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
+    if (!avx2) SKIP("CPU has no AVX2/FMA");
+    check_gemm(avx2);
+    if (avx512) check_gemm(avx512);
+    else printf("    no AVX-512F: only the AVX2 kernel checked\n");
+}
+
+static void check_weighted_sum(const kernel_table *fast) {
+    const kernel_table *ref = kernels_reference();
     unsigned seed = 17;
-    /* heads, rows, cols: every head grouping (1..6 per group, 7 and 13 uneven) and column tail */
+    /* heads, rows, cols: every head grouping (1..6 per group for AVX2, 1..8 for
+       AVX-512; 7, 13, 17 uneven) and column tails of 16- and 32-wide strips */
     int shapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17},
-                       {2, 256, 48}, {5, 2, 16}};
+                       {2, 256, 48}, {5, 2, 16}, {8, 5, 64}, {17, 3, 40}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int nh = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
         size_t as = (size_t)n + 2, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
@@ -112,6 +120,33 @@ TEST(kernels_weighted_sum_matches_reference) {
         }
         free(y0);
         free(a); free(x); free(y1); free(y2);
+    }
+}
+
+TEST(kernels_weighted_sum_matches_reference) {
+    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
+    if (!avx2) SKIP("CPU has no AVX2/FMA");
+    check_weighted_sum(avx2);
+    if (avx512) check_weighted_sum(avx512);
+}
+
+TEST(kernels_exp_sum_matches_reference) {
+    const kernel_table *ref = kernels_reference(), *fast = kernels_active();
+    if (fast == ref) SKIP("no fast kernels on this CPU");
+    unsigned seed = 23;
+    int sizes[] = {1, 7, 8, 9, 16, 37, 256, 1000};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        int n = sizes[k];
+        float *a = malloc(n * 4), *b = malloc(n * 4), mx = -INFINITY, scale = 0.09f;
+        for (int i = 0; i < n; i++) {
+            a[i] = b[i] = frand(&seed) * (i % 5 == 0 ? 1200.0f : 60.0f);   /* some far below the maximum: exp 0 */
+            mx = a[i] > mx ? a[i] : mx;
+        }
+        float s1 = ref->exp_sum(a, n, scale, mx * scale), s2 = fast->exp_sum(b, n, scale, mx * scale);
+        for (int i = 0; i < n; i++) CHECKF(fabsf(a[i] - b[i]) <= 3e-7f * a[i] + 1e-37f, "n=%d i=%d: %g vs %g", n, i, b[i], a[i]);
+        CHECKF(fabsf(s1 - s2) <= 1e-6f * s1, "n=%d sum %g vs %g", n, s2, s1);
+        CHECK(s2 >= 1.0f);   /* the maximum's term is exactly exp(0) = 1 */
+        free(a); free(b);
     }
 }
 

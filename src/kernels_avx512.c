@@ -1,0 +1,189 @@
+/* kernels_avx512.c — AVX-512F variants of the compute-bound kernels (the
+ * prefill product, attention's weighted sum, the FMA peak probe); every other
+ * entry is the AVX2 one. The functions here are compiled for AVX-512F by
+ * their target attribute (so no build needs special flags for this file) and
+ * none runs unless the CPU reports AVX-512F (and AVX2/FMA). On cores with
+ * full-width 512-bit FMA units this doubles the multiply-add rate. */
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
+
+/* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
+ * weight rows, NT <= 6 vectors; constants after inlining, so the accumulators
+ * live in registers): each output gets one 16-lane FMA chain over the
+ * columns, summed across lanes, stored (first column block) or added. */
+static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *w, size_t ws, const float *x, size_t xs, int64_t c0,
+                                                            int64_t c1, float *y, size_t ys, int first, const int NR,
+                                                            const int NT) {
+    __m512 acc[4][6];
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < NR; i++)
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t c = c0; c < c1; c += 16) {
+        __m512 u[6];
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) u[j] = _mm512_loadu_ps(x + (size_t)j * xs + c);
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < NR; i++) {
+            /* the next tile's rows, one tile ahead: streamed rows (decode's
+               cached keys) arrive before they are needed */
+            _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
+            __m512 v = _mm512_loadu_ps(w + (size_t)i * ws + c);
+            _Pragma("GCC unroll 6")
+            for (int j = 0; j < NT; j++) acc[i][j] = _mm512_fmadd_ps(v, u[j], acc[i][j]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < NR; i++)
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) {
+            float s = _mm512_reduce_add_ps(acc[i][j]);
+            y[(size_t)j * ys + i] = first ? s : y[(size_t)j * ys + i] + s;
+        }
+}
+
+/* Tiles of 4 weight rows x 6 vectors; edges use smaller tiles of the same arithmetic. */
+#define GEMM_ROWS(NR)                                                                                          \
+    do {                                                                                                       \
+        int t = 0;                                                                                             \
+        for (; t + 6 <= n; t += 6)                                                                               \
+            gemm_tile(wr, ws, x + (size_t)t * xs, xs, c0, c1, y + (size_t)t * ys + r, ys, first, NR, 6);             \
+        const float *xt = x + (size_t)t * xs;                                                                  \
+        float *yt = y + (size_t)t * ys + r;                                                                    \
+        switch (n - t) {                                                                                       \
+        case 5: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 5); break;                     \
+        case 4: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 4); break;                     \
+        case 3: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 3); break;                     \
+        case 2: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 2); break;                     \
+        case 1: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 1); break;                     \
+        default: break;                                                                                        \
+        }                                                                                                      \
+    } while (0)
+
+/* Columns in blocks of GEMM_KC: a block of 4 weight rows (8 KB) stays in L1
+ * while every vector tile passes over it, and the vectors' block (n x 2 KB)
+ * stays in L2. Every output is the same arithmetic whatever the tile shape
+ * (the sum of its per-block chains in block order, then the leftover columns
+ * in order), so a row's result does not depend on where the row and vector
+ * splits fall (thread count, batch size). */
+static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
+                          size_t ys) {
+    int64_t cw = cols & ~(int64_t)15;
+    for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
+        int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
+        int first = c0 == 0, r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *wr = w + (size_t)r * ws;
+            GEMM_ROWS(4);
+        }
+        for (; r < rows; r++) {
+            const float *wr = w + (size_t)r * ws;
+            GEMM_ROWS(1);
+        }
+    }
+    if (cw == cols) return;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            float s = cw ? y[(size_t)t * ys + r] : 0;
+            for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
+            y[(size_t)t * ys + r] = s;
+        }
+}
+
+/* NH heads (<= 8) x 32 columns of accumulators over n cached rows: per row,
+ * 2 row loads and NH broadcasts feed 2 * NH FMAs. Each output is one chain
+ * over the rows in order, whatever NH. */
+static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *a, size_t as, const float *x, size_t xs, int n,
+                                                            float *y, size_t ys, const int NH) {
+    __m512 c[8][2];
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < NH; h++) {
+        c[h][0] = _mm512_loadu_ps(y + (size_t)h * ys);
+        c[h][1] = _mm512_loadu_ps(y + (size_t)h * ys + 16);
+    }
+    for (int p = 0; p < n; p++) {
+        const float *xr = x + (size_t)p * xs;
+        __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16);
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < NH; h++) {
+            __m512 b = _mm512_set1_ps(a[(size_t)h * as + p]);
+            c[h][0] = _mm512_fmadd_ps(b, x0, c[h][0]);
+            c[h][1] = _mm512_fmadd_ps(b, x1, c[h][1]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < NH; h++) {
+        _mm512_storeu_ps(y + (size_t)h * ys, c[h][0]);
+        _mm512_storeu_ps(y + (size_t)h * ys + 16, c[h][1]);
+    }
+}
+
+/* Strips of 32 columns outermost, so a strip of the cached rows stays in L1
+ * while every head group passes over it; heads in groups of up to 8, as even
+ * as possible (20 heads: 7, 7, 6). Leftover columns: one chain per output in
+ * row order, as the reference. */
+static AVX512 void avx512_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
+                                float *y, size_t ys) {
+    int groups = (nh + 7) / 8;
+    int64_t j = 0;
+    for (; j + 32 <= cols; j += 32)
+        for (int g = 0, h = 0; g < groups; g++) {
+            int gh = (nh - h) / (groups - g);
+            const float *ag = a + (size_t)h * as;
+            float *yg = y + (size_t)h * ys + j;
+            switch (gh) {
+            case 8: wsum_tile(ag, as, x + j, xs, n, yg, ys, 8); break;
+            case 7: wsum_tile(ag, as, x + j, xs, n, yg, ys, 7); break;
+            case 6: wsum_tile(ag, as, x + j, xs, n, yg, ys, 6); break;
+            case 5: wsum_tile(ag, as, x + j, xs, n, yg, ys, 5); break;
+            case 4: wsum_tile(ag, as, x + j, xs, n, yg, ys, 4); break;
+            case 3: wsum_tile(ag, as, x + j, xs, n, yg, ys, 3); break;
+            case 2: wsum_tile(ag, as, x + j, xs, n, yg, ys, 2); break;
+            default: wsum_tile(ag, as, x + j, xs, n, yg, ys, 1); break;
+            }
+            h += gh;
+        }
+    for (; j < cols; j++)
+        for (int h = 0; h < nh; h++) {
+            float acc = y[(size_t)h * ys + j];
+            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * x[(size_t)p * xs + j];
+            y[(size_t)h * ys + j] = acc;
+        }
+}
+
+/* Ten independent 16-wide FMA chains: enough to cover the FMA latency on two ports. */
+static AVX512 double avx512_fma_probe(long iters, float *sink) {
+    __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    __m512 a0 = _mm512_set1_ps(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm512_fmadd_ps(a0, m, c); a1 = _mm512_fmadd_ps(a1, m, c); a2 = _mm512_fmadd_ps(a2, m, c);
+        a3 = _mm512_fmadd_ps(a3, m, c); a4 = _mm512_fmadd_ps(a4, m, c); a5 = _mm512_fmadd_ps(a5, m, c);
+        a6 = _mm512_fmadd_ps(a6, m, c); a7 = _mm512_fmadd_ps(a7, m, c); a8 = _mm512_fmadd_ps(a8, m, c);
+        a9 = _mm512_fmadd_ps(a9, m, c);
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(_mm512_add_ps(a6, a7), _mm512_add_ps(a8, a9))));
+    *sink += _mm512_reduce_add_ps(s);
+    return 10.0 * 16 * 2 * (double)iters;
+}
+
+const kernel_table *kernels_avx512(void) {
+    static kernel_table table;
+    static int ready;
+    const kernel_table *avx2 = kernels_avx2();
+    __builtin_cpu_init();
+    if (!avx2 || !__builtin_cpu_supports("avx512f")) return 0;
+    if (!ready) {
+        table = *avx2;
+        table.name = "avx512";
+        table.gemm_f32 = avx512_gemm_f32;
+        table.weighted_sum = avx512_weighted_sum;
+        table.fma_probe = avx512_fma_probe;
+        ready = 1;
+    }
+    return &table;
+}
