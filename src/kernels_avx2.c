@@ -9,6 +9,7 @@
 #include "tensor.h"
 
 #define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
+#define GEMM_RB 16    /* weight rows per block of the prefill product */
 
 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -88,7 +89,7 @@ static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
  * columns, summed across lanes, stored (first column block) or added. */
 static inline __attribute__((always_inline)) void gemm_tile(const float *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT) {
+                                                            const int NT, const int PF) {
     __m256 acc[4][3];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
@@ -102,7 +103,7 @@ static inline __attribute__((always_inline)) void gemm_tile(const float *w, size
         for (int i = 0; i < NR; i++) {
             /* the next tile's rows, one tile ahead: streamed rows (decode's
                cached keys) arrive before they are needed */
-            _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
+            if (PF) _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
             __m256 v = _mm256_loadu_ps(w + (size_t)i * ws + c);
             _Pragma("GCC unroll 6")
             for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
@@ -117,40 +118,50 @@ static inline __attribute__((always_inline)) void gemm_tile(const float *w, size
         }
 }
 
-/* Tiles of 4 weight rows x 3 vectors; edges use smaller tiles of the same arithmetic. */
-#define GEMM_ROWS(NR)                                                                                          \
+/* One vector tile (NT vectors) against a block of rb weight rows: tiles of 4
+ * rows, then single rows; the same arithmetic for every output. */
+#define GEMM_ROWS(rb, NT, PF)                                                                                  \
     do {                                                                                                       \
-        int t = 0;                                                                                             \
-        for (; t + 3 <= n; t += 3)                                                                               \
-            gemm_tile(wr, ws, x + (size_t)t * xs, xs, c0, c1, y + (size_t)t * ys + r, ys, first, NR, 3);             \
-        const float *xt = x + (size_t)t * xs;                                                                  \
-        float *yt = y + (size_t)t * ys + r;                                                                    \
-        switch (n - t) {                                                                                       \
-        case 2: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 2); break;                     \
-        case 1: gemm_tile(wr, ws, xt, xs, c0, c1, yt, ys, first, NR, 1); break;                     \
-        default: break;                                                                                        \
-        }                                                                                                      \
+        int r = 0;                                                                                             \
+        for (; r + 4 <= rb; r += 4) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF); \
+        for (; r < rb; r++) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF);       \
     } while (0)
 
-/* Columns in blocks of GEMM_KC: a block of 4 weight rows (8 KB) stays in L1
- * while every vector tile passes over it, and the vectors' block (n x 2 KB)
- * stays in L2. Every output is the same arithmetic whatever the tile shape
- * (the sum of its per-block chains in block order, then the leftover columns
- * in order), so a row's result does not depend on where the row and vector
- * splits fall (thread count, batch size). */
+#define GEMM_TAIL(nt, PF)                                                                                      \
+    switch (nt) {                                                                                              \
+    case 2: GEMM_ROWS(rb, 2, PF); break;                                                           \
+    case 1: GEMM_ROWS(rb, 1, PF); break;                                                           \
+    default: break;                                                                                            \
+    }
+
+/* Weight rows in blocks of GEMM_RB and columns in blocks of GEMM_KC: the
+ * block of weights (16 x 2 KB) stays in L1 while every vector tile passes
+ * over it, and a vector tile (NT x 2 KB) stays in L1 across the block's row
+ * tiles. The first vector tile prefetches the next rows (streamed weights
+ * such as decode's cached keys arrive before they are needed). Every output
+ * is the same arithmetic whatever the tile shape (the sum of its per-block
+ * chains in block order, then the leftover columns in order), so a row's
+ * result does not depend on where the row and vector splits fall (thread
+ * count, batch size). */
 static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
                           size_t ys) {
-    int64_t cw = cols & ~(int64_t)7;
-    for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
-        int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
-        int first = c0 == 0, r = 0;
-        for (; r + 4 <= rows; r += 4) {
-            const float *wr = w + (size_t)r * ws;
-            GEMM_ROWS(4);
-        }
-        for (; r < rows; r++) {
-            const float *wr = w + (size_t)r * ws;
-            GEMM_ROWS(1);
+    int64_t cw = cols & ~(int64_t)(7);
+    for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
+        int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB;
+        const float *wb = w + (size_t)r0 * ws;
+        for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
+            int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
+            int first = c0 == 0, t = 0;
+            for (; t + 3 <= n; t += 3) {
+                const float *xt = x + (size_t)t * xs;
+                float *yt = y + (size_t)t * ys + r0;
+                if (t == 0) GEMM_ROWS(rb, 3, 1);
+                else GEMM_ROWS(rb, 3, 0);
+            }
+            const float *xt = x + (size_t)t * xs;
+            float *yt = y + (size_t)t * ys + r0;
+            if (t == 0) { GEMM_TAIL(n - t, 1) }
+            else { GEMM_TAIL(n - t, 0) }
         }
     }
     if (cw == cols) return;
