@@ -86,10 +86,11 @@ int cmd_quantize(int argc, char **argv) {
 }
 
 static void ppl_usage(FILE *f) {
-    fputs("usage: glmlite perplexity -m DIR -f TEXT_FILE [-c CTX] [--kl-base BASE_DIR] [-t THREADS] [--exact-matmul]\n"
+    fputs("usage: glmlite perplexity -m DIR -f TEXT_FILE [-c CTX] [--kl-base BASE_DIR] [-t THREADS] [-b N] [--exact-matmul]\n"
           "  perplexity over non-overlapping windows of CTX tokens (default 512), scoring each window's\n"
           "  second half as llama-perplexity does; with --kl-base, also the KL divergence from the base\n"
-          "  model's next-token distribution and the top-1 agreement\n",
+          "  model's next-token distribution and the top-1 agreement. -b: tokens per forward call\n"
+          "  (1-32, default 32); -b 1 measures the decode path (int8 activations on quantized models)\n",
           f);
 }
 
@@ -105,7 +106,7 @@ static void ppl_progress(void *ctx, int w, int n, const ppl_stats *st) {
 
 int cmd_perplexity(int argc, char **argv) {
     const char *dir = NULL, *file = NULL, *base_dir = NULL;
-    int n_ctx = 512, threads = 0, exact = 0;
+    int n_ctx = 512, threads = 0, exact = 0, batch = PPL_MAX_BATCH;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -122,6 +123,11 @@ int cmd_perplexity(int argc, char **argv) {
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && has) {
             if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
                 fprintf(stderr, "glmlite perplexity: -t wants a thread count, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if ((!strcmp(a, "-b") || !strcmp(a, "--batch-size")) && has) {
+            if (cli_parse_int(argv[++i], 1, PPL_MAX_BATCH, &batch)) {
+                fprintf(stderr, "glmlite perplexity: -b wants 1 to %d tokens, got '%s'\n", PPL_MAX_BATCH, argv[i]);
                 return 2;
             }
         } else {
@@ -165,7 +171,7 @@ int cmd_perplexity(int argc, char **argv) {
     ppl_stats st;
     ppl_cli pc = {isatty(2)};
     double t0 = now_s();
-    rc = ppl_run(m, base, ids, n, n_ctx, &st, ppl_progress, &pc, err, sizeof err);
+    rc = ppl_run(m, base, ids, n, n_ctx, batch, &st, ppl_progress, &pc, err, sizeof err);
     if (rc) {
         fprintf(stderr, "glmlite perplexity: %s\n", err);
     } else {

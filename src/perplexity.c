@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PIECE 32   /* tokens per forward call: bounds the logits buffer to PIECE x vocab */
-
 /* log-sum-exp of logits in double */
 static double lse(const float *x, int V) {
     double mx = -INFINITY;
@@ -75,7 +73,7 @@ double ppl_mean_kl(const ppl_stats *st, double *pm) {
     return m;
 }
 
-int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int n_ctx, ppl_stats *st,
+int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int n_ctx, int batch, ppl_stats *st,
             ppl_progress_fn progress, void *progress_ctx, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     int V = glm_model_config(m)->vocab_size;
@@ -89,13 +87,14 @@ int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int 
                  glm_model_config(base)->vocab_size, V);
         return -1;
     }
+    int piece = batch >= 1 && batch <= PPL_MAX_BATCH ? batch : PPL_MAX_BATCH;
     glm_session_options so = {.n_ctx = n_ctx};
     glm_session *s = glm_session_new(m, &so, err, errlen);
     glm_session *sb = NULL;
     if (!s) return -1;
     if (base && !(sb = glm_session_new(base, &so, err, errlen))) { glm_session_free(s); return -1; }
-    float *lg = malloc((size_t)PIECE * V * sizeof *lg);
-    float *lb = base ? malloc((size_t)PIECE * V * sizeof *lb) : NULL;
+    float *lg = malloc((size_t)piece * V * sizeof *lg);
+    float *lb = base ? malloc((size_t)piece * V * sizeof *lb) : NULL;
     int rc = 0;
     if (!lg || (base && !lb)) { snprintf(err, errlen, "out of memory"); rc = -1; }
     int n_win = (int)(n / (size_t)n_ctx);
@@ -104,8 +103,8 @@ int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int 
         const int32_t *tk = tokens + (size_t)w * n_ctx;
         glm_session_truncate(s, 0);
         if (sb) glm_session_truncate(sb, 0);
-        for (int i = 0; i < n_ctx - 1 && !rc; i += PIECE) {
-            int k = n_ctx - 1 - i < PIECE ? n_ctx - 1 - i : PIECE;   /* the last token predicts nothing in the window */
+        for (int i = 0; i < n_ctx - 1 && !rc; i += piece) {
+            int k = n_ctx - 1 - i < piece ? n_ctx - 1 - i : piece;   /* the last token predicts nothing in the window */
             int want = i + k > first;   /* logits needed for this piece */
             rc = glm_forward(s, tk + i, k, want ? lg : NULL, want, err, errlen);
             if (!rc && sb) rc = glm_forward(sb, tk + i, k, want ? lb : NULL, want, err, errlen);

@@ -36,10 +36,15 @@ double ppl_mean_kl(const ppl_stats *st, double *plus_minus);
 
 typedef void (*ppl_progress_fn)(void *ctx, int window, int n_windows, const ppl_stats *st);
 
+/* Most tokens per forward call (bounds the logits buffer to PPL_MAX_BATCH x vocab). */
+#define PPL_MAX_BATCH 32
+
 /* Runs every whole window of n_ctx tokens of tokens[0..n) through m (and
- * base, when not NULL: same vocabulary required). Returns 0, or -1 with a
- * message (fewer than n_ctx tokens, n_ctx < 2, vocabularies differ, ...). */
-int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int n_ctx, ppl_stats *st,
+ * base, when not NULL: same vocabulary required), batch tokens per forward
+ * call (1..PPL_MAX_BATCH; 1 evaluates the way decode runs, token by token;
+ * out of range means PPL_MAX_BATCH). Returns 0, or -1 with a message (fewer
+ * than n_ctx tokens, n_ctx < 2, vocabularies differ, ...). */
+int ppl_run(glm_model *m, glm_model *base, const int32_t *tokens, size_t n, int n_ctx, int batch, ppl_stats *st,
             ppl_progress_fn progress, void *progress_ctx, char *err, size_t errlen);
 
 #endif

@@ -415,7 +415,7 @@ TEST(qmodel_perplexity_and_kl_self) {
     tokens(ids, N, V, 3);
     ppl_stats st;
     char err[1024];
-    REQUIRE(ppl_run(m, b, ids, N, CTX, &st, NULL, NULL, err, sizeof err) == 0);
+    REQUIRE(ppl_run(m, b, ids, N, CTX, PPL_MAX_BATCH, &st, NULL, NULL, err, sizeof err) == 0);
     /* 3 windows of 32, each scoring positions 16..30 */
     CHECK_EQ_INT(st.n, 3 * 15);
     double nll = 0;
@@ -440,9 +440,17 @@ TEST(qmodel_perplexity_and_kl_self) {
     CHECK(pm > 0 && pm < p);
     CHECK(ppl_mean_kl(&st, NULL) > 0);
     ppl_stats self;
-    REQUIRE(ppl_run(b, b, ids, N, CTX, &self, NULL, NULL, err, sizeof err) == 0);
+    REQUIRE(ppl_run(b, b, ids, N, CTX, PPL_MAX_BATCH, &self, NULL, NULL, err, sizeof err) == 0);
     CHECK(ppl_mean_kl(&self, NULL) < 1e-12 && self.top1_same == self.n_kl);
-    CHECK(ppl_run(m, NULL, ids, 10, CTX, &st, NULL, NULL, err, sizeof err) != 0 && strstr(err, "fewer"));
+    /* one token per call (the decode path) scores the same predictions; on bf16 weights decode and
+       prefill agree to f32 rounding */
+    ppl_stats one, all;
+    REQUIRE(ppl_run(b, NULL, ids, N, CTX, 1, &one, NULL, NULL, err, sizeof err) == 0);
+    REQUIRE(ppl_run(b, NULL, ids, N, CTX, PPL_MAX_BATCH, &all, NULL, NULL, err, sizeof err) == 0);
+    CHECK_EQ_INT(one.n, all.n);
+    CHECKF(fabs(ppl_value(&one, NULL) - ppl_value(&all, NULL)) < 1e-6 * ppl_value(&all, NULL), "batch 1 %.12g vs 32 %.12g",
+           ppl_value(&one, NULL), ppl_value(&all, NULL));
+    CHECK(ppl_run(m, NULL, ids, 10, CTX, PPL_MAX_BATCH, &st, NULL, NULL, err, sizeof err) != 0 && strstr(err, "fewer"));
     glm_model_free(m);
     glm_model_free(b);
 }
