@@ -60,7 +60,7 @@ DEMO_PROMPT ?= What is 17 times 23?
 demo: deps glmlite
 	@[ -f models/demo/config.json ] || { echo "models/demo is missing: generating a random stand-in"; \
 	    $(PYTHON) tools/gen_checkpoint.py --preset tiny --dtype bf16 --out models/demo; }
-	./glmlite run -p "$(DEMO_PROMPT)"
+	sh tools/demo/show.sh "$(DEMO_PROMPT)"
 
 # TEST=name runs only the tests whose name contains it.
 test: deps glmlite $(BUILD)/test_runner

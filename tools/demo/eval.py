@@ -10,7 +10,10 @@ Owns the four checks the model card reports:
      date_diff: the same ISO dates). The same prompts without any tools preamble are scored too.
   2. definitions: 20 questions about words defined in the training data, phrased in ways training
      never used; an answer names the right sense when it contains at least half of the content
-     words of the word's first WordNet gloss (the sense it was trained on). Answers are printed.
+     words of the word's first WordNet gloss (the sense it was trained on), and at least two of
+     them when the gloss has two or more. Answers are printed. Then the same check on 40 other
+     training words in five further phrasings (OTHER_PHRASES), to tell a phrasing that misleads
+     the model from words it does not know.
   3. perplexity: glmlite's held-out perplexity (from `glmlite logits`) vs train.py's, both over the
      assistant tokens (and over all tokens), relative difference must be < 0.5%.
   4. agreement: PyTorch (model.py loaded from the shipped bf16 values, computed in f32) vs glmlite
@@ -22,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import subprocess
 import sys
@@ -112,6 +116,19 @@ def call_matches(want, name, args):
     return True
 
 
+# phrasings of the extra definition check: neither make_data.DEF_PHRASES (training) nor
+# make_data.DEF_EVAL_PHRASES (the 20 evaluation questions)
+OTHER_PHRASES = ["Give me a definition for {w}.", "{w}: what does that word mean?", "Do you know what {w} means?",
+                 "Can you define the word {w}?", "Please define {w} for me."]
+
+
+def trained_words(data_dir, by_word):
+    """The words whose definition answer occurs in the training conversations."""
+    with open(os.path.join(data_dir, "train.jsonl"), encoding="utf-8") as f:
+        text = f.read()
+    return [w for w in by_word if f"The word {w} (" in text]
+
+
 def content_words(s):
     return [w for w in re.findall(r"[a-z]+", s.lower()) if len(w) >= 3 and w not in STOP]
 
@@ -160,25 +177,38 @@ def main():
         print(f"{label}: {ok_n}/20 right tool with right arguments; {shape_n}/20 well-formed calls to the right "
               f"tool with the right argument names")
 
-    # 2. definitions
-    ok_n = 0
-    print("== definitions")
-    answers = []
-    for item in ev["definitions"]:
-        req = {"messages": [{"role": "user", "content": item["prompt"]}], "add_generation_prompt": True}
-        out = gen_text(req)
-        _, content, _, _ = parse_output(out)
-        want = set(content_words(item["def"]))
-        have = set(content_words(content))
-        frac = len(want & have) / max(1, len(want))
-        good = frac >= 0.5
-        ok_n += good
-        answers.append({"q": item["prompt"], "a": content, "gloss": item["def"], "pass": good})
-        print(f"[{'PASS' if good else 'FAIL'}] {item['prompt']!r} -> {content!r}  (gloss: {item['def']!r}, "
-              f"overlap {frac:.2f})")
-    res["definitions"] = ok_n
-    res["definition_answers"] = answers
-    print(f"definitions: {ok_n}/20")
+    # 2. definitions: the 20 evaluation questions, then 40 more training words (not among those 20)
+    # in five other phrasings that neither training nor the evaluation set uses
+    with open(os.path.join(a.data, "stats.json")) as f:
+        n_words = json.load(f)["words"]
+    by_word = {e["word"]: e for e in make_data.load_wordnet(n_words)}
+    eval_words = {item["word"] for item in ev["definitions"]}
+    rng = random.Random(77)
+    more = rng.sample(sorted(w for w in trained_words(a.data, by_word) if w not in eval_words), 40)
+    extra = [{"prompt": OTHER_PHRASES[i % len(OTHER_PHRASES)].format(w=w), "word": w, "def": by_word[w]["def"]}
+             for i, w in enumerate(more)]
+    for label, items in (("definitions", ev["definitions"]), ("definitions_other_phrasings", extra)):
+        ok_n = 0
+        print(f"== {label}")
+        answers = []
+        for item in items:
+            req = {"messages": [{"role": "user", "content": item["prompt"]}], "add_generation_prompt": True}
+            out = gen_text(req)
+            _, content, _, _ = parse_output(out)
+            want = set(content_words(item["def"]))
+            have = set(content_words(content))
+            hit = len(want & have)
+            frac = hit / max(1, len(want))
+            # at least half of the gloss's content words, and at least two of them when it has two or
+            # more (one shared word such as "words" is chance, not the sense)
+            good = frac >= 0.5 and hit >= min(2, len(want))
+            ok_n += good
+            answers.append({"q": item["prompt"], "a": content, "gloss": item["def"], "pass": good})
+            print(f"[{'PASS' if good else 'FAIL'}] {item['prompt']!r} -> {content!r}  (gloss: {item['def']!r}, "
+                  f"overlap {frac:.2f})")
+        res[label] = ok_n
+        res[label.replace("definitions", "definition_answers")] = answers
+        print(f"{label}: {ok_n}/{len(items)}")
 
     if a.quick:
         return
