@@ -30,10 +30,6 @@ static void ref_axpy(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void ref_axpy_bf16(float a, const uint16_t *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * bf16_to_f32(x[i]);
-}
-
 static void ref_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
@@ -78,7 +74,7 @@ static double ref_fma_probe(long iters, float *sink) {
 }
 
 static const kernel_table reference_table = {
-    "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_axpy_bf16, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
+    "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
     ref_weighted_sum, ref_exp_sum, ref_sum_f32, ref_fma_probe,
 };
 

@@ -17,7 +17,6 @@ typedef struct {
     float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
     float (*dot_f16)(const uint16_t *w, const float *x, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a * x */
-    void (*axpy_bf16)(float a, const uint16_t *x, float *y, int64_t n);   /* y += a * x, x in bf16 */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     /* y[t * y_stride + r] = dot(w + r * w_stride, x + t * x_stride) for r < rows,

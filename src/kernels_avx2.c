@@ -64,13 +64,6 @@ static void avx2_axpy(float a, const float *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void avx2_axpy_bf16(float a, const uint16_t *x, float *y, int64_t n) {
-    __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_bf16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * bf16_to_f32(x[i]);
-}
-
 static void avx2_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16(src + i));
@@ -302,7 +295,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 }
 
 static const kernel_table avx2_table = {
-    "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_axpy_bf16, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
+    "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
     avx2_weighted_sum, avx2_exp_sum, avx2_sum_f32, avx2_fma_probe,
 };
 
