@@ -146,8 +146,9 @@ int cmd_bench(int argc, char **argv) {
         prof_reset();
         double t0 = now_s();
         rc = glm_forward(s, ids, n_prompt, logits, 0, err, sizeof err);
-        pp_time += now_s() - t0;
-        pp[r] = n_prompt / (now_s() - t0);
+        double dt = now_s() - t0;
+        pp_time += dt;
+        pp[r] = n_prompt / dt;
         prof_get(ph);
         for (int i = 0; i < PROF_PHASES; i++) pp_phase[i] += ph[i];
         glm_session_truncate(s, 0);
@@ -155,8 +156,9 @@ int cmd_bench(int argc, char **argv) {
         prof_reset();
         t0 = now_s();
         for (int i = 0; i < n_gen && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
-        tg_time += now_s() - t0;
-        tg[r] = n_gen / (now_s() - t0);
+        dt = now_s() - t0;
+        tg_time += dt;
+        tg[r] = n_gen / dt;
         prof_get(ph);
         for (int i = 0; i < PROF_PHASES; i++) tg_phase[i] += ph[i];
     }

@@ -481,15 +481,17 @@ static void decode_reduce_task(void *ctx, int h, int thread) {
     glm_session *s = j->s;
     int H = s->m->cfg.num_attention_heads, R = s->m->cfg.kv_lora_rank;
     int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    /* block b's statistics for head h: max at st[b * 2H], sum of exps at st[b * 2H + 1] */
+    const float *st = s->dec_stat + (size_t)h * 2;
+    size_t bs = (size_t)H * 2;
     float M = -INFINITY;
-    for (int b = 0; b < blocks; b++) M = s->dec_stat[((size_t)b * H + h) * 2] > M ? s->dec_stat[((size_t)b * H + h) * 2] : M;
+    for (int b = 0; b < blocks; b++) M = st[b * bs] > M ? st[b * bs] : M;
     double L = 0;
-    for (int b = 0; b < blocks; b++)
-        L += (double)s->dec_stat[((size_t)b * H + h) * 2 + 1] * exp((double)s->dec_stat[((size_t)b * H + h) * 2] - M);
+    for (int b = 0; b < blocks; b++) L += (double)st[b * bs + 1] * exp((double)st[b * bs] - M);
     float *ol = s->olat + (size_t)h * R;
     memset(ol, 0, (size_t)R * sizeof *ol);
     for (int b = 0; b < blocks; b++) {
-        float w = (float)(exp((double)s->dec_stat[((size_t)b * H + h) * 2] - M) / L);
+        float w = (float)(exp((double)st[b * bs] - M) / L);
         kernels_active()->axpy(w, s->dec_part + ((size_t)b * H + h) * R, ol, R);
     }
 }

@@ -43,22 +43,29 @@ static glm_model *load_with(const char *dir, int threads, int exact) {
  * tests below. */
 static glm_model *load(const char *dir) { return load_with(dir, 2, 1); }
 
-/* all-position logits [n][V] of ids, or NULL */
-static float *logits_of(glm_model *m, const int32_t *ids, int n) {
+/* All-position logits [n][V] of ids fed `step` tokens per forward call, or NULL. */
+static float *logits_in_steps(glm_model *m, const int32_t *ids, int n, int step) {
     char err[1024];
     glm_session_options so = {.n_ctx = n};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     if (!s) return NULL;
     int V = glm_model_config(m)->vocab_size;
     float *out = malloc((size_t)n * V * sizeof *out);
-    if (glm_forward(s, ids, n, out, 1, err, sizeof err)) {
-        test_fail(__FILE__, __LINE__, "forward: %s", err);
-        free(out);
-        out = NULL;
+    for (int i = 0; i < n; i += step) {
+        int k = n - i < step ? n - i : step;
+        if (glm_forward(s, ids + i, k, out + (size_t)i * V, 1, err, sizeof err)) {
+            test_fail(__FILE__, __LINE__, "forward: %s", err);
+            free(out);
+            out = NULL;
+            break;
+        }
     }
     glm_session_free(s);
     return out;
 }
+
+/* all at once (prefill products) */
+static float *logits_of(glm_model *m, const int32_t *ids, int n) { return logits_in_steps(m, ids, n, n); }
 
 /* glmlite quantize (library) of the tinyq bf16 fixture into TMP/q-TYPE; NULL on failure. */
 static const char *quantized(const char *type) {
@@ -94,25 +101,8 @@ static const char *py_layout(const char *layout, const char *type, char *out, si
     return out;
 }
 
-/* Logits [n][V] of ids fed one token at a time (every product is a decode
- * product), or NULL. */
-static float *decode_logits_of(glm_model *m, const int32_t *ids, int n) {
-    char err[1024];
-    glm_session_options so = {.n_ctx = n};
-    glm_session *s = glm_session_new(m, &so, err, sizeof err);
-    if (!s) return NULL;
-    int V = glm_model_config(m)->vocab_size;
-    float *out = malloc((size_t)n * V * sizeof *out);
-    for (int i = 0; i < n; i++)
-        if (glm_forward(s, ids + i, 1, out + (size_t)i * V, 0, err, sizeof err)) {
-            test_fail(__FILE__, __LINE__, "forward: %s", err);
-            free(out);
-            out = NULL;
-            break;
-        }
-    glm_session_free(s);
-    return out;
-}
+/* one token at a time (every product is a decode product) */
+static float *decode_logits_of(glm_model *m, const int32_t *ids, int n) { return logits_in_steps(m, ids, n, 1); }
 
 /* Worst per-position relative L2 of the engine's logits against
  * tools/reference.py --dequantize on dir; -1 on failure. mode 0: prefill on
