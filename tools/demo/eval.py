@@ -118,8 +118,7 @@ def call_matches(want, name, args):
 
 # phrasings of the extra definition check: neither make_data.DEF_PHRASES (training) nor
 # make_data.DEF_EVAL_PHRASES (the 20 evaluation questions)
-OTHER_PHRASES = ["Give me a definition for {w}.", "{w}: what does that word mean?", "Do you know what {w} means?",
-                 "Can you define the word {w}?", "Please define {w} for me."]
+OTHER_PHRASES = make_data.DEF_OTHER_PHRASES
 
 
 def trained_words(data_dir, by_word):

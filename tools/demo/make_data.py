@@ -13,7 +13,7 @@ the C renderer by --check-render) and stored as ids plus a 0/1 loss mask that is
 tokens the assistant generates: everything after `<|assistant|><think>` / `<|assistant|></think>`
 up to and including the role token that ends the turn (the model's stop token).
 
-usage: make_data.py --out DIR [--seed 1234] [--merges 3000] [--words 800] [--convs 14000] [--check-render ./glmlite]
+usage: make_data.py --out DIR [--seed 1234] [--merges 3000] [--words 300] [--convs 20000] [--check-render ./glmlite]
 writes DIR/{train,heldout}.jsonl (request + text), DIR/{train,heldout}.npz (ids, mask, offsets),
 DIR/tokenizer.json, DIR/tokenizer_config.json, DIR/eval_prompts.json, DIR/stats.json
 """
@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -132,13 +133,50 @@ def load_wordnet(n_words):
     return out
 
 
-# phrasings used in training; eval.py uses different ones (DEF_EVAL_PHRASES) that never occur here
-DEF_PHRASES = ["What does the word \"{w}\" mean?", "Define {w}.", "What is the meaning of \"{w}\"?",
-               "define {w}", "What does {w} mean?", "Meaning of {w}?", "What is the definition of {w}?",
-               "Tell me what \"{w}\" means."]
+# Definition questions are composed from a core phrasing, an optional lead-in and an optional
+# tail, so the model sees many ways of asking and learns that a word (not a number) means "define
+# it". The evaluation's phrasings (DEF_EVAL_PHRASES, and DEF_OTHER_PHRASES in eval.py's second
+# check) never occur in training: main() checks every training question against them, and no core
+# uses their distinctive wording ("explain", "term", "understand", "keep hearing", "plain words",
+# "do you know", "can you define", "definition for", "that word").
+DEF_CORES = ["What does the word \"{w}\" mean?", "Define {w}.", "What is the meaning of \"{w}\"?",
+             "define {w}", "What does {w} mean?", "Meaning of {w}?", "What is the definition of {w}?",
+             "Tell me what \"{w}\" means.", "What is {w}?", "What's {w}?", "what is {w}",
+             "What is the word {w}?", "{w}?", "{w} meaning", "meaning of the word {w}",
+             "What's the meaning of {w}?", "What do you mean by {w}?", "What is meant by {w}?",
+             "What do people mean when they say {w}?", "Give the meaning of {w}.",
+             "Could you tell me the meaning of {w}?", "Tell me the meaning of the word {w}.",
+             "I don't know the word {w}. What does it mean?", "I read the word {w} today. What does it mean?",
+             "How would you define {w}?", "How do you define the word {w}?", "Describe the word {w}.",
+             "Describe what {w} means.", "What does {w} refer to?", "Look up {w} for me.",
+             "Word: {w}. Meaning?", "I need the definition of {w}.", "Please give me the meaning of {w}.",
+             "{w} - what does it mean?", "Tell me about the word {w}.", "What is the sense of {w}?",
+             "Is {w} a word? What does it mean?", "Say what {w} means.", "Give a short definition of {w}.",
+             "The word {w}: what does it mean?", "Meaning of \"{w}\", please."]
+DEF_LEADS = ["", "", "", "", "Hey, ", "Quick question: ", "Hi! ", "Sorry, ", "One more: ", "Hello. "]
+DEF_TAILS = ["", "", "", "", " Thanks.", " Thank you!", " Keep it short.", " Just one sentence."]
 DEF_EVAL_PHRASES = ["Could you explain the word {w} to me?", "I keep hearing \"{w}\". What is that?",
                     "Explain the term {w}, please.", "In plain words, {w} means what?",
                     "Help me understand what {w} is."]
+DEF_OTHER_PHRASES = ["Give me a definition for {w}.", "{w}: what does that word mean?", "Do you know what {w} means?",
+                     "Can you define the word {w}?", "Please define {w} for me."]
+
+
+def def_question(word, rng):
+    core = rng.choice(DEF_CORES).format(w=word)
+    lead = rng.choice(DEF_LEADS)
+    if lead.endswith((", ", ": ")):  # the question goes on the same sentence
+        core = core[0].lower() + core[1:]
+    return lead + core + rng.choice(DEF_TAILS)
+
+
+def held_out_phrasing(question):
+    """The held-out phrasing a question is written in, or None."""
+    for p in DEF_EVAL_PHRASES + DEF_OTHER_PHRASES:
+        pat = re.escape(p).replace(re.escape("{w}"), ".+")
+        if re.search(pat, question, re.IGNORECASE):
+            return p
+    return None
 
 
 def def_answer(e, rng):
@@ -151,7 +189,7 @@ def def_answer(e, rng):
 
 
 def def_conv(e, rng, thinking):
-    q = rng.choice(DEF_PHRASES).format(w=e["word"])
+    q = def_question(e["word"], rng)
     reason = rng.choice([f"The user asks what the word {e['word']} means. It is a {e['pos']}.",
                          f"The user wants a definition of the word {e['word']}. No tool is needed.",
                          f"The user asks for the meaning of {e['word']}. I know this word."])
@@ -417,6 +455,9 @@ def main():
     # eval prompts: 20 tool tasks from a separate random stream (checked not to occur in training)
     # and 20 definition questions about training words in phrasings training never used
     train_qs = {m["content"] for r in train for m in r["messages"] if m["role"] == "user"}
+    leaked = sorted(q for q in train_qs if held_out_phrasing(q))
+    if leaked:
+        raise SystemExit(f"training questions in a held-out phrasing: {leaked[:5]}")
     erng = random.Random(a.seed + 1)
     tool_eval = []
     while len(tool_eval) < 20:
