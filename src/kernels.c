@@ -44,6 +44,17 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
+static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *y,
+                            size_t y_stride) {
+    size_t np = (size_t)gemm_xt_lanes(n);
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            float acc = 0;
+            for (int64_t c = 0; c < cols; c++) acc = fmaf(w[(size_t)r * w_stride + c], xt[(size_t)c * np + t], acc);
+            y[(size_t)t * y_stride + r] = acc;
+        }
+}
+
 static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
                              float *y, size_t ys) {
     for (int h = 0; h < nh; h++)
@@ -75,7 +86,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_weighted_sum, ref_exp_sum, ref_sum_f32, ref_fma_probe,
+    ref_gemm_f32_xt, ref_weighted_sum, ref_exp_sum, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

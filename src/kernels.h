@@ -23,6 +23,14 @@ typedef struct {
      * t < n, over cols: the prefill product, register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
+    /* The batched product with the vectors transposed (tokens in vector
+     * lanes): y[t * y_stride + r] = sum_c w[r * w_stride + c] * xt[c * np + t]
+     * for r < rows, t < n, where np = gemm_xt_lanes(n) and xt is zero past n.
+     * Every output is one chain of fused multiply-adds over c in order,
+     * starting from 0, so the result is the same bits in every variant and
+     * whatever tile an output falls in (thread count, batch split). */
+    void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *y,
+                        size_t y_stride);
     /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,
      * j < cols: attention's probability-weighted sum of cached rows, for a
      * few heads at once (each row chunk loaded once for all of them). */
@@ -38,9 +46,12 @@ typedef struct {
     double (*fma_probe)(long iters, float *sink);
 } kernel_table;
 
+/* Lanes of gemm_f32_xt's transposed vectors: n rounded up to 16. */
+static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
+
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
-const kernel_table *kernels_avx512(void);    /* the AVX2 table with 512-bit gemm_f32, weighted_sum, fma_probe; NULL without AVX-512F */
+const kernel_table *kernels_avx512(void);    /* the AVX2 table with 512-bit gemm_f32, gemm_f32_xt, weighted_sum, fma_probe; NULL without AVX-512F */
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
 const kernel_table *kernels_active(void);
 

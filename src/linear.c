@@ -1,13 +1,14 @@
 /* linear.c — matrix products over weights in any format.
  *
- * Plain formats: for one vector the dot runs straight on the stored row; for
- * several, each row is widened to f32 once and dotted with every vector, so
- * both paths perform the same products in the same order (prefill and decode
- * agree bit for bit per row). Quantized formats go to quant.c, which decodes
- * from the packed codes without a full-size copy; with fewer than 4 vectors
- * (decode) and unless the weight asks for f32 activations, the vectors are first
- * quantized to int8 blocks and supported formats take the integer kernels
- * (quant.h, "int8 activations"). */
+ * 1-3 vectors (decode): plain formats dot straight on the stored row;
+ * quantized formats go to quant.c, which decodes from the packed codes without
+ * a full-size copy, and unless the weight asks for f32 activations the vectors
+ * are first quantized to int8 blocks for the integer kernels (quant.h, "int8
+ * activations").
+ * 4 or more vectors (prefill): the vectors are transposed once (tokens in
+ * vector lanes), blocks of rows are widened to f32 once, and gemm_f32_xt
+ * multiplies them, with no sums across lanes. Each output is one FMA chain in
+ * column order, so prefill and decode agree to rounding, not bit for bit. */
 #include "linear.h"
 
 #include "kernels.h"
@@ -48,6 +49,38 @@ static void prepare_q8(const weight *w, const float *x, int n, size_t x_stride, 
     for (int t = 0; t < n; t++) quant_act_prepare(w, x + (size_t)t * x_stride, (uint8_t *)scratch + (size_t)t * bytes, &a[t]);
 }
 
+void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt) {
+    size_t np = (size_t)gemm_xt_lanes(n);
+    /* 16 x 16 blocks: 16 vectors' runs of 16 columns in, 16 lines of xt out */
+    for (size_t t0 = 0; t0 < np; t0 += 16)
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            int64_t c1 = cols - c0 < 16 ? cols : c0 + 16;
+            for (int64_t c = c0; c < c1; c++)
+                for (size_t t = t0; t < t0 + 16; t++) xt[(size_t)c * np + t] = t < (size_t)n ? x[t * x_stride + c] : 0;
+        }
+}
+
+/* The batched product from transposed vectors: blocks of LINEAR_ROW_BLOCK
+ * rows widened to f32 (f32 rows are used in place), each multiplied with all
+ * vectors by gemm_f32_xt. */
+static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0, int64_t row1, const float *xt, int n,
+                           float *y, size_t y_stride, float *row_scratch) {
+    for (int64_t r = row0; r < row1; r += LINEAR_ROW_BLOCK) {
+        int rows = (int)(row1 - r < LINEAR_ROW_BLOCK ? row1 - r : LINEAR_ROW_BLOCK);
+        const float *block;
+        size_t stride;
+        if (w->format == WF_F32) {
+            block = (const float *)(w->data + (size_t)r * w->row_stride);
+            stride = w->row_stride / sizeof(float);
+        } else {
+            for (int i = 0; i < rows; i++) row_as_f32(k, w, r + i, row_scratch + (size_t)i * w->cols);
+            block = row_scratch;
+            stride = (size_t)w->cols;
+        }
+        k->gemm_f32_xt(block, stride, rows, xt, n, w->cols, y + r, y_stride);
+    }
+}
+
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch) {
     const kernel_table *k = kernels_active();
@@ -66,20 +99,9 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
             for (int64_t r = row0; r < row1; r++) y[(size_t)t * y_stride + r] = dot_plain(k, w, r, x + (size_t)t * x_stride);
         return;
     }
-    for (int64_t r = row0; r < row1; r += LINEAR_ROW_BLOCK) {
-        int rows = (int)(row1 - r < LINEAR_ROW_BLOCK ? row1 - r : LINEAR_ROW_BLOCK);
-        const float *block;
-        size_t stride;
-        if (w->format == WF_F32) {
-            block = (const float *)(w->data + (size_t)r * w->row_stride);
-            stride = w->row_stride / sizeof(float);
-        } else {
-            for (int i = 0; i < rows; i++) row_as_f32(k, w, r + i, row_scratch + (size_t)i * w->cols);
-            block = row_scratch;
-            stride = (size_t)w->cols;
-        }
-        k->gemm_f32(block, stride, rows, x, x_stride, n, w->cols, y + r, y_stride);
-    }
+    float *xt = row_scratch + (size_t)LINEAR_ROW_BLOCK * w->cols;
+    linear_pack_vectors(x, n, x_stride, w->cols, xt);
+    linear_rows_xt(k, w, row0, row1, xt, n, y, y_stride, row_scratch);
 }
 
 void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const float *x, int n, size_t x_stride,
@@ -101,6 +123,7 @@ typedef struct {
     size_t scratch_stride;
     int64_t rows_per_task;
     const quant_act *act;         /* the quantized vectors, or NULL */
+    const float *xt;              /* the transposed vectors (4 or more), or NULL */
 } linear_job;
 
 static void linear_task(void *ctx, int task, int thread) {
@@ -109,12 +132,14 @@ static void linear_task(void *ctx, int task, int thread) {
     int64_t r1 = r0 + j->rows_per_task;
     if (r1 > j->w->rows) r1 = j->w->rows;
     if (r0 >= r1) return;
+    float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
     if (j->act) quant_matmul_rows_q8(j->w, r0, r1, j->act, j->n, j->y, j->y_stride);
-    else linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, j->scratch + (size_t)thread * j->scratch_stride);
+    else if (j->xt) linear_rows_xt(kernels_active(), j->w, r0, r1, j->xt, j->n, j->y, j->y_stride, row_scratch);
+    else linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, row_scratch);
 }
 
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
-            float *scratch, size_t scratch_stride) {
+            float *scratch, size_t scratch_stride, float *packed) {
     /* A few tasks per thread balance uneven cores; rows stay in blocks of 16
        so a task's weights are contiguous and quantized blocks stay whole. */
     int threads = pool_size(pool);
@@ -129,7 +154,13 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
         prepare_q8(w, x, n, x_stride, scratch, a);
         act = a;
     }
-    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, act};
+    /* 4+ vectors: transposed once here, shared by every task */
+    const float *xt = NULL;
+    if (n >= GEMM_MIN_VECTORS) {
+        linear_pack_vectors(x, n, x_stride, w->cols, packed);
+        xt = packed;
+    }
+    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, act, xt};
     pool_run(pool, linear_task, &j, (int)((w->rows + per - 1) / per));
 }
 

@@ -3,16 +3,19 @@
 #ifndef GLM_LINEAR_H
 #define GLM_LINEAR_H
 
+#include "kernels.h"
 #include "tensor.h"
 #include "threads.h"
 
 /* Rows widened to f32 at a time for the batched product (prefill). */
-#define LINEAR_ROW_BLOCK 16
+#define LINEAR_ROW_BLOCK 32
 
 /* y[t][r] = sum_c W[r][c] * x[t][c] for t < n, r < rows. x is [n][cols]
  * (stride x_stride floats), y is [n][y_stride] floats. scratch: per-thread
  * buffers of at least LINEAR_ROW_BLOCK * cols floats each (pool_size of them,
- * scratch_stride floats apart). Each output row is computed by one thread in
+ * scratch_stride floats apart); packed: room for linear_packed_floats(n,
+ * cols) floats, the vectors transposed once for all threads (unused below 4
+ * vectors, may then be NULL). Each output row is computed by one thread in
  * a fixed order, so results do not depend on the thread count.
  * Quantized weights with fewer than 4 vectors (decode) quantize the vectors
  * to int8 blocks once per call and use the integer kernels where they exist
@@ -21,11 +24,19 @@
  * and 4+ vectors always use f32 activations. On the int8 path the first
  * per-thread buffer holds the quantized vectors (no task widens rows there). */
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
-            float *scratch, size_t scratch_stride);
+            float *scratch, size_t scratch_stride, float *packed);
+
+/* Floats of the transposed vectors: n rounded up to 16 lanes, times cols. */
+static inline size_t linear_packed_floats(int n, int64_t cols) { return (size_t)gemm_xt_lanes(n) * (size_t)cols; }
+
+/* xt[c * np + t] = x[t * x_stride + c], zero for n <= t < np (np = n rounded
+ * up to 16): the layout gemm_f32_xt reads. */
+void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt);
 
 /* The same product on the calling thread only, rows [row0, row1);
  * row_scratch holds LINEAR_ROW_BLOCK * cols floats (also enough for up to
- * 3 quantized vectors: quant_act_bytes(cols) <= 4 * cols + 160 bytes). */
+ * 3 quantized vectors: quant_act_bytes(cols) <= 4 * cols + 160 bytes), plus
+ * linear_packed_floats(n, cols) for 4 or more vectors. */
 void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, int n, size_t x_stride, float *y,
                  size_t y_stride, float *row_scratch);
 

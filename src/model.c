@@ -87,6 +87,7 @@ struct glm_session {
     float *slot_out;              /* [UB][K][D] */
     float *thread_scratch;        /* [threads][scratch_stride] */
     size_t scratch_stride;
+    float *packed;                /* a chunk's vectors transposed for linear(): [widest input][UB] */
     float *naive_k, *naive_v;     /* naive attention only: [n_ctx][H*dn], [n_ctx][H*dv] */
     float *dec_stat;              /* decode attention: [n_ctx / KEY_BLOCK][H][2] per-block score max, sum of exps */
     float *dec_part;              /* decode attention: [n_ctx / KEY_BLOCK][H][Rkv] per-block value sums */
@@ -332,7 +333,12 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
+    s->packed = zalloc(linear_packed_floats(UBATCH, (int64_t)widest) * F, &fail);
     widest *= LINEAR_ROW_BLOCK;
+    /* prefill absorbed attention: per head, linear_rows over R (output) or dn (query) columns, vectors packed there */
+    size_t head_cols = (size_t)(R > dn ? R : dn);
+    if ((size_t)LINEAR_ROW_BLOCK * head_cols + linear_packed_floats(UBATCH, (int64_t)head_cols) > widest)
+        widest = (size_t)LINEAR_ROW_BLOCK * head_cols + linear_packed_floats(UBATCH, (int64_t)head_cols);
     /* prefill attention: a tile's scores [q_tile * H][n_ctx] and a block of widened cached rows;
        fewer tokens per tile for very long contexts, to bound this buffer */
     s->q_tile = Q_TILE;
@@ -363,7 +369,7 @@ void glm_session_free(glm_session *s) {
     void *ps[] = {s->kv, s->tokens, s->x, s->xn, s->cq, s->q, s->kva, s->qa, s->olat, s->o, s->proj, s->cos_t, s->sin_t,
                   s->ff_g, s->ff_u, s->router_logits, s->sel, s->sel_w, s->gather, s->gather_tok, s->expert_out,
                   s->slot_out, s->thread_scratch, s->naive_k, s->naive_v, s->naive_score, s->kv_row,
-                  s->naive_cache, s->dec_stat, s->dec_part};
+                  s->naive_cache, s->dec_stat, s->dec_part, s->packed};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
     free(s);
 }
@@ -379,7 +385,7 @@ void glm_session_truncate(glm_session *s, int n) {
 
 static void lin(glm_session *s, const weight *w, const float *x, int n, size_t xs, float *y, size_t ys) {
     double t0 = prof_begin();
-    linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride);
+    linear(s->m->pool, w, x, n, xs, y, ys, s->thread_scratch, s->scratch_stride, s->packed);
     prof_end(PROF_MATMUL, t0);
 }
 

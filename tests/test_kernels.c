@@ -157,6 +157,55 @@ TEST(kernels_rope_pairings) {
     CHECK(memcmp(a, ea, sizeof a) == 0);
     CHECK(memcmp(b, eb, sizeof b) == 0);
 }
+/* gemm_f32_xt: one FMA chain per output in column order, so every variant
+ * gives the reference's bits; and within the rounding bound of the exact
+ * (double) products. Shapes cover the row tiles (4 / 8 and single rows), one
+ * to three vectors of tokens (8 / 16 lanes), column blocks and empty columns. */
+static void check_gemm_xt(const kernel_table *fast) {
+    const kernel_table *ref = kernels_reference();
+    unsigned seed = 13;
+    int shapes[][3] = {{1, 1, 1},   {4, 4, 8},    {9, 17, 33}, {16, 16, 2048}, {8, 48, 513}, {13, 49, 100},
+                       {3, 25, 1100}, {16, 100, 64}, {5, 7, 0}, {32, 24, 7}, {7, 40, 1025}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int rows = shapes[k][0], n = shapes[k][1], cols = shapes[k][2], np = gemm_xt_lanes(n);
+        size_t ws = (size_t)cols + 3, ys = (size_t)rows + 2;
+        float *w = malloc((rows * ws + 1) * 4), *xt = calloc((size_t)cols * np + 1, 4);
+        float *y1 = malloc(n * ys * 4), *y2 = malloc(n * ys * 4);
+        for (size_t i = 0; i < rows * ws; i++) w[i] = frand(&seed);
+        for (int c = 0; c < cols; c++)
+            for (int t = 0; t < n; t++) xt[(size_t)c * np + t] = frand(&seed);
+        for (size_t i = 0; i < n * ys; i++) y1[i] = y2[i] = 77.0f;
+        ref->gemm_f32_xt(w, ws, rows, xt, n, cols, y1, ys);
+        fast->gemm_f32_xt(w, ws, rows, xt, n, cols, y2, ys);
+        CHECKF(memcmp(y1, y2, n * ys * 4) == 0, "shape %zu (%d rows, %d vectors, %d columns): bits differ from the reference", k,
+               rows, n, cols);
+        double gamma = cols * 0x1p-24 / (1 - cols * 0x1p-24);
+        for (int t = 0; t < n; t++)
+            for (size_t r = 0; r < ys; r++) {
+                float got = y2[t * ys + r];
+                if (r >= (size_t)rows) {
+                    CHECKF(got == 77.0f, "wrote past the rows at %zu", r);
+                    continue;
+                }
+                double exact = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                    double p = (double)w[r * ws + c] * xt[(size_t)c * np + t];
+                    exact += p;
+                    mag += fabs(p);
+                }
+                CHECKF(fabs(got - exact) <= gamma * mag, "shape %zu t=%d r=%zu: %g vs %g", k, t, r, got, exact);
+            }
+        free(w); free(xt); free(y1); free(y2);
+    }
+}
+
+TEST(kernels_gemm_xt_matches_reference_bit_for_bit) {
+    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
+    if (!avx2) SKIP("CPU has no AVX2/FMA");
+    check_gemm_xt(avx2);
+    if (avx512) check_gemm_xt(avx512);
+    else printf("    no AVX-512F: only the AVX2 kernel checked\n");
+}
 
 TEST(kernels_linear_threads_and_batches_agree) {
     unsigned seed = 5;
@@ -171,14 +220,16 @@ TEST(kernels_linear_threads_and_batches_agree) {
     w.row_stride = (size_t)cols * 2;
     w.global_scale = 1;
     float *x = malloc((size_t)n * cols * 4), *y1 = calloc((size_t)n * rows, 4), *y2 = calloc((size_t)n * rows, 4);
-    size_t ss = (size_t)LINEAR_ROW_BLOCK * cols;
-    float *y3 = calloc(rows, 4), *scratch = malloc(2 * ss * 4);
+    size_t ss = (size_t)LINEAR_ROW_BLOCK * cols + linear_packed_floats(n, cols);
+    float *y3 = calloc(rows, 4), *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
     for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
     thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
-    linear(p1, &w, x, n, cols, y1, rows, scratch, ss);     /* batched: widened rows, blocked kernel */
-    linear(p2, &w, x, n, cols, y2, rows, scratch, ss);
+    linear(p1, &w, x, n, cols, y1, rows, scratch, ss, packed);     /* batched: transposed vectors, widened rows */
+    linear(p2, &w, x, n, cols, y2, rows, scratch, ss, packed);
     CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);       /* thread count changes nothing */
-    linear(p2, &w, x + 2 * cols, 1, cols, y3, rows, scratch, ss);   /* one vector: decode path */
+    linear_rows(&w, 0, rows, x, n, cols, y2, rows, scratch);   /* one thread, packing its own vectors */
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    linear(p2, &w, x + 2 * cols, 1, cols, y3, rows, scratch, ss, NULL);   /* one vector: decode path */
     for (int r = 0; r < rows; r++) {
         double ref = 0;
         for (int c = 0; c < cols; c++) ref += (double)bf16_to_f32(wd[r * cols + c]) * x[2 * cols + c];
@@ -187,7 +238,7 @@ TEST(kernels_linear_threads_and_batches_agree) {
     }
     pool_free(p1);
     pool_free(p2);
-    free(wd); free(x); free(y1); free(y2); free(y3); free(scratch);
+    free(wd); free(x); free(y1); free(y2); free(y3); free(scratch); free(packed);
 }
 
 typedef struct { int *hits; } pool_ctx;

@@ -265,14 +265,14 @@ TEST(quant_int8_linear_threads_and_exact_switch) {
     float *y1 = malloc((size_t)n * rows * 4), *y2 = malloc((size_t)n * rows * 4), *y3 = malloc((size_t)n * rows * 4);
     for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
     thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
-    linear(p1, w, x, n, cols, y1, rows, scratch, ss);
-    linear(p2, w, x, n, cols, y2, rows, scratch, ss);
+    linear(p1, w, x, n, cols, y1, rows, scratch, ss, NULL);
+    linear(p2, w, x, n, cols, y2, rows, scratch, ss, NULL);
     CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
     linear_rows(w, 0, rows, x, n, cols, y3, rows, scratch);
     CHECK(memcmp(y1, y3, (size_t)n * rows * 4) == 0);
     /* the int8 path was taken: it differs from the f32 path, which exact_act selects */
     w->exact_act = 1;
-    linear(p2, w, x, n, cols, y2, rows, scratch, ss);
+    linear(p2, w, x, n, cols, y2, rows, scratch, ss, NULL);
     quant_matmul_rows(w, 0, rows, x, n, cols, y3, rows);
     CHECK(memcmp(y2, y3, (size_t)n * rows * 4) == 0);
     CHECK(memcmp(y1, y2, (size_t)n * rows * 4) != 0);
