@@ -123,7 +123,7 @@ int cmd_bench(int argc, char **argv) {
     glm_model_stats st;
     glm_model_get_stats(m, &st);
     int json = !strcmp(fmt, "json");
-    int warm = n_prompt < 16 ? n_prompt : 16;   /* warm-up: a short prefill and 4 decode steps */
+    int warm = n_prompt;   /* warm-up: the whole prefill (its scratch is touched once) and 4 decode steps */
     int n_ctx = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     if (n_ctx < warm + 4) n_ctx = warm + 4;
     glm_session_options so = {.n_ctx = n_ctx, .kv_bf16 = kv_bf16};
@@ -137,7 +137,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     double pp_phase[PROF_PHASES] = {0}, tg_phase[PROF_PHASES] = {0}, pp_time = 0, tg_time = 0, ph[PROF_PHASES];
-    /* warm-up: fault the mapped weights in and let the caches settle */
+    /* warm-up: fault the mapped weights and the session's scratch in, let the caches settle */
     int rc = glm_forward(s, ids, warm, logits, 0, err, sizeof err);
     for (int i = 0; i < 4 && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
     prof_enable(profile);

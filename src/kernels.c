@@ -44,14 +44,14 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
-static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *y,
-                            size_t y_stride) {
+static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
+                            int first) {
     size_t np = (size_t)gemm_xt_lanes(n);
-    for (int t = 0; t < n; t++)
-        for (int r = 0; r < rows; r++) {
-            float acc = 0;
-            for (int64_t c = 0; c < cols; c++) acc = fmaf(w[(size_t)r * w_stride + c], xt[(size_t)c * np + t], acc);
-            y[(size_t)t * y_stride + r] = acc;
+    for (int r = 0; r < rows; r++)
+        for (size_t t = 0; t < np; t++) {
+            float a = first ? 0 : acc[r * np + t];
+            for (int64_t c = 0; c < cols; c++) a = fmaf(w[(size_t)r * w_stride + c], xt[(size_t)c * np + t], a);
+            acc[r * np + t] = a;
         }
 }
 

@@ -24,13 +24,14 @@ typedef struct {
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
     /* The batched product with the vectors transposed (tokens in vector
-     * lanes): y[t * y_stride + r] = sum_c w[r * w_stride + c] * xt[c * np + t]
-     * for r < rows, t < n, where np = gemm_xt_lanes(n) and xt is zero past n.
-     * Every output is one chain of fused multiply-adds over c in order,
-     * starting from 0, so the result is the same bits in every variant and
-     * whatever tile an output falls in (thread count, batch split). */
-    void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *y,
-                        size_t y_stride);
+     * lanes), over one block of columns: for r < rows and t < np =
+     * gemm_xt_lanes(n), acc[r * np + t] = (first ? 0 : acc[r * np + t]) +
+     * sum_c w[r * w_stride + c] * xt[c * np + t], as one chain of fused
+     * multiply-adds over c in order. A chain continued block after block is
+     * the same arithmetic whatever the blocks, the variant or the tile an
+     * output falls in (thread count, batch split): the same bits. */
+    void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
+                        int first);
     /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,
      * j < cols: attention's probability-weighted sum of cached rows, for a
      * few heads at once (each row chunk loaded once for all of them). */

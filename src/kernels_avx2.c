@@ -10,9 +10,6 @@
 
 #define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
 #define GEMM_RB 16    /* weight rows per block of the prefill product */
-#define XT_KC 128     /* columns per block of gemm_f32_xt: a 24-token slice of the vectors is 12 KB */
-#define XT_GROUP 24   /* tokens per group of gemm_f32_xt (3 vectors) */
-#define XT_ROWS 32    /* rows per staging block of gemm_f32_xt */
 
 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -169,20 +166,18 @@ static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, s
         }
 }
 
-/* gemm_f32_xt: tiles of MR weight rows x NV vectors of 8 tokens over a
- * block of XT_KC columns (the tile's rows and its slice of the vectors stay
- * in L1), the partial sums resting in a small staging block between column
- * blocks (floats, so continuing a chain there is exact). Each output is one
- * FMA chain over all the columns in order. */
+/* gemm_f32_xt: tiles of MR weight rows x NV vectors of 8 tokens, each
+ * continuing its chains from acc (or from 0) over the block's columns in
+ * order and storing them back. */
 static inline __attribute__((always_inline)) void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
-                                                               int64_t kc, float *stage, int first, const int MR,
+                                                               int64_t cols, float *acc, int first, const int MR,
                                                                const int NV) {
-    __m256 acc[8][3];
+    __m256 a[8][3];
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
-        for (int j = 0; j < NV; j++) acc[i][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(stage + i * XT_GROUP + 8 * j);
-    for (int64_t c = 0; c < kc; c++) {
+        for (int j = 0; j < NV; j++) a[i][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * np + 8 * j);
+    for (int64_t c = 0; c < cols; c++) {
         __m256 xv[3];
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) xv[j] = _mm256_loadu_ps(xt + (size_t)c * np + 8 * j);
@@ -190,43 +185,32 @@ static inline __attribute__((always_inline)) void xt_tile(const float *w, size_t
         for (int i = 0; i < MR; i++) {
             __m256 b = _mm256_set1_ps(w[(size_t)i * ws + c]);
             _Pragma("GCC unroll 3")
-            for (int j = 0; j < NV; j++) acc[i][j] = _mm256_fmadd_ps(b, xv[j], acc[i][j]);
+            for (int j = 0; j < NV; j++) a[i][j] = _mm256_fmadd_ps(b, xv[j], a[i][j]);
         }
     }
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
-        for (int j = 0; j < NV; j++) _mm256_storeu_ps(stage + i * XT_GROUP + 8 * j, acc[i][j]);
+        for (int j = 0; j < NV; j++) _mm256_storeu_ps(acc + i * np + 8 * j, a[i][j]);
 }
 
-#define XT_TILES(MR, NV)                                                                                          \
-    for (; r + (MR) <= rc; r += (MR))                                                                            \
-    xt_tile(w + (size_t)(r0 + r) * ws + c0, ws, xg + (size_t)c0 * np, np, c1 - c0, stage + r * XT_GROUP, first, MR, NV)
+#define XT_TILES(MR, NV) \
+    for (; r + (MR) <= rows; r += (MR)) xt_tile(w + (size_t)r * ws, ws, xg, np, cols, ag + r * np, first, MR, NV)
 
-/* Groups of up to 3 vectors of tokens, then chunks of XT_ROWS rows (their
- * staging block), then column blocks, then row tiles: 8 rows with a
- * single vector (enough independent chains to cover the FMA latency),
- * 4 with more, then single rows. */
-static void avx2_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *y, size_t ys) {
+/* Groups of up to 3 vectors of tokens (their slice of the vectors stays in
+ * L1 while every row passes over it), then row tiles: 4 rows (up to
+ * 3 * 4 independent chains), or 8 with a single vector, then
+ * single rows. */
+static void avx2_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc, int first) {
     size_t np = (size_t)gemm_xt_lanes(n);
-    float stage[XT_ROWS * XT_GROUP];
-    for (int t0 = 0; t0 < n; t0 += XT_GROUP) {
-        int nt = n - t0 < XT_GROUP ? n - t0 : XT_GROUP, nv = (nt + 7) / 8;
+    for (size_t t0 = 0; t0 < np; t0 += 3 * 8) {
+        int nv = np - t0 < 3 * 8 ? (int)(np - t0) / 8 : 3, r = 0;
         const float *xg = xt + t0;
-        for (int r0 = 0; r0 < rows; r0 += XT_ROWS) {
-            int rc = rows - r0 < XT_ROWS ? rows - r0 : XT_ROWS;
-            for (int i = 0; i < rc * XT_GROUP; i++) stage[i] = 0;
-            for (int64_t c0 = 0; c0 < cols; c0 += XT_KC) {
-                int64_t c1 = cols - c0 < XT_KC ? cols : c0 + XT_KC;
-                int first = c0 == 0, r = 0;
-                switch (nv) {
-                case 3: XT_TILES(4, 3); XT_TILES(1, 3); break;
-                case 2: XT_TILES(4, 2); XT_TILES(1, 2); break;
-                default: XT_TILES(8, 1); XT_TILES(4, 1); XT_TILES(1, 1); break;
-                }
-            }
-            for (int t = 0; t < nt; t++)
-                for (int i = 0; i < rc; i++) y[(size_t)(t0 + t) * ys + r0 + i] = stage[i * XT_GROUP + t];
+        float *ag = acc + t0;
+        switch (nv) {
+        case 3: XT_TILES(4, 3); XT_TILES(1, 3); break;
+        case 2: XT_TILES(4, 2); XT_TILES(1, 2); break;
+        default: XT_TILES(8, 1); XT_TILES(1, 1); break;
         }
     }
 }

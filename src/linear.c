@@ -14,6 +14,8 @@
 #include "kernels.h"
 #include "quant.h"
 
+#include <string.h>
+
 static int is_plain(const weight *w) { return w->format == WF_F32 || w->format == WF_F16 || w->format == WF_BF16; }
 
 static float dot_plain(const kernel_table *k, const weight *w, int64_t r, const float *x) {
@@ -60,24 +62,56 @@ void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, f
         }
 }
 
-/* The batched product from transposed vectors: blocks of LINEAR_ROW_BLOCK
- * rows widened to f32 (f32 rows are used in place), each multiplied with all
- * vectors by gemm_f32_xt. */
+/* Columns [c0, c0 + kc) of rows [r, r + rows) of a bf16/f16 weight, widened
+ * into rows of LINEAR_KC floats. The same columns two blocks of rows further
+ * on are requested too, so they are on their way from memory in time. */
+static void widen_columns(const kernel_table *k, const weight *w, int64_t r, int rows, int64_t row1, int64_t c0,
+                          int64_t kc, float *dst) {
+    for (int i = 0; i < rows; i++) {
+        const uint16_t *src = (const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0;
+        if (r + 2 * LINEAR_ROW_BLOCK + i < row1) {
+            const uint8_t *ahead = (const uint8_t *)src + 2 * LINEAR_ROW_BLOCK * w->row_stride;
+            for (int64_t b = 0; b < kc * 2; b += 64) __builtin_prefetch(ahead + b, 0, 2);
+        }
+        if (w->format == WF_BF16) k->bf16_to_f32(src, dst + (size_t)i * LINEAR_KC, kc);
+        else k->f16_to_f32(src, dst + (size_t)i * LINEAR_KC, kc);
+    }
+}
+
+/* The batched product from transposed vectors, per block of
+ * LINEAR_ROW_BLOCK rows: partial sums in acc ([rows][np], the kernel's
+ * layout), over blocks of LINEAR_KC columns. bf16/f16 rows are widened one
+ * column block at a time into a buffer that stays in L1 (widening whole rows
+ * spills them to L2 and costs as much as the multiply for a few tokens);
+ * f32 rows are used in place; quantized rows are decoded whole (their
+ * blocks need not align with the column blocks). */
 static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0, int64_t row1, const float *xt, int n,
                            float *y, size_t y_stride, float *row_scratch) {
+    size_t np = (size_t)gemm_xt_lanes(n);
+    int64_t cols = w->cols;
+    float *acc = row_scratch, *wbuf = row_scratch + LINEAR_ROW_BLOCK * np;
     for (int64_t r = row0; r < row1; r += LINEAR_ROW_BLOCK) {
         int rows = (int)(row1 - r < LINEAR_ROW_BLOCK ? row1 - r : LINEAR_ROW_BLOCK);
-        const float *block;
-        size_t stride;
+        const float *block = wbuf;
+        size_t stride = (size_t)cols;
         if (w->format == WF_F32) {
             block = (const float *)(w->data + (size_t)r * w->row_stride);
             stride = w->row_stride / sizeof(float);
-        } else {
-            for (int i = 0; i < rows; i++) row_as_f32(k, w, r + i, row_scratch + (size_t)i * w->cols);
-            block = row_scratch;
-            stride = (size_t)w->cols;
+        } else if (!is_plain(w)) {
+            for (int i = 0; i < rows; i++) weight_row_f32(w, r + i, wbuf + (size_t)i * cols);
         }
-        k->gemm_f32_xt(block, stride, rows, xt, n, w->cols, y + r, y_stride);
+        if (cols == 0) memset(acc, 0, (size_t)rows * np * sizeof *acc);
+        for (int64_t c0 = 0; c0 < cols; c0 += LINEAR_KC) {
+            int64_t kc = cols - c0 < LINEAR_KC ? cols - c0 : LINEAR_KC;
+            if (w->format == WF_BF16 || w->format == WF_F16) {
+                widen_columns(k, w, r, rows, row1, c0, kc, wbuf);
+                k->gemm_f32_xt(wbuf, LINEAR_KC, rows, xt + (size_t)c0 * np, n, kc, acc, c0 == 0);
+            } else {
+                k->gemm_f32_xt(block + c0, stride, rows, xt + (size_t)c0 * np, n, kc, acc, c0 == 0);
+            }
+        }
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < rows; i++) y[(size_t)t * y_stride + r + i] = acc[(size_t)i * np + t];
     }
 }
 
@@ -99,7 +133,7 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
             for (int64_t r = row0; r < row1; r++) y[(size_t)t * y_stride + r] = dot_plain(k, w, r, x + (size_t)t * x_stride);
         return;
     }
-    float *xt = row_scratch + (size_t)LINEAR_ROW_BLOCK * w->cols;
+    float *xt = row_scratch + linear_rows_scratch_floats(n, w->cols);
     linear_pack_vectors(x, n, x_stride, w->cols, xt);
     linear_rows_xt(k, w, row0, row1, xt, n, y, y_stride, row_scratch);
 }

@@ -18,7 +18,7 @@
 #include "threads.h"
 #include "weights.h"
 
-#define UBATCH 256      /* tokens per forward chunk: bounds the scratch memory */
+#define UBATCH 512      /* tokens per forward chunk: bounds the scratch memory; each expert's weights are read once per chunk, for ~32 tokens on GLM-4.7-Flash (64 experts, top 4) */
 #define Q_TILE 4        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
 #define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 
@@ -334,11 +334,11 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
     s->packed = zalloc(linear_packed_floats(UBATCH, (int64_t)widest) * F, &fail);
-    widest *= LINEAR_ROW_BLOCK;
     /* prefill absorbed attention: per head, linear_rows over R (output) or dn (query) columns, vectors packed there */
     size_t head_cols = (size_t)(R > dn ? R : dn);
-    if ((size_t)LINEAR_ROW_BLOCK * head_cols + linear_packed_floats(UBATCH, (int64_t)head_cols) > widest)
-        widest = (size_t)LINEAR_ROW_BLOCK * head_cols + linear_packed_floats(UBATCH, (int64_t)head_cols);
+    size_t head_floats = linear_rows_scratch_floats(UBATCH, (int64_t)head_cols) + linear_packed_floats(UBATCH, (int64_t)head_cols);
+    widest = linear_rows_scratch_floats(UBATCH, (int64_t)widest);
+    if (head_floats > widest) widest = head_floats;
     /* prefill attention: a tile's scores [q_tile * H][n_ctx] and a block of widened cached rows;
        fewer tokens per tile for very long contexts, to bound this buffer */
     s->q_tile = Q_TILE;
