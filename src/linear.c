@@ -51,15 +51,26 @@ static void prepare_q8(const weight *w, const float *x, int n, size_t x_stride, 
     for (int t = 0; t < n; t++) quant_act_prepare(w, x + (size_t)t * x_stride, (uint8_t *)scratch + (size_t)t * bytes, &a[t]);
 }
 
-void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt) {
+/* Columns [c0, c1) of the transposed vectors, in 16 x 16 blocks: 16
+ * vectors' runs of 16 columns in, 16 lines of xt out. */
+static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int64_t c1, float *xt) {
     size_t np = (size_t)gemm_xt_lanes(n);
-    /* 16 x 16 blocks: 16 vectors' runs of 16 columns in, 16 lines of xt out */
-    for (size_t t0 = 0; t0 < np; t0 += 16)
-        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
-            int64_t c1 = cols - c0 < 16 ? cols : c0 + 16;
-            for (int64_t c = c0; c < c1; c++)
-                for (size_t t = t0; t < t0 + 16; t++) xt[(size_t)c * np + t] = t < (size_t)n ? x[t * x_stride + c] : 0;
+    for (size_t t0 = 0; t0 < np; t0 += 16) {
+        size_t tn = (size_t)n - t0 < 16 ? (size_t)n - t0 : 16;   /* vectors in this block; lanes past them are 0 */
+        for (int64_t b = c0; b < c1; b += 16) {
+            int64_t be = c1 - b < 16 ? c1 : b + 16;
+            for (int64_t c = b; c < be; c++) {
+                float *o = xt + (size_t)c * np + t0;
+                const float *in = x + t0 * x_stride + c;
+                for (size_t t = 0; t < tn; t++) o[t] = in[t * x_stride];
+                for (size_t t = tn; t < 16; t++) o[t] = 0;
+            }
         }
+    }
+}
+
+void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt) {
+    pack_columns(x, n, x_stride, 0, cols, xt);
 }
 
 /* Columns [c0, c0 + kc) of rows [r, r + rows) of a bf16/f16 weight, widened
@@ -172,6 +183,21 @@ static void linear_task(void *ctx, int task, int thread) {
     else linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, row_scratch);
 }
 
+typedef struct {
+    const float *x;
+    int n;
+    size_t x_stride;
+    int64_t cols, cols_per_task;
+    float *xt;
+} pack_job;
+
+static void pack_task(void *ctx, int task, int thread) {
+    (void)thread;
+    pack_job *j = ctx;
+    int64_t c0 = (int64_t)task * j->cols_per_task, c1 = c0 + j->cols_per_task;
+    pack_columns(j->x, j->n, j->x_stride, c0, c1 < j->cols ? c1 : j->cols, j->xt);
+}
+
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride, float *packed) {
     /* A few tasks per thread balance uneven cores; rows stay in blocks of 16
@@ -188,10 +214,12 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
         prepare_q8(w, x, n, x_stride, scratch, a);
         act = a;
     }
-    /* 4+ vectors: transposed once here, shared by every task */
+    /* 4+ vectors: transposed once (column ranges spread over the threads), shared by every task */
     const float *xt = NULL;
     if (n >= GEMM_MIN_VECTORS) {
-        linear_pack_vectors(x, n, x_stride, w->cols, packed);
+        int64_t per = ((w->cols + threads - 1) / threads + 15) & ~(int64_t)15;
+        pack_job pj = {x, n, x_stride, w->cols, per > 0 ? per : 16, packed};
+        pool_run(pool, pack_task, &pj, (int)((w->cols + pj.cols_per_task - 1) / pj.cols_per_task));
         xt = packed;
     }
     linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, act, xt};
