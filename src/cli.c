@@ -173,8 +173,12 @@ static int cmd_info(const cli_opts *o) {
     printf("kv cache          %zu bytes per token (%d layers x %d floats)\n", st.kv_bytes_per_token, c->num_hidden_layers,
            c->kv_lora_rank + c->qk_rope_head_dim);
     int ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
-    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache (%.3f GB with --cache-type bf16)\n", ctx,
-           st.weight_bytes / 1e9, (double)st.kv_bytes_per_token * ctx / 1e9, (double)st.kv_bytes_per_token * ctx / 2e9);
+    glm_session_options so = {.n_ctx = ctx};
+    double kv = (double)st.kv_bytes_per_token * ctx, scratch = (double)glm_session_bytes(m, &so) - kv;
+    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache (%.3f GB with --cache-type bf16)\n"
+           "                  + %.3f GB scratch (%d threads) = %.3f GB\n",
+           ctx, st.weight_bytes / 1e9, kv / 1e9, kv / 2e9, scratch / 1e9, glm_model_threads(m),
+           (st.weight_bytes + kv + scratch) / 1e9);
     glm_model_free(m);
     return 0;
 }

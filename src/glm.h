@@ -42,6 +42,9 @@ typedef struct {
 } glm_session_options;
 
 glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen);
+/* The bytes glm_session_new would allocate: KV cache plus scratch (the
+ * scratch grows with the thread count and, for attention scores, n_ctx). */
+size_t glm_session_bytes(glm_model *m, const glm_session_options *opt);
 void glm_session_free(glm_session *s);
 int glm_session_n_ctx(const glm_session *s);
 int glm_session_n_past(const glm_session *s);           /* tokens in the cache */

@@ -280,20 +280,24 @@ void glm_model_get_stats(const glm_model *m, glm_model_stats *st) {
 
 /* --------------------------------------------------------------- sessions */
 
-static void *zalloc(size_t n, int *fail) {
+/* Every session buffer is sized in one place, session_buffers(), run either
+ * to allocate (glm_session_new) or only to add up the bytes
+ * (glm_session_bytes, for `glmlite info`). */
+typedef struct {
+    size_t bytes;
+    int count_only, fail;
+} buffer_plan;
+
+static void *take(buffer_plan *b, size_t n) {
+    b->bytes += n;
+    if (b->count_only) return NULL;
     void *p = calloc(n ? n : 1, 1);
-    if (!p) *fail = 1;
+    if (!p) b->fail = 1;
     return p;
 }
 
-glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {
-    const glm_config *c = &m->cfg;
-    glm_session *s = calloc(1, sizeof *s);
-    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
-    s->m = m;
-    s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
-    s->naive_attention = opt ? opt->naive_attention : 0;
-    s->kv_bf16 = opt ? opt->kv_bf16 : 0;
+static void session_buffers(glm_session *s, buffer_plan *b) {
+    const glm_config *c = &s->m->cfg;
     int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
     int dn = c->qk_nope_head_dim, dv = c->v_head_dim, E = c->n_routed_experts, K = c->num_experts_per_tok;
     size_t kvw = (size_t)(R + dr);
@@ -301,39 +305,38 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     if ((size_t)c->moe_intermediate_size * (size_t)(c->n_shared_experts > 1 ? c->n_shared_experts : 1) > Fmax)
         Fmax = (size_t)c->moe_intermediate_size * (size_t)(c->n_shared_experts > 1 ? c->n_shared_experts : 1);
     size_t UB = UBATCH, F = sizeof(float);
-    int fail = 0;
-    s->kv = zalloc((size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * (s->kv_bf16 ? 2 : F), &fail);
-    s->kv_row = zalloc(kvw * F, &fail);
+    s->kv = take(b, (size_t)c->num_hidden_layers * (size_t)s->n_ctx * kvw * (s->kv_bf16 ? 2 : F));
+    s->kv_row = take(b, kvw * F);
     size_t key_blocks = ((size_t)s->n_ctx + KEY_BLOCK - 1) / KEY_BLOCK;
-    s->dec_stat = zalloc(key_blocks * (size_t)H * 2 * F, &fail);
-    s->dec_part = zalloc(key_blocks * (size_t)H * (size_t)R * F, &fail);
-    s->tokens = zalloc((size_t)s->n_ctx * sizeof *s->tokens, &fail);
-    s->x = zalloc(UB * D * F, &fail);
-    s->xn = zalloc(UB * D * F, &fail);
-    s->cq = zalloc(UB * (size_t)(c->q_lora_rank ? c->q_lora_rank : 1) * F, &fail);
-    s->q = zalloc(UB * H * (size_t)c->qk_head_dim * F, &fail);
-    s->kva = zalloc(UB * kvw * F, &fail);
-    s->qa = zalloc(UB * H * kvw * F, &fail);
-    s->olat = zalloc(UB * H * (size_t)R * F, &fail);
-    s->o = zalloc(UB * H * (size_t)dv * F, &fail);
-    s->proj = zalloc(UB * D * F, &fail);
-    s->cos_t = zalloc(UB * (size_t)dr / 2 * F, &fail);
-    s->sin_t = zalloc(UB * (size_t)dr / 2 * F, &fail);
-    s->ff_g = zalloc(UB * Fmax * F, &fail);
-    s->ff_u = zalloc(UB * Fmax * F, &fail);
-    s->router_logits = zalloc(UB * (size_t)(E ? E : 1) * 2 * F, &fail);
-    s->sel = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
-    s->sel_w = zalloc(UB * (size_t)(K ? K : 1) * F, &fail);
-    s->gather = zalloc(UB * D * F, &fail);
-    s->gather_tok = zalloc(UB * (size_t)(K ? K : 1) * sizeof(int), &fail);
-    s->expert_out = zalloc(UB * D * F, &fail);
-    s->slot_out = zalloc(UB * (size_t)(K ? K : 1) * D * F, &fail);
+    s->dec_stat = take(b, key_blocks * (size_t)H * 2 * F);
+    s->dec_part = take(b, key_blocks * (size_t)H * (size_t)R * F);
+    s->tokens = take(b, (size_t)s->n_ctx * sizeof *s->tokens);
+    s->x = take(b, UB * D * F);
+    s->xn = take(b, UB * D * F);
+    s->cq = take(b, UB * (size_t)(c->q_lora_rank ? c->q_lora_rank : 1) * F);
+    s->q = take(b, UB * H * (size_t)c->qk_head_dim * F);
+    s->kva = take(b, UB * kvw * F);
+    s->qa = take(b, UB * H * kvw * F);
+    s->olat = take(b, UB * H * (size_t)R * F);
+    s->o = take(b, UB * H * (size_t)dv * F);
+    s->proj = take(b, UB * D * F);
+    s->cos_t = take(b, UB * (size_t)dr / 2 * F);
+    s->sin_t = take(b, UB * (size_t)dr / 2 * F);
+    s->ff_g = take(b, UB * Fmax * F);
+    s->ff_u = take(b, UB * Fmax * F);
+    s->router_logits = take(b, UB * (size_t)(E ? E : 1) * 2 * F);
+    s->sel = take(b, UB * (size_t)(K ? K : 1) * sizeof(int));
+    s->sel_w = take(b, UB * (size_t)(K ? K : 1) * F);
+    s->gather = take(b, UB * D * F);
+    s->gather_tok = take(b, UB * (size_t)(K ? K : 1) * sizeof(int));
+    s->expert_out = take(b, UB * D * F);
+    s->slot_out = take(b, UB * (size_t)(K ? K : 1) * D * F);
     /* per thread: a block of widened weight rows, a prefill tile's attention scores, or a block of cached rows */
     size_t widest = (size_t)D;
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
     for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
-    s->packed = zalloc(linear_packed_floats(UBATCH, (int64_t)widest) * F, &fail);
+    s->packed = take(b, linear_packed_floats(UBATCH, (int64_t)widest) * F);
     /* prefill absorbed attention: per head, linear_rows over R (output) or dn (query) columns, vectors packed there */
     size_t head_cols = (size_t)(R > dn ? R : dn);
     size_t head_floats = linear_rows_scratch_floats(UBATCH, (int64_t)head_cols) + linear_packed_floats(UBATCH, (int64_t)head_cols);
@@ -349,19 +352,43 @@ glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char 
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
     if ((size_t)KEY_BLOCK * (kvw + H) > widest) widest = (size_t)KEY_BLOCK * (kvw + H);   /* decode: a block's scores and rows */
     s->scratch_stride = (widest + 15) & ~(size_t)15;
-    s->thread_scratch = zalloc((size_t)pool_size(m->pool) * s->scratch_stride * F, &fail);
+    s->thread_scratch = take(b, (size_t)pool_size(s->m->pool) * s->scratch_stride * F);
     if (s->naive_attention) {
-        s->naive_k = zalloc((size_t)s->n_ctx * H * dn * F, &fail);
-        s->naive_v = zalloc((size_t)s->n_ctx * H * dv * F, &fail);
-        s->naive_score = zalloc((size_t)s->n_ctx * F, &fail);
-        s->naive_cache = zalloc((size_t)s->n_ctx * kvw * F, &fail);
+        s->naive_k = take(b, (size_t)s->n_ctx * H * dn * F);
+        s->naive_v = take(b, (size_t)s->n_ctx * H * dv * F);
+        s->naive_score = take(b, (size_t)s->n_ctx * F);
+        s->naive_cache = take(b, (size_t)s->n_ctx * kvw * F);
     }
-    if (fail) {
+}
+
+static void session_init(glm_session *s, glm_model *m, const glm_session_options *opt) {
+    const glm_config *c = &m->cfg;
+    s->m = m;
+    s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
+    s->naive_attention = opt ? opt->naive_attention : 0;
+    s->kv_bf16 = opt ? opt->kv_bf16 : 0;
+}
+
+glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {
+    glm_session *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    session_init(s, m, opt);
+    buffer_plan b = {0};
+    session_buffers(s, &b);
+    if (b.fail) {
         snprintf(err, errlen, "out of memory allocating a session of %d tokens", s->n_ctx);
         glm_session_free(s);
         return NULL;
     }
     return s;
+}
+
+size_t glm_session_bytes(glm_model *m, const glm_session_options *opt) {
+    glm_session s = {0};
+    session_init(&s, m, opt);
+    buffer_plan b = {.count_only = 1};
+    session_buffers(&s, &b);
+    return b.bytes;
 }
 
 void glm_session_free(glm_session *s) {

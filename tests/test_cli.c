@@ -159,6 +159,7 @@ TEST(cli_logits_and_info) {
     REQUIRE(run_capture(cmd, &out) == 0);
     CHECK(strstr(out, "glm4_moe_lite") && strstr(out, "kv cache"));
     CHECK(strstr(out, "480 bytes per token"));   /* 3 layers x (32 + 8) floats x 4 bytes */
+    CHECK(strstr(out, "GB scratch"));
     free(out);
 }
 

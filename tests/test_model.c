@@ -233,3 +233,26 @@ TEST(model_rejects_bad_tokens_and_full_context) {
     glm_session_free(s);
     glm_model_free(m);
 }
+
+/* glm_session_bytes (what `glmlite info` adds up): the KV cache grows with
+ * n_ctx by exactly its bytes per token (plus per-token bookkeeping), the
+ * per-thread scratch with the thread count. */
+TEST(model_session_bytes_grow_with_context_and_threads) {
+    const char *dir = test_fixture_model("tiny", "f32");
+    REQUIRE(dir);
+    glm_model *m1 = load_model(dir, 1), *m2 = load_model(dir, 2);
+    REQUIRE(m1 && m2);
+    glm_model_stats st;
+    glm_model_get_stats(m1, &st);
+    glm_session_options small = {.n_ctx = 64}, big = {.n_ctx = 128};
+    size_t b_small = glm_session_bytes(m1, &small), b_big = glm_session_bytes(m1, &big);
+    CHECK(b_small > st.kv_bytes_per_token * 64);
+    CHECK(b_big - b_small >= st.kv_bytes_per_token * 64);
+    CHECK(glm_session_bytes(m2, &small) > b_small);
+    char err[256];
+    glm_session *s = glm_session_new(m1, &small, err, sizeof err);
+    CHECK(s != NULL);
+    glm_session_free(s);
+    glm_model_free(m1);
+    glm_model_free(m2);
+}
