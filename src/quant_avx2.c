@@ -62,6 +62,21 @@ static inline __m256 e4m3_ps(__m256i c) {
     return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
 }
 
+/* 8 E4M3 codes (the bytes' sign-extended int32 lanes) -> values, without the
+ * NaN test: sign and the 7 magnitude bits moved to the top of an f32 and
+ * rescaled by 2^120 as in e4m3_ps. NaN codes come out as +-480, so callers
+ * check for them first (e4m3_has_nan). */
+static inline __m256 e4m3_fast_ps(__m256i c) {
+    __m256i bits = _mm256_and_si256(_mm256_slli_epi32(c, 20), _mm256_set1_epi32((int)0x87f00000));
+    return _mm256_mul_ps(_mm256_castsi256_ps(bits), _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));
+}
+
+/* Any of 16 E4M3 codes NaN (0x7F/0xFF)? */
+static inline int e4m3_has_nan(__m128i q) {
+    const __m128i m = _mm_set1_epi8(0x7f);
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(q, m), m)) != 0;
+}
+
 /* Codes of one 16-element step of a packed row, as two f32 vectors. */
 enum { K_A4, K_A8, K_FP4, K_FP8 };
 
@@ -83,8 +98,13 @@ static inline __attribute__((always_inline)) void step16(int kind, const uint8_t
         break;
     default: {
         __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
-        *v0 = e4m3_ps(_mm256_cvtepu8_epi32(q));
-        *v1 = e4m3_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        if (__builtin_expect(e4m3_has_nan(q), 0)) {
+            *v0 = e4m3_ps(_mm256_cvtepu8_epi32(q));
+            *v1 = e4m3_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+        } else {
+            *v0 = e4m3_fast_ps(_mm256_cvtepi8_epi32(q));
+            *v1 = e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+        }
         break;
     }
     }
