@@ -12,6 +12,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels.h"
+
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -165,13 +167,50 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
     return hsum(tot) + btot;
 }
 
+/* An mxfp8 row with 512-bit vectors: decoding E4M3 codes, not memory, bounds
+ * this loop, so twice the lanes is nearly twice the speed. The same values
+ * as hot_row(K_FP8) (exact decode; NaN codes through quant_e4m3), summed in 16
+ * lanes instead of 8. */
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
+    const __m512i keep = _mm512_set1_epi32((int)0x87f00000);
+    const __m512 k120 = _mm512_castsi512_ps(_mm512_set1_epi32(0x7b800000));   /* 2^120 */
+    __m512 tot = _mm512_setzero_ps();
+    for (int64_t g = 0; g < w->cols / 32; g++) {
+        const uint8_t *p = row + g * 32;
+        __m128i q0 = _mm_loadu_si128((const __m128i *)p), q1 = _mm_loadu_si128((const __m128i *)(p + 16));
+        __m512 v0, v1;
+        if (__builtin_expect(e4m3_has_nan(q0) || e4m3_has_nan(q1), 0)) {
+            float d[32];
+            for (int i = 0; i < 32; i++) d[i] = quant_e4m3(p[i]);
+            v0 = _mm512_loadu_ps(d);
+            v1 = _mm512_loadu_ps(d + 16);
+        } else {
+            v0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(q0), 20), keep)), k120);
+            v1 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(q1), 20), keep)), k120);
+        }
+        __m512 a = _mm512_fmadd_ps(_mm512_loadu_ps(x + g * 32), v0, _mm512_mul_ps(_mm512_loadu_ps(x + g * 32 + 16), v1));
+        tot = _mm512_fmadd_ps(_mm512_set1_ps(quant_e8m0(sp[g])), a, tot);
+    }
+    return _mm512_reduce_add_ps(tot);
+}
+
+/* The AVX-512 mxfp8 row where the kernels in use are the AVX-512 ones (so
+ * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
+static int fp8_use_avx512(void) {
+    static int use = -1;
+    if (use < 0) use = strcmp(kernels_active()->name, "avx512") == 0;
+    return use;
+}
+
 /* The kind as a constant, so each loop specializes. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum) {
     switch (kind) {
     case K_A4: return hot_row(K_A4, w, r, x, xsum);
     case K_A8: return hot_row(K_A8, w, r, x, xsum);
     case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return hot_row(K_FP8, w, r, x, xsum);
+    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x) : hot_row(K_FP8, w, r, x, xsum);
     }
 }
 
