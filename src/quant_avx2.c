@@ -5,7 +5,10 @@
  * once and runs the very same loop over the decoded values for every vector,
  * so its results equal quant_dot's bit for bit. Other formats dequantize a
  * span (quant_decode_span) and take a vector dot. Only the f32 accumulation
- * order differs from the double-precision reference. */
+ * order differs from the double-precision reference.
+ * Where the AVX-512 kernels are in use (kernels.h), mxfp8 rows and the affine
+ * int8-activation rows have 512-bit variants (AVX-512F, VNNI), compiled by
+ * their target attributes and chosen only after a CPU check. */
 #include "quant.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
