@@ -491,7 +491,10 @@ static void row_factors(int kind, const weight *w, int64_t r, int64_t ng, float 
     if (kind != QA_FP4) {
         row_scales(w, w->biases + (size_t)r * w->scale_stride, ng, bi);
         float C = kind == QA_A8 ? 128.0f : 8.0f;
-        for (int64_t j = 0; j < ng; j++) bi[j] = bi[j] + C * sc[j];
+        int64_t j = 0;
+        for (; j + 8 <= ng; j += 8)   /* mul then add, as the scalar tail (no FMA: the same bits) */
+            _mm256_storeu_ps(bi + j, _mm256_add_ps(_mm256_loadu_ps(bi + j), _mm256_mul_ps(_mm256_set1_ps(C), _mm256_loadu_ps(sc + j))));
+        for (; j < ng; j++) bi[j] = bi[j] + C * sc[j];
     }
 }
 
@@ -516,13 +519,15 @@ static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, in
                                                                     const float *sc, const float *bi,
                                                                     const quant_act *a) {
     int64_t cols = a->cols;
-    __m512 t = _mm512_setzero_ps();
+    __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();   /* two chains: the FMA latency would bound one */
     if (kind == QA_A8) {   /* 64 elements a step: two blocks of 8 lanes */
         for (int64_t c = 0; c < cols; c += 64) {
             __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(row + c), _mm512_loadu_si512(a->q + c));
             i = _mm512_sub_epi32(i, _mm512_loadu_si512(a->kc + c / 4));
             __m512 d = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a->d[c / 32]), _mm512_set1_ps(a->d[c / 32 + 1]));
-            t = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), d), vnni_group_scales(gs, 8, sc, c), t);
+            __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), d), vnni_group_scales(gs, 8, sc, c));
+            if (c & 64) t1 = _mm512_add_ps(t1, f);
+            else t = _mm512_add_ps(t, f);
         }
     } else {   /* 128 elements (64 bytes of nibbles) a step: four blocks of 4 lanes */
         const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -539,14 +544,15 @@ static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, in
             __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe), hi, xo);
             i = _mm512_sub_epi32(i, _mm512_loadu_si512(a->kc + c / 8));
             __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a->kd + c / 8));
-            t = _mm512_fmadd_ps(f, vnni_group_scales(gs, 4, sc, c), t);
+            if (c & 128) t1 = _mm512_fmadd_ps(f, vnni_group_scales(gs, 4, sc, c), t1);
+            else t = _mm512_fmadd_ps(f, vnni_group_scales(gs, 4, sc, c), t);
         }
         if (c < cols) {   /* a last 64 elements: the AVX2 step */
             __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(0, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
             t = _mm512_add_ps(t, _mm512_zextps256_ps512(_mm256_mul_ps(f, lane_scales(gs, sc, c))));
         }
     }
-    return _mm512_reduce_add_ps(t) + dot_vec(bi, a->xsum, cols / gs);   /* + sum_g b_g * xsum_g */
+    return _mm512_reduce_add_ps(_mm512_add_ps(t, t1)) + dot_vec(bi, a->xsum, cols / gs);   /* + sum_g b_g * xsum_g */
 }
 
 static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a,
