@@ -51,8 +51,9 @@ static void prepare_q8(const weight *w, const float *x, int n, size_t x_stride, 
     for (int t = 0; t < n; t++) quant_act_prepare(w, x + (size_t)t * x_stride, (uint8_t *)scratch + (size_t)t * bytes, &a[t]);
 }
 
-/* Columns [c0, c1) of the transposed vectors, in 16 x 16 blocks: 16
- * vectors' runs of 16 columns in, 16 lines of xt out. */
+/* Columns [c0, c1) of the vectors transposed for gemm_f32_xt: xt[c * np + t]
+ * = x[t][c], zero for n <= t < np (np = n rounded up to 16). In 16 x 16
+ * blocks: 16 vectors' runs of 16 columns in, 16 lines of xt out. */
 static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int64_t c1, float *xt) {
     size_t np = (size_t)gemm_xt_lanes(n);
     for (size_t t0 = 0; t0 < np; t0 += 16) {
@@ -67,10 +68,6 @@ static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int
             }
         }
     }
-}
-
-void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt) {
-    pack_columns(x, n, x_stride, 0, cols, xt);
 }
 
 /* Columns [c0, c0 + kc) of rows [r, r + rows) of a bf16/f16 weight, widened
@@ -145,7 +142,7 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
         return;
     }
     float *xt = row_scratch + linear_rows_scratch_floats(n, w->cols);
-    linear_pack_vectors(x, n, x_stride, w->cols, xt);
+    pack_columns(x, n, x_stride, 0, w->cols, xt);
     linear_rows_xt(k, w, row0, row1, xt, n, y, y_stride, row_scratch);
 }
 

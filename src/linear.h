@@ -15,9 +15,9 @@
 /* y[t][r] = sum_c W[r][c] * x[t][c] for t < n, r < rows. x is [n][cols]
  * (stride x_stride floats), y is [n][y_stride] floats. scratch: per-thread
  * buffers of at least linear_rows_scratch_floats(n, cols) floats each
- * (pool_size of them, scratch_stride floats apart); packed: room for linear_packed_floats(n,
- * cols) floats, the vectors transposed once for all threads (unused below 4
- * vectors, may then be NULL). Each output row is computed by one thread in
+ * (pool_size of them, scratch_stride floats apart); packed: room for
+ * linear_packed_floats(n, cols) floats, the vectors transposed once for all
+ * threads (unused below 4 vectors, may then be NULL). Each output row is computed by one thread in
  * a fixed order, so results do not depend on the thread count.
  * Quantized weights with fewer than 4 vectors (decode) quantize the vectors
  * to int8 blocks once per call and use the integer kernels where they exist
@@ -34,12 +34,9 @@ static inline size_t linear_rows_scratch_floats(int n, int64_t cols) {
     return (size_t)LINEAR_ROW_BLOCK * ((size_t)gemm_xt_lanes(n) + (size_t)(cols > LINEAR_KC ? cols : LINEAR_KC));
 }
 
-/* Floats of the transposed vectors: n rounded up to 16 lanes, times cols. */
+/* Floats of the vectors transposed for gemm_f32_xt: n rounded up to 16
+ * lanes, times cols. */
 static inline size_t linear_packed_floats(int n, int64_t cols) { return (size_t)gemm_xt_lanes(n) * (size_t)cols; }
-
-/* xt[c * np + t] = x[t * x_stride + c], zero for n <= t < np (np = n rounded
- * up to 16): the layout gemm_f32_xt reads. */
-void linear_pack_vectors(const float *x, int n, size_t x_stride, int64_t cols, float *xt);
 
 /* The same product on the calling thread only, rows [row0, row1);
  * row_scratch holds linear_rows_scratch_floats(n, cols) floats (also enough

@@ -18,7 +18,9 @@
 #include "threads.h"
 #include "weights.h"
 
-#define UBATCH 512      /* tokens per forward chunk: bounds the scratch memory; each expert's weights are read once per chunk, for ~32 tokens on GLM-4.7-Flash (64 experts, top 4) */
+/* Tokens per forward chunk: bounds the scratch memory. Each expert's weights
+ * are read once per chunk, for ~32 tokens on GLM-4.7-Flash (64 experts, top 4). */
+#define UBATCH 512
 #define Q_TILE 4        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
 #define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 
@@ -331,16 +333,18 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->gather_tok = take(b, UB * (size_t)(K ? K : 1) * sizeof(int));
     s->expert_out = take(b, UB * D * F);
     s->slot_out = take(b, UB * (size_t)(K ? K : 1) * D * F);
-    /* per thread: a block of widened weight rows, a prefill tile's attention scores, or a block of cached rows */
-    size_t widest = (size_t)D;
+    /* the widest input of any linear() */
+    size_t in_max = (size_t)D;
     size_t cands[] = {Fmax, (size_t)R, (size_t)H * (size_t)dv, (size_t)H * (size_t)c->qk_head_dim,
                       (size_t)(c->q_lora_rank ? c->q_lora_rank : 1)};
-    for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) widest = cands[k] > widest ? cands[k] : widest;
-    s->packed = take(b, linear_packed_floats(UBATCH, (int64_t)widest) * F);
-    /* prefill absorbed attention: per head, linear_rows over R (output) or dn (query) columns, vectors packed there */
+    for (size_t k = 0; k < sizeof cands / sizeof *cands; k++) in_max = cands[k] > in_max ? cands[k] : in_max;
+    s->packed = take(b, linear_packed_floats(UBATCH, (int64_t)in_max) * F);
+    /* per thread (floats): a block of linear()'s partial sums and widened rows; in prefill attention,
+       one head's linear_rows over R (output) or dn (query) columns with its vectors packed there too,
+       a tile's attention scores, or a block of cached rows */
+    size_t widest = linear_rows_scratch_floats(UBATCH, (int64_t)in_max);
     size_t head_cols = (size_t)(R > dn ? R : dn);
     size_t head_floats = linear_rows_scratch_floats(UBATCH, (int64_t)head_cols) + linear_packed_floats(UBATCH, (int64_t)head_cols);
-    widest = linear_rows_scratch_floats(UBATCH, (int64_t)widest);
     if (head_floats > widest) widest = head_floats;
     /* prefill attention: a tile's scores [q_tile * H][n_ctx] and a block of widened cached rows;
        fewer tokens per tile for very long contexts, to bound this buffer */
