@@ -20,7 +20,8 @@ typedef struct {
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     /* y[t * y_stride + r] = dot(w + r * w_stride, x + t * x_stride) for r < rows,
-     * t < n, over cols: the prefill product, register-blocked in the fast version. */
+     * t < n, over cols: attention's scores against cached rows (and the prefill
+     * absorbed query), register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
     /* The batched product with the vectors transposed (tokens in vector
