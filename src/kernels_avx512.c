@@ -1,12 +1,14 @@
 /* kernels_avx512.c — AVX-512F variants of the compute-bound kernels (the
- * prefill product, attention's weighted sum, the FMA peak probe); every other
- * entry is the AVX2 one. The functions here are compiled for AVX-512F by
+ * prefill products and their widening, attention's weighted sum, the FMA
+ * peak probe); every other entry is the AVX2 one. The functions here are compiled for AVX-512F by
  * their target attribute (so no build needs special flags for this file) and
  * none runs unless the CPU reports AVX-512F (and AVX2/FMA). On cores with
  * full-width 512-bit FMA units this doubles the multiply-add rate. */
 #include "kernels.h"
 
 #include <immintrin.h>
+
+#include "tensor.h"
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
@@ -103,6 +105,21 @@ static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const fl
             for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
             y[(size_t)t * ys + r] = s;
         }
+}
+
+/* Widening for the prefill product's column blocks: 16 values per step. */
+static AVX512 void avx512_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i))), 16)));
+    for (; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
+static AVX512 void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
 /* gemm_f32_xt: tiles of MR weight rows x NV vectors of 16 tokens, each
@@ -241,6 +258,8 @@ const kernel_table *kernels_avx512(void) {
         table = *avx2;
         table.name = "avx512";
         table.gemm_f32 = avx512_gemm_f32;
+        table.bf16_to_f32 = avx512_bf16_to_f32;
+        table.f16_to_f32 = avx512_f16_to_f32;
         table.gemm_f32_xt = avx512_gemm_f32_xt;
         table.weighted_sum = avx512_weighted_sum;
         table.fma_probe = avx512_fma_probe;

@@ -13,9 +13,8 @@ static float frand(unsigned *s) {
     return ((*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
-TEST(kernels_avx2_match_reference) {
-    const kernel_table *ref = kernels_reference(), *fast = kernels_avx2();
-    if (!fast) SKIP("CPU has no AVX2/FMA");
+static void check_vector_kernels(const kernel_table *fast) {
+    const kernel_table *ref = kernels_reference();
     unsigned seed = 1;
     int sizes[] = {1, 7, 8, 31, 32, 33, 100, 1000, 4099};
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
@@ -44,6 +43,14 @@ TEST(kernels_avx2_match_reference) {
         CHECK(memcmp(y1, y2, n * sizeof *y1) == 0);
         free(w); free(x); free(y1); free(y2); free(wb); free(wh);
     }
+}
+
+TEST(kernels_avx2_and_avx512_match_reference) {
+    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
+    if (!avx2) SKIP("CPU has no AVX2/FMA");
+    check_vector_kernels(avx2);
+    if (avx512) check_vector_kernels(avx512);
+    else printf("    no AVX-512F: only the AVX2 kernels checked\n");
 }
 
 static void check_gemm(const kernel_table *fast) {
