@@ -70,6 +70,10 @@ static float ref_exp_sum(float *x, int64_t n, float scale, float m) {
     return s;
 }
 
+static void ref_swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
+}
+
 static float ref_sum_f32(const float *x, int64_t n) {
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i];
@@ -86,7 +90,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_gemm_f32_xt, ref_weighted_sum, ref_exp_sum, ref_sum_f32, ref_fma_probe,
+    ref_gemm_f32_xt, ref_weighted_sum, ref_exp_sum, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

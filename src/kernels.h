@@ -41,6 +41,8 @@ typedef struct {
     /* Softmax's exponentials: x[i] = exp(x[i] * scale - m) in place (m: the
      * maximum of x times scale, so every term is <= 1); returns their sum. */
     float (*exp_sum)(float *x, int64_t n, float scale, float m);
+    /* SwiGLU's gate: g[i] = silu(g[i]) * u[i]. */
+    void (*swiglu)(float *g, const float *u, int64_t n);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
     float (*sum_f32)(const float *x, int64_t n);
     /* The bench's FMA peak probe: `iters` rounds of independent multiply-adds
@@ -57,7 +59,8 @@ const kernel_table *kernels_avx512(void);    /* the AVX2 table with 512-bit gemm
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
 const kernel_table *kernels_active(void);
 
-/* Vector operations (scalar; not hot enough to need variants). */
+/* Vector operations (scalar; not hot enough to need variants). silu is also
+ * the reference of the swiglu kernel. */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);   /* w may be NULL (all ones) */
 void softmax_inplace(float *x, int n);
 float silu(float x);

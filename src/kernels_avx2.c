@@ -313,6 +313,25 @@ static float avx2_exp_sum(float *x, int64_t n, float scale, float m) {
     return s;
 }
 
+/* silu(x) = x / (1 + exp(-x)), with the exponential's argument kept <= 0:
+ * e = exp(-|x|), silu = x / (1 + e) for x >= 0 and x e / (1 + e) below. */
+static inline __m256 silu_ps(__m256 x) {
+    __m256 e = exp_nonpos(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)));   /* -|x| */
+    __m256 num = _mm256_blendv_ps(_mm256_mul_ps(x, e), x, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static void avx2_swiglu(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(g + i, _mm256_mul_ps(silu_ps(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+    if (i < n) {   /* the tail through the same arithmetic */
+        float t[8] = {0};
+        for (int k = 0; i + k < n; k++) t[k] = g[i + k];
+        _mm256_storeu_ps(t, silu_ps(_mm256_loadu_ps(t)));
+        for (int k = 0; i + k < n; k++) g[i + k] = t[k] * u[i + k];
+    }
+}
+
 static float avx2_sum_f32(const float *x, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -345,7 +364,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_gemm_f32_xt, avx2_weighted_sum, avx2_exp_sum, avx2_sum_f32, avx2_fma_probe,
+    avx2_gemm_f32_xt, avx2_weighted_sum, avx2_exp_sum, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

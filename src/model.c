@@ -698,7 +698,7 @@ static void swiglu(glm_session *s, const weight *g, const weight *u, const weigh
     int64_t F = g->rows;
     lin(s, g, x, n, D, s->ff_g, F);
     lin(s, u, x, n, D, s->ff_u, F);
-    for (size_t i = 0; i < (size_t)n * F; i++) s->ff_g[i] = silu(s->ff_g[i]) * s->ff_u[i];
+    kernels_active()->swiglu(s->ff_g, s->ff_u, (int64_t)n * F);
     lin(s, d, s->ff_g, n, F, out, D);
 }
 

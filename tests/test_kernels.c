@@ -41,6 +41,12 @@ static void check_vector_kernels(const kernel_table *fast) {
         ref->f16_to_f32(wh, y1, n);
         fast->f16_to_f32(wh, y2, n);
         CHECK(memcmp(y1, y2, n * sizeof *y1) == 0);
+        /* swiglu on gates across silu's range (both signs, large and tiny) */
+        for (int i = 0; i < n; i++) y1[i] = y2[i] = 12.0f * w[i] * (i % 3 ? 1.0f : 8.0f);
+        ref->swiglu(y1, x, n);
+        fast->swiglu(y2, x, n);
+        for (int i = 0; i < n; i++)
+            CHECKF(fabsf(y1[i] - y2[i]) <= 4e-7f * fabsf(y1[i]) + 1e-30f, "swiglu n=%d i=%d: %g vs %g", n, i, y2[i], y1[i]);
         free(w); free(x); free(y1); free(y2); free(wb); free(wh);
     }
 }
