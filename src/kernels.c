@@ -3,6 +3,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,15 +96,20 @@ static const kernel_table reference_table = {
 
 const kernel_table *kernels_reference(void) { return &reference_table; }
 
+/* Chosen once, however many threads ask first (workers call this too). */
+static const kernel_table *chosen_table;
+static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
+
+static void choose_kernels(void) {
+    const char *env = getenv("GLMLITE_KERNELS");
+    const kernel_table *fast = kernels_avx512();
+    if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
+    chosen_table = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
+}
+
 const kernel_table *kernels_active(void) {
-    static const kernel_table *chosen;
-    if (!chosen) {
-        const char *env = getenv("GLMLITE_KERNELS");
-        const kernel_table *fast = kernels_avx512();
-        if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
-        chosen = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
-    }
-    return chosen;
+    pthread_once(&choose_once, choose_kernels);
+    return chosen_table;
 }
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {

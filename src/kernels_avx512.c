@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include <immintrin.h>
+#include <pthread.h>
 
 #include "tensor.h"
 
@@ -248,22 +249,28 @@ static AVX512 double avx512_fma_probe(long iters, float *sink) {
     return 10.0 * 16 * 2 * (double)iters;
 }
 
-const kernel_table *kernels_avx512(void) {
-    static kernel_table table;
-    static int ready;
+/* The AVX2 table with the 512-bit entries, built once (pthread_once: any
+ * thread may ask first). */
+static kernel_table avx512_table;
+static int avx512_usable;
+static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
+
+static void build_avx512_table(void) {
     const kernel_table *avx2 = kernels_avx2();
     __builtin_cpu_init();
-    if (!avx2 || !__builtin_cpu_supports("avx512f")) return 0;
-    if (!ready) {
-        table = *avx2;
-        table.name = "avx512";
-        table.gemm_f32 = avx512_gemm_f32;
-        table.bf16_to_f32 = avx512_bf16_to_f32;
-        table.f16_to_f32 = avx512_f16_to_f32;
-        table.gemm_f32_xt = avx512_gemm_f32_xt;
-        table.weighted_sum = avx512_weighted_sum;
-        table.fma_probe = avx512_fma_probe;
-        ready = 1;
-    }
-    return &table;
+    if (!avx2 || !__builtin_cpu_supports("avx512f")) return;
+    avx512_table = *avx2;
+    avx512_table.name = "avx512";
+    avx512_table.gemm_f32 = avx512_gemm_f32;
+    avx512_table.bf16_to_f32 = avx512_bf16_to_f32;
+    avx512_table.f16_to_f32 = avx512_f16_to_f32;
+    avx512_table.gemm_f32_xt = avx512_gemm_f32_xt;
+    avx512_table.weighted_sum = avx512_weighted_sum;
+    avx512_table.fma_probe = avx512_fma_probe;
+    avx512_usable = 1;
+}
+
+const kernel_table *kernels_avx512(void) {
+    pthread_once(&avx512_once, build_avx512_table);
+    return avx512_usable ? &avx512_table : 0;
 }

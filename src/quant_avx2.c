@@ -201,11 +201,7 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x) {
 
 /* The AVX-512 mxfp8 row where the kernels in use are the AVX-512 ones (so
  * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
-static int fp8_use_avx512(void) {
-    static int use = -1;
-    if (use < 0) use = strcmp(kernels_active()->name, "avx512") == 0;
-    return use;
-}
+static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
 /* The kind as a constant, so each loop specializes. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum) {
@@ -580,11 +576,7 @@ static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, i
 /* VNNI where the AVX-512 kernels are in use and the CPU has it (so
  * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
 static int use_vnni(void) {
-    static int use = -1;
-    if (use < 0)
-        use = strcmp(kernels_active()->name, "avx512") == 0 && __builtin_cpu_supports("avx512vnni") &&
-              __builtin_cpu_supports("avx512bw");
-    return use;
+    return kernels_active() == kernels_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
 }
 
 static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x,
