@@ -502,7 +502,8 @@ static void row_factors(int kind, const weight *w, int64_t r, int64_t ng, float 
  * blocks are taken in 16 lanes instead of 8. */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
 
-/* Per-lane scales for 16 lanes of `per` lanes per block (d) or per group (sc). */
+/* The group scale of each of 16 int32 lanes at element c, when lanes_per_32
+ * lanes cover 32 elements (reads up to 4 scales; only the needed ones count). */
 static inline VNNI __m512 vnni_group_scales(int gs, int lanes_per_32, const float *sc, int64_t c) {
     int per_group = lanes_per_32 * gs / 32;   /* lanes that share one group scale */
     if (per_group >= 16) return _mm512_set1_ps(sc[c / gs]);
