@@ -129,8 +129,8 @@ static AVX512 void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n)
 static inline __attribute__((always_inline)) AVX512 void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
                                                                int64_t cols, float *acc, int first, const int MR,
                                                                const int NV) {
-    __m512 a[8][3];
-    _Pragma("GCC unroll 8")
+    __m512 a[12][3];
+    _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * np + 16 * j);
@@ -138,14 +138,14 @@ static inline __attribute__((always_inline)) AVX512 void xt_tile(const float *w,
         __m512 xv[3];
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) xv[j] = _mm512_loadu_ps(xt + (size_t)c * np + 16 * j);
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 12")
         for (int i = 0; i < MR; i++) {
             __m512 b = _mm512_set1_ps(w[(size_t)i * ws + c]);
             _Pragma("GCC unroll 3")
             for (int j = 0; j < NV; j++) a[i][j] = _mm512_fmadd_ps(b, xv[j], a[i][j]);
         }
     }
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) _mm512_storeu_ps(acc + i * np + 16 * j, a[i][j]);
@@ -155,9 +155,9 @@ static inline __attribute__((always_inline)) AVX512 void xt_tile(const float *w,
     for (; r + (MR) <= rows; r += (MR)) xt_tile(w + (size_t)r * ws, ws, xg, np, cols, ag + r * np, first, MR, NV)
 
 /* Groups of up to 3 vectors of tokens (their slice of the vectors stays in
- * L1 while every row passes over it), then row tiles: 8 rows (up to
- * 3 * 8 independent chains), or 8 with a single vector, then
- * single rows. */
+ * L1 while every row passes over it), then row tiles of up to 24 chains:
+ * 8 rows x 3 vectors, 12 x 2 (MoE experts' ~32 tokens), 8 x 1, then single
+ * rows. */
 static AVX512 void avx512_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc, int first) {
     size_t np = (size_t)gemm_xt_lanes(n);
     for (size_t t0 = 0; t0 < np; t0 += 3 * 16) {
@@ -166,7 +166,7 @@ static AVX512 void avx512_gemm_f32_xt(const float *w, size_t ws, int rows, const
         float *ag = acc + t0;
         switch (nv) {
         case 3: XT_TILES(8, 3); XT_TILES(1, 3); break;
-        case 2: XT_TILES(8, 2); XT_TILES(1, 2); break;
+        case 2: XT_TILES(12, 2); XT_TILES(8, 2); XT_TILES(1, 2); break;
         default: XT_TILES(8, 1); XT_TILES(1, 1); break;
         }
     }
