@@ -13,6 +13,17 @@ static float frand(unsigned *s) {
     return ((*s >> 8) / 16777216.0f) * 2.0f - 1.0f;
 }
 
+/* Runs a check on the AVX2 table and, where the CPU has AVX-512F, on the
+ * AVX-512 one; 0 when there is no AVX2 (the test then skips). */
+static int check_fast_tables(void (*check)(const kernel_table *)) {
+    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
+    if (!avx2) return 0;
+    check(avx2);
+    if (avx512) check(avx512);
+    else printf("    no AVX-512F: only the AVX2 kernels checked\n");
+    return 1;
+}
+
 static void check_vector_kernels(const kernel_table *fast) {
     const kernel_table *ref = kernels_reference();
     unsigned seed = 1;
@@ -52,11 +63,7 @@ static void check_vector_kernels(const kernel_table *fast) {
 }
 
 TEST(kernels_avx2_and_avx512_match_reference) {
-    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
-    if (!avx2) SKIP("CPU has no AVX2/FMA");
-    check_vector_kernels(avx2);
-    if (avx512) check_vector_kernels(avx512);
-    else printf("    no AVX-512F: only the AVX2 kernels checked\n");
+    if (!check_fast_tables(check_vector_kernels)) SKIP("CPU has no AVX2/FMA");
 }
 
 static void check_gemm(const kernel_table *fast) {
@@ -94,11 +101,7 @@ static void check_gemm(const kernel_table *fast) {
 }
 
 TEST(kernels_gemm_matches_reference) {
-    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
-    if (!avx2) SKIP("CPU has no AVX2/FMA");
-    check_gemm(avx2);
-    if (avx512) check_gemm(avx512);
-    else printf("    no AVX-512F: only the AVX2 kernel checked\n");
+    if (!check_fast_tables(check_gemm)) SKIP("CPU has no AVX2/FMA");
 }
 
 static void check_weighted_sum(const kernel_table *fast) {
@@ -134,10 +137,7 @@ static void check_weighted_sum(const kernel_table *fast) {
 }
 
 TEST(kernels_weighted_sum_matches_reference) {
-    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
-    if (!avx2) SKIP("CPU has no AVX2/FMA");
-    check_weighted_sum(avx2);
-    if (avx512) check_weighted_sum(avx512);
+    if (!check_fast_tables(check_weighted_sum)) SKIP("CPU has no AVX2/FMA");
 }
 
 TEST(kernels_exp_sum_matches_reference) {
@@ -217,11 +217,7 @@ static void check_gemm_xt(const kernel_table *fast) {
 }
 
 TEST(kernels_gemm_xt_matches_reference_bit_for_bit) {
-    const kernel_table *avx2 = kernels_avx2(), *avx512 = kernels_avx512();
-    if (!avx2) SKIP("CPU has no AVX2/FMA");
-    check_gemm_xt(avx2);
-    if (avx512) check_gemm_xt(avx512);
-    else printf("    no AVX-512F: only the AVX2 kernel checked\n");
+    if (!check_fast_tables(check_gemm_xt)) SKIP("CPU has no AVX2/FMA");
 }
 
 TEST(kernels_linear_threads_and_batches_agree) {
