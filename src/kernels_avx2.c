@@ -170,8 +170,8 @@ static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, s
  * continuing its chains from acc (or from 0) over the block's columns in
  * order and storing them back. */
 static inline __attribute__((always_inline)) void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
-                                                               int64_t cols, float *acc, int first, const int MR,
-                                                               const int NV) {
+                                                          int64_t cols, float *acc, int first, const int MR,
+                                                          const int NV) {
     __m256 a[8][3];
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)

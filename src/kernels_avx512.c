@@ -1,8 +1,9 @@
 /* kernels_avx512.c — AVX-512F variants of the compute-bound kernels (the
  * prefill products and their widening, attention's weighted sum, the FMA
- * peak probe); every other entry is the AVX2 one. The functions here are compiled for AVX-512F by
- * their target attribute (so no build needs special flags for this file) and
- * none runs unless the CPU reports AVX-512F (and AVX2/FMA). On cores with
+ * peak probe); every other entry is the AVX2 one. The functions here are
+ * compiled for AVX-512F by their target attribute (so no build needs special
+ * flags for this file) and none runs unless the CPU reports AVX-512F (and
+ * AVX2/FMA). On cores with
  * full-width 512-bit FMA units this doubles the multiply-add rate. */
 #include "kernels.h"
 
@@ -127,8 +128,8 @@ static AVX512 void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n)
  * continuing its chains from acc (or from 0) over the block's columns in
  * order and storing them back. */
 static inline __attribute__((always_inline)) AVX512 void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
-                                                               int64_t cols, float *acc, int first, const int MR,
-                                                               const int NV) {
+                                                                 int64_t cols, float *acc, int first, const int MR,
+                                                                 const int NV) {
     __m512 a[12][3];
     _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++)

@@ -17,8 +17,9 @@
  * buffers of at least linear_rows_scratch_floats(n, cols) floats each
  * (pool_size of them, scratch_stride floats apart); packed: room for
  * linear_packed_floats(n, cols) floats, the vectors transposed once for all
- * threads (unused below 4 vectors, may then be NULL). Each output row is computed by one thread in
- * a fixed order, so results do not depend on the thread count.
+ * threads (unused below 4 vectors, may then be NULL). Each output row is
+ * computed by one thread in a fixed order, so results do not depend on the
+ * thread count.
  * Quantized weights with fewer than 4 vectors (decode) quantize the vectors
  * to int8 blocks once per call and use the integer kernels where they exist
  * (quant.h, "int8 activations": ~1e-3 relative error, memory-bound), unless
