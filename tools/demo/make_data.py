@@ -152,7 +152,20 @@ DEF_CORES = ["What does the word \"{w}\" mean?", "Define {w}.", "What is the mea
              "Word: {w}. Meaning?", "I need the definition of {w}.", "Please give me the meaning of {w}.",
              "{w} - what does it mean?", "Tell me about the word {w}.", "What is the sense of {w}?",
              "Is {w} a word? What does it mean?", "Say what {w} means.", "Give a short definition of {w}.",
-             "The word {w}: what does it mean?", "Meaning of \"{w}\", please."]
+             "The word {w}: what does it mean?", "Meaning of \"{w}\", please.",
+             # the word quoted in one sentence, the question in the next
+             "I saw \"{w}\" in a book. What does it mean?", "Someone said \"{w}\" to me. What is it?",
+             "My friend used the word \"{w}\". What does it mean?", "\"{w}\" came up today. Meaning?",
+             "There is a word, \"{w}\". What is it?", "I found \"{w}\" in a text. What does it mean?",
+             "People say \"{w}\" a lot. What is it?", "I heard \"{w}\" on the radio. What does it mean?",
+             # an imperative about "the word / the name / the expression X", often with ", please"
+             "Clarify the word {w}, please.", "Describe the word {w}, please.", "Interpret the word {w} for me.",
+             "Go over the word {w} for me.", "Tell me about the expression {w}, please.",
+             "Break down the word {w} for me.", "Clarify what {w} means.", "Give me the sense of {w}, please.",
+             "Teach me the word {w}.", "Tell me what the name {w} stands for."]
+# A core that writes the word bare is asked with it in double quotes this often: a quoted word is
+# a different token from the same word after a space, and the answer must map one to the other.
+DEF_QUOTE_SHARE = 0.3
 DEF_LEADS = ["", "", "", "", "Hey, ", "Quick question: ", "Hi! ", "Sorry, ", "One more: ", "Hello. "]
 DEF_TAILS = ["", "", "", "", " Thanks.", " Thank you!", " Keep it short.", " Just one sentence."]
 DEF_EVAL_PHRASES = ["Could you explain the word {w} to me?", "I keep hearing \"{w}\". What is that?",
@@ -163,9 +176,12 @@ DEF_OTHER_PHRASES = ["Give me a definition for {w}.", "{w}: what does that word 
 
 
 def def_question(word, rng):
-    core = rng.choice(DEF_CORES).format(w=word)
+    core = rng.choice(DEF_CORES)
+    if "\"{w}\"" not in core and rng.random() < DEF_QUOTE_SHARE:
+        core = core.replace("{w}", "\"{w}\"")
+    core = core.format(w=word)
     lead = rng.choice(DEF_LEADS)
-    if lead.endswith((", ", ": ")):  # the question goes on the same sentence
+    if lead.endswith((", ", ": ")) and not core.startswith("I "):  # the question goes on the same sentence
         core = core[0].lower() + core[1:]
     return lead + core + rng.choice(DEF_TAILS)
 
