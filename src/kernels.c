@@ -56,6 +56,17 @@ static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const flo
         }
 }
 
+static void ref_gemm_bf16_xt(const uint16_t *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols,
+                             float *acc, int first) {
+    size_t np = (size_t)gemm_xt_lanes(n);
+    for (int r = 0; r < rows; r++)
+        for (size_t t = 0; t < np; t++) {
+            float a = first ? 0 : acc[r * np + t];
+            for (int64_t c = 0; c < cols; c++) a = fmaf(bf16_to_f32(w[(size_t)r * w_stride + c]), xt[(size_t)c * np + t], a);
+            acc[r * np + t] = a;
+        }
+}
+
 static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
                              float *y, size_t ys) {
     for (int h = 0; h < nh; h++)
@@ -91,7 +102,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_gemm_f32_xt, ref_weighted_sum, ref_exp_sum, ref_swiglu, ref_sum_f32, ref_fma_probe,
+    ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_exp_sum, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -33,6 +33,12 @@ typedef struct {
      * output falls in (thread count, batch split): the same bits. */
     void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
                         int first);
+    /* gemm_f32_xt over bf16 rows, widened as they are read (exactly, so the
+     * same bits as gemm_f32_xt on the widened rows). Reads w[r * w_stride +
+     * c - 1] for c >= 1 unless first, so without first w must not point at
+     * the start of a row. */
+    void (*gemm_bf16_xt)(const uint16_t *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols,
+                         float *acc, int first);
     /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,
      * j < cols: attention's probability-weighted sum of cached rows, for a
      * few heads at once (each row chunk loaded once for all of them). */

@@ -70,29 +70,24 @@ static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int
     }
 }
 
-/* Columns [c0, c0 + kc) of rows [r, r + rows) of a bf16/f16 weight, widened
- * into rows of LINEAR_KC floats. The same columns two blocks of rows further
- * on are requested too, so they are on their way from memory in time. */
-static void widen_columns(const kernel_table *k, const weight *w, int64_t r, int rows, int64_t row1, int64_t c0,
-                          int64_t kc, float *dst) {
-    for (int i = 0; i < rows; i++) {
-        const uint16_t *src = (const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0;
-        if (r + 2 * LINEAR_ROW_BLOCK + i < row1) {
-            const uint8_t *ahead = (const uint8_t *)src + 2 * LINEAR_ROW_BLOCK * w->row_stride;
-            for (int64_t b = 0; b < kc * 2; b += 64) __builtin_prefetch(ahead + b, 0, 2);
-        }
-        if (w->format == WF_BF16) k->bf16_to_f32(src, dst + (size_t)i * LINEAR_KC, kc);
-        else k->f16_to_f32(src, dst + (size_t)i * LINEAR_KC, kc);
+/* Asks for columns [c0, c0 + kc) of rows [r, r + rows) of a 16-bit weight
+ * two blocks of rows further on, so they are on their way from memory by the
+ * time they are needed. */
+static void prefetch_ahead(const weight *w, int64_t r, int rows, int64_t row1, int64_t c0, int64_t kc) {
+    for (int i = 0; i < rows && r + 2 * LINEAR_ROW_BLOCK + i < row1; i++) {
+        const uint8_t *ahead = w->data + (size_t)(r + 2 * LINEAR_ROW_BLOCK + i) * w->row_stride + (size_t)c0 * 2;
+        for (int64_t b = 0; b < kc * 2; b += 64) __builtin_prefetch(ahead + b, 0, 2);
     }
 }
 
 /* The batched product from transposed vectors, per block of
  * LINEAR_ROW_BLOCK rows: partial sums in acc ([rows][np], the kernel's
- * layout), over blocks of LINEAR_KC columns. bf16/f16 rows are widened one
- * column block at a time into a buffer that stays in L1 (widening whole rows
- * spills them to L2 and costs as much as the multiply for a few tokens);
- * f32 rows are used in place; quantized rows are decoded whole (their
- * blocks need not align with the column blocks). */
+ * layout), over blocks of LINEAR_KC columns. bf16 rows are widened by the
+ * kernel as it reads them; f16 rows are widened one column block at a time
+ * into a buffer that stays in L1 (widening whole rows spills them to L2 and
+ * costs as much as the multiply for a few tokens); f32 rows are used in
+ * place; quantized rows are decoded whole (their blocks need not align with
+ * the column blocks). */
 static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0, int64_t row1, const float *xt, int n,
                            float *y, size_t y_stride, float *row_scratch) {
     size_t np = (size_t)gemm_xt_lanes(n);
@@ -111,11 +106,19 @@ static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0,
         if (cols == 0) memset(acc, 0, (size_t)rows * np * sizeof *acc);
         for (int64_t c0 = 0; c0 < cols; c0 += LINEAR_KC) {
             int64_t kc = cols - c0 < LINEAR_KC ? cols - c0 : LINEAR_KC;
-            if (w->format == WF_BF16 || w->format == WF_F16) {
-                widen_columns(k, w, r, rows, row1, c0, kc, wbuf);
-                k->gemm_f32_xt(wbuf, LINEAR_KC, rows, xt + (size_t)c0 * np, n, kc, acc, c0 == 0);
+            const float *xc = xt + (size_t)c0 * np;
+            if (w->format == WF_BF16) {
+                prefetch_ahead(w, r, rows, row1, c0, kc);
+                const uint16_t *rows16 = (const uint16_t *)(w->data + (size_t)r * w->row_stride) + c0;
+                k->gemm_bf16_xt(rows16, w->row_stride / 2, rows, xc, n, kc, acc, c0 == 0);
+            } else if (w->format == WF_F16) {
+                prefetch_ahead(w, r, rows, row1, c0, kc);
+                for (int i = 0; i < rows; i++)
+                    k->f16_to_f32((const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0,
+                                  wbuf + (size_t)i * LINEAR_KC, kc);
+                k->gemm_f32_xt(wbuf, LINEAR_KC, rows, xc, n, kc, acc, c0 == 0);
             } else {
-                k->gemm_f32_xt(block + c0, stride, rows, xt + (size_t)c0 * np, n, kc, acc, c0 == 0);
+                k->gemm_f32_xt(block + c0, stride, rows, xc, n, kc, acc, c0 == 0);
             }
         }
         for (int t = 0; t < n; t++)
