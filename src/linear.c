@@ -145,8 +145,12 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
         return;
     }
     float *xt = row_scratch + linear_rows_scratch_floats(n, w->cols);
-    pack_columns(x, n, x_stride, 0, w->cols, xt);
-    linear_rows_xt(k, w, row0, row1, xt, n, y, y_stride, row_scratch);
+    int pass = linear_pass_tokens(n, w->cols);
+    for (int t0 = 0; t0 < n; t0 += pass) {
+        int m = n - t0 < pass ? n - t0 : pass;
+        pack_columns(x + (size_t)t0 * x_stride, m, x_stride, 0, w->cols, xt);
+        linear_rows_xt(k, w, row0, row1, xt, m, y + (size_t)t0 * y_stride, y_stride, row_scratch);
+    }
 }
 
 void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const float *x, int n, size_t x_stride,
@@ -207,23 +211,33 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
     int64_t per = (w->rows + tasks - 1) / tasks;
     per = (per + 15) & ~(int64_t)15;
     if (per < 16) per = 16;
-    /* int8 activations: quantized once here, shared by every task */
-    quant_act a[GEMM_MIN_VECTORS];
-    const quant_act *act = NULL;
-    if (use_q8(w, n)) {
-        prepare_q8(w, x, n, x_stride, scratch, a);
-        act = a;
+    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, NULL, NULL};
+    int row_tasks = (int)((w->rows + per - 1) / per);
+    if (n < GEMM_MIN_VECTORS) {
+        /* int8 activations: quantized once here, shared by every task */
+        quant_act a[GEMM_MIN_VECTORS];
+        if (use_q8(w, n)) {
+            prepare_q8(w, x, n, x_stride, scratch, a);
+            j.act = a;
+        }
+        pool_run(pool, linear_task, &j, row_tasks);
+        return;
     }
-    /* 4+ vectors: transposed once (column ranges spread over the threads), shared by every task */
-    const float *xt = NULL;
-    if (n >= GEMM_MIN_VECTORS) {
-        int64_t per = ((w->cols + threads - 1) / threads + 15) & ~(int64_t)15;
-        pack_job pj = {x, n, x_stride, w->cols, per > 0 ? per : 16, packed};
-        pool_run(pool, pack_task, &pj, (int)((w->cols + pj.cols_per_task - 1) / pj.cols_per_task));
-        xt = packed;
+    /* 4+ vectors, in passes (linear_pass_tokens): each pass's vectors are
+       transposed once (column ranges spread over the threads) and shared by
+       every task */
+    int pass = linear_pass_tokens(n, w->cols);
+    int64_t cols_per = ((w->cols + threads - 1) / threads + 15) & ~(int64_t)15;
+    if (cols_per <= 0) cols_per = 16;
+    for (int t0 = 0; t0 < n; t0 += pass) {
+        int m = n - t0 < pass ? n - t0 : pass;
+        pack_job pj = {x + (size_t)t0 * x_stride, m, x_stride, w->cols, cols_per, packed};
+        pool_run(pool, pack_task, &pj, (int)((w->cols + cols_per - 1) / cols_per));
+        j.n = m;
+        j.y = y + (size_t)t0 * y_stride;
+        j.xt = packed;
+        pool_run(pool, linear_task, &j, row_tasks);
     }
-    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, act, xt};
-    pool_run(pool, linear_task, &j, (int)((w->rows + per - 1) / per));
 }
 
 weight weight_rows(const weight *w, int64_t row0, int64_t n) {

@@ -271,6 +271,59 @@ TEST(kernels_linear_threads_and_batches_agree) {
     free(wd); free(x); free(y1); free(y2); free(y3); free(scratch); free(packed);
 }
 
+/* An input so wide that the batched product goes in passes of fewer tokens
+ * (linear_pass_tokens): every output keeps its bits whatever the passes and
+ * threads (a batch of 7 tokens, one pass, gives the same numbers as the
+ * first 7 of 53), and the transposed vectors of this width or any narrower
+ * one fit the buffer sized by linear_packed_floats (allocated to the byte,
+ * for the sanitizer). */
+TEST(kernels_linear_passes_of_a_wide_input_agree) {
+    unsigned seed = 9;
+    int rows = 19, cols = 40000, n = 53;
+    CHECK(linear_pass_tokens(n, cols) < n);
+    uint16_t *wd = malloc((size_t)rows * cols * 2);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) wd[i] = f32_to_bf16(frand(&seed));
+    weight w = {0};
+    w.format = WF_BF16;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = (const uint8_t *)wd;
+    w.row_stride = (size_t)cols * 2;
+    w.global_scale = 1;
+    float *x = malloc((size_t)n * cols * 4), *y1 = malloc((size_t)n * rows * 4), *y2 = malloc((size_t)n * rows * 4);
+    for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = frand(&seed);
+    size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
+    float *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
+    thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
+    linear(p2, &w, x, n, cols, y1, rows, scratch, ss, packed);
+    linear(p1, &w, x, 7, cols, y2, rows, scratch, ss, packed);
+    CHECK(memcmp(y1, y2, (size_t)7 * rows * 4) == 0);
+    linear_rows(&w, 0, rows, x, n, cols, y2, rows, scratch);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    /* a narrower input through the same buffers takes more tokens per pass */
+    weight narrow = w;
+    narrow.cols = 16000;
+    CHECK(linear_pass_tokens(n, narrow.cols) == n);
+    linear(p2, &narrow, x, n, cols, y2, rows, scratch, ss, packed);
+    linear_rows(&narrow, 0, rows, x, n, cols, y1, rows, scratch);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    linear(p2, &w, x, n, cols, y1, rows, scratch, ss, packed);
+    for (int t = 0; t < n; t += 13)
+        for (int r = 0; r < rows; r++) {
+            double ref = 0, mag = 0;
+            for (int c = 0; c < cols; c++) {
+                double p = (double)bf16_to_f32(wd[(size_t)r * cols + c]) * x[(size_t)t * cols + c];
+                ref += p;
+                mag += fabs(p);
+            }
+            CHECKF(fabs(ref - y1[(size_t)t * rows + r]) <= cols * 0x1p-24 * mag, "token %d row %d: %g vs %g", t, r,
+                   y1[(size_t)t * rows + r], ref);
+        }
+    pool_free(p1);
+    pool_free(p2);
+    free(wd); free(x); free(y1); free(y2); free(scratch); free(packed);
+}
+
 typedef struct { int *hits; } pool_ctx;
 static void count_task(void *ctx, int task, int thread) {
     (void)thread;
