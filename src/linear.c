@@ -162,29 +162,39 @@ void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const 
     }
 }
 
+/* Up to two weights with the same input (SwiGLU's gate and up): their row
+ * tasks run in one parallel section, over vectors quantized or transposed
+ * once for both. */
+#define LINEAR_MAX_WEIGHTS 2
+
 typedef struct {
-    const weight *w;
+    int count;
+    const weight *w[LINEAR_MAX_WEIGHTS];
+    float *y[LINEAR_MAX_WEIGHTS];
+    int64_t rows_per_task[LINEAR_MAX_WEIGHTS];
+    int tasks[LINEAR_MAX_WEIGHTS];
     const float *x;
     int n;
     size_t x_stride, y_stride;
-    float *y;
     float *scratch;
     size_t scratch_stride;
-    int64_t rows_per_task;
-    const quant_act *act;         /* the quantized vectors, or NULL */
-    const float *xt;              /* the transposed vectors (4 or more), or NULL */
+    const quant_act *act[LINEAR_MAX_WEIGHTS];   /* the quantized vectors per weight, or NULL */
+    const float *xt;                            /* the transposed vectors (4 or more), or NULL */
 } linear_job;
 
 static void linear_task(void *ctx, int task, int thread) {
     linear_job *j = ctx;
-    int64_t r0 = (int64_t)task * j->rows_per_task;
-    int64_t r1 = r0 + j->rows_per_task;
-    if (r1 > j->w->rows) r1 = j->w->rows;
+    int k = 0;
+    while (task >= j->tasks[k]) task -= j->tasks[k++];
+    const weight *w = j->w[k];
+    int64_t r0 = (int64_t)task * j->rows_per_task[k];
+    int64_t r1 = r0 + j->rows_per_task[k];
+    if (r1 > w->rows) r1 = w->rows;
     if (r0 >= r1) return;
     float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
-    if (j->act) quant_matmul_rows_q8(j->w, r0, r1, j->act, j->n, j->y, j->y_stride);
-    else if (j->xt) linear_rows_xt(kernels_active(), j->w, r0, r1, j->xt, j->n, j->y, j->y_stride, row_scratch);
-    else linear_rows(j->w, r0, r1, j->x, j->n, j->x_stride, j->y, j->y_stride, row_scratch);
+    if (j->act[k]) quant_matmul_rows_q8(w, r0, r1, j->act[k], j->n, j->y[k], j->y_stride);
+    else if (j->xt) linear_rows_xt(kernels_active(), w, r0, r1, j->xt, j->n, j->y[k], j->y_stride, row_scratch);
+    else linear_rows(w, r0, r1, j->x, j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
 }
 
 typedef struct {
@@ -202,42 +212,67 @@ static void pack_task(void *ctx, int task, int thread) {
     pack_columns(j->x, j->n, j->x_stride, c0, c1 < j->cols ? c1 : j->cols, j->xt);
 }
 
-void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
-            float *scratch, size_t scratch_stride, float *packed) {
-    /* A few tasks per thread balance uneven cores; rows stay in blocks of 16
-       so a task's weights are contiguous and quantized blocks stay whole. */
-    int threads = pool_size(pool);
-    int64_t tasks = (int64_t)threads * 4;
-    int64_t per = (w->rows + tasks - 1) / tasks;
-    per = (per + 15) & ~(int64_t)15;
-    if (per < 16) per = 16;
-    linear_job j = {w, x, n, x_stride, y_stride, y, scratch, scratch_stride, per, NULL, NULL};
-    int row_tasks = (int)((w->rows + per - 1) / per);
+static void linear_weights(thread_pool *pool, int count, const weight *const *w, const float *x, int n, size_t x_stride,
+                           float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
+    int threads = pool_size(pool), all_tasks = 0;
+    int64_t cols = w[0]->cols;
+    linear_job j = {.count = count, .x = x, .n = n, .x_stride = x_stride, .y_stride = y_stride, .scratch = scratch,
+                    .scratch_stride = scratch_stride};
+    for (int k = 0; k < count; k++) {
+        /* A few tasks per thread balance uneven cores; rows stay in blocks
+           of 16 so a task's weights are contiguous and quantized blocks stay
+           whole. */
+        int64_t tasks = (int64_t)threads * 4;
+        int64_t per = (w[k]->rows + tasks - 1) / tasks;
+        per = (per + 15) & ~(int64_t)15;
+        if (per < 16) per = 16;
+        j.w[k] = w[k];
+        j.y[k] = y[k];
+        j.rows_per_task[k] = per;
+        j.tasks[k] = (int)((w[k]->rows + per - 1) / per);
+        all_tasks += j.tasks[k];
+    }
     if (n < GEMM_MIN_VECTORS) {
-        /* int8 activations: quantized once here, shared by every task */
-        quant_act a[GEMM_MIN_VECTORS];
-        if (use_q8(w, n)) {
-            prepare_q8(w, x, n, x_stride, scratch, a);
-            j.act = a;
-        }
-        pool_run(pool, linear_task, &j, row_tasks);
+        /* int8 activations: quantized once here (per weight, after one
+           another in the first thread's scratch), shared by every task */
+        quant_act a[LINEAR_MAX_WEIGHTS][GEMM_MIN_VECTORS];
+        uint8_t *q = (uint8_t *)scratch;
+        for (int k = 0; k < count; k++)
+            if (use_q8(w[k], n)) {
+                prepare_q8(w[k], x, n, x_stride, q, a[k]);
+                q += (size_t)n * quant_act_bytes(cols);
+                j.act[k] = a[k];
+            }
+        pool_run(pool, linear_task, &j, all_tasks);
         return;
     }
     /* 4+ vectors, in passes (linear_pass_tokens): each pass's vectors are
        transposed once (column ranges spread over the threads) and shared by
        every task */
-    int pass = linear_pass_tokens(n, w->cols);
-    int64_t cols_per = ((w->cols + threads - 1) / threads + 15) & ~(int64_t)15;
+    int pass = linear_pass_tokens(n, cols);
+    int64_t cols_per = ((cols + threads - 1) / threads + 15) & ~(int64_t)15;
     if (cols_per <= 0) cols_per = 16;
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
-        pack_job pj = {x + (size_t)t0 * x_stride, m, x_stride, w->cols, cols_per, packed};
-        pool_run(pool, pack_task, &pj, (int)((w->cols + cols_per - 1) / cols_per));
+        pack_job pj = {x + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed};
+        pool_run(pool, pack_task, &pj, (int)((cols + cols_per - 1) / cols_per));
         j.n = m;
-        j.y = y + (size_t)t0 * y_stride;
+        for (int k = 0; k < count; k++) j.y[k] = y[k] + (size_t)t0 * y_stride;
         j.xt = packed;
-        pool_run(pool, linear_task, &j, row_tasks);
+        pool_run(pool, linear_task, &j, all_tasks);
     }
+}
+
+void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
+            float *scratch, size_t scratch_stride, float *packed) {
+    linear_weights(pool, 1, &w, x, n, x_stride, &y, y_stride, scratch, scratch_stride, packed);
+}
+
+void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
+                 float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
+    const weight *w[2] = {w0, w1};
+    float *y[2] = {y0, y1};
+    linear_weights(pool, 2, w, x, n, x_stride, y, y_stride, scratch, scratch_stride, packed);
 }
 
 weight weight_rows(const weight *w, int64_t row0, int64_t n) {

@@ -29,6 +29,12 @@
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride, float *packed);
 
+/* Two products of one input (w0 and w1 with the same columns, such as
+ * SwiGLU's gate and up) in one parallel section: the vectors are quantized
+ * or transposed once for both. The same bits as two calls of linear(). */
+void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
+                 float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
+
 /* Floats of one thread's scratch: a block of partial sums [LINEAR_ROW_BLOCK][np]
  * and a block of rows widened to f32 (whole rows, for quantized formats). */
 static inline size_t linear_rows_scratch_floats(int n, int64_t cols) {

@@ -696,8 +696,9 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
 static void swiglu(glm_session *s, const weight *g, const weight *u, const weight *d, const float *x, int n, float *out) {
     int D = s->m->cfg.hidden_size;
     int64_t F = g->rows;
-    lin(s, g, x, n, D, s->ff_g, F);
-    lin(s, u, x, n, D, s->ff_u, F);
+    double t0 = prof_begin();
+    linear_pair(s->m->pool, g, u, x, n, D, s->ff_g, s->ff_u, F, s->thread_scratch, s->scratch_stride, s->packed);
+    prof_end(PROF_MATMUL, t0);
     kernels_active()->swiglu(s->ff_g, s->ff_u, (int64_t)n * F);
     lin(s, d, s->ff_g, n, F, out, D);
 }

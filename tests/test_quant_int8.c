@@ -281,3 +281,33 @@ TEST(quant_int8_linear_threads_and_exact_switch) {
     free(x); free(scratch); free(y1); free(y2); free(y3);
     free_weight(&rw);
 }
+
+/* linear_pair: the bits of two linear() calls, on the int8 path (a 4-bit and
+ * an 8-bit weight of different heights, quantized activations for each) and
+ * on the batched path (5 vectors), with 2 threads. */
+TEST(quant_int8_linear_pair_matches_two_linears) {
+    rand_weight r0 = make_weight(WF_AFFINE, 4, 64, DT_BF16, 203, 512, 1.0f);
+    rand_weight r1 = make_weight(WF_AFFINE, 8, 32, DT_BF16, 77, 512, 1.0f);
+    int cols = 512, rows0 = 203, rows1 = 77;
+    size_t ss = linear_rows_scratch_floats(5, cols) + linear_packed_floats(5, cols);
+    float *x = malloc((size_t)5 * cols * 4), *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(5, cols) * 4);
+    float *a0 = malloc((size_t)5 * rows0 * 4), *a1 = malloc((size_t)5 * rows0 * 4);
+    float *b0 = malloc((size_t)5 * rows0 * 4), *b1 = malloc((size_t)5 * rows0 * 4);
+    for (int t = 0; t < 5; t++) make_x(x + (size_t)t * cols, cols, t);
+    thread_pool *p2 = pool_new(2);
+    int counts[] = {2, 5};
+    for (int i = 0; i < 2; i++) {
+        int n = counts[i];
+        linear(p2, &r0.w, x, n, cols, a0, rows0, scratch, ss, packed);
+        linear(p2, &r1.w, x, n, cols, a1, rows0, scratch, ss, packed);
+        linear_pair(p2, &r0.w, &r1.w, x, n, cols, b0, b1, rows0, scratch, ss, packed);
+        CHECKF(memcmp(a0, b0, (size_t)n * rows0 * 4) == 0, "%d vectors: first weight differs", n);
+        for (int t = 0; t < n; t++)
+            CHECKF(memcmp(a1 + (size_t)t * rows0, b1 + (size_t)t * rows0, (size_t)rows1 * 4) == 0,
+                   "%d vectors: second weight differs (vector %d)", n, t);
+    }
+    pool_free(p2);
+    free(x); free(scratch); free(packed); free(a0); free(a1); free(b0); free(b1);
+    free_weight(&r0);
+    free_weight(&r1);
+}
