@@ -282,6 +282,40 @@ TEST(quant_int8_linear_threads_and_exact_switch) {
     free_weight(&rw);
 }
 
+/* The batched product on quantized rows: the bits of the reference kernel
+ * on the rows from weight_row_f32, for several groups, widths the fast
+ * decoder does not cover (3 and 6 bits), global scales, and every fp
+ * format, with 2 threads. */
+TEST(quant_int8_batched_column_blocks_match_whole_rows) {
+    struct { wformat f; int bits, gs; dtype dt; float global; } cases[] = {
+        {WF_AFFINE, 4, 64, DT_BF16, 1.0f}, {WF_AFFINE, 8, 32, DT_F16, 1.0f}, {WF_AFFINE, 4, 128, DT_F32, 1.0f},
+        {WF_AFFINE, 3, 32, DT_BF16, 1.0f}, {WF_AFFINE, 6, 128, DT_BF16, 0.7f}, {WF_NVFP4, 4, 0, DT_U8, 0.3f}, {WF_MXFP4, 4, 0, DT_U8, 1.0f},
+        {WF_MXFP8, 8, 0, DT_U8, 1.0f}};
+    int rows = 45, cols = 768, n = 6, np = gemm_xt_lanes(n);
+    float *x = malloc((size_t)n * cols * 4), *xt = calloc((size_t)cols * np, 4), *wf = malloc((size_t)rows * cols * 4);
+    float *acc = malloc((size_t)rows * np * 4), *y = malloc((size_t)n * rows * 4);
+    size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
+    float *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    for (int c = 0; c < cols; c++)
+        for (int t = 0; t < n; t++) xt[(size_t)c * np + t] = x[(size_t)t * cols + c];
+    thread_pool *p2 = pool_new(2);
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        rand_weight rw = make_weight(cases[k].f, cases[k].bits, cases[k].gs, cases[k].dt, rows, cols, cases[k].global);
+        for (int r = 0; r < rows; r++) weight_row_f32(&rw.w, r, wf + (size_t)r * cols);
+        kernels_reference()->gemm_f32_xt(wf, (size_t)cols, rows, xt, n, cols, acc, 1);
+        linear(p2, &rw.w, x, n, cols, y, rows, scratch, ss, packed);
+        int same = 1;
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows; r++) same &= memcmp(&y[(size_t)t * rows + r], &acc[(size_t)r * np + t], 4) == 0;
+        CHECKF(same, "case %zu (format %d, group %d): batched bits differ from the decoded rows'", k, (int)cases[k].f,
+               cases[k].gs);
+        free_weight(&rw);
+    }
+    pool_free(p2);
+    free(x); free(xt); free(wf); free(acc); free(y); free(scratch); free(packed);
+}
+
 /* linear_pair: the bits of two linear() calls, on the int8 path (a 4-bit and
  * an 8-bit weight of different heights, quantized activations for each) and
  * on the batched path (5 vectors), with 2 threads. */
