@@ -5,10 +5,12 @@
  * a full-size copy, and unless the weight asks for f32 activations the vectors
  * are first quantized to int8 blocks for the integer kernels (quant.h, "int8
  * activations").
- * 4 or more vectors (prefill): the vectors are transposed once (tokens in
- * vector lanes), blocks of rows are widened to f32 once, and gemm_f32_xt
- * multiplies them, with no sums across lanes. Each output is one FMA chain in
- * column order, so prefill and decode agree to rounding, not bit for bit. */
+ * 4 or more vectors (prefill): the vectors are transposed once per pass
+ * (tokens in vector lanes; wide inputs in passes of fewer tokens), and
+ * gemm_bf16_xt (bf16 rows, widened as read) or gemm_f32_xt (other rows,
+ * widened or decoded a block at a time) multiplies them, with no sums across
+ * lanes. Each output is one FMA chain in column order, so prefill and decode
+ * agree to rounding, not bit for bit. */
 #include "linear.h"
 
 #include "kernels.h"

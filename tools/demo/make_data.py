@@ -138,7 +138,9 @@ def load_wordnet(n_words):
 # it". The evaluation's phrasings (DEF_EVAL_PHRASES, and DEF_OTHER_PHRASES in eval.py's second
 # check) never occur in training: main() checks every training question against them, and no core
 # uses their distinctive wording ("explain", "term", "understand", "keep hearing", "plain words",
-# "do you know", "can you define", "definition for", "that word").
+# "do you know", "can you define", "definition for", "that word"). Some cores share a shape with
+# an evaluation phrasing in other words (a quoted word, then a separate question; an imperative
+# about "the word X" ending in ", please"): a reader who knows those shapes should not be lost.
 DEF_CORES = ["What does the word \"{w}\" mean?", "Define {w}.", "What is the meaning of \"{w}\"?",
              "define {w}", "What does {w} mean?", "Meaning of {w}?", "What is the definition of {w}?",
              "Tell me what \"{w}\" means.", "What is {w}?", "What's {w}?", "what is {w}",
