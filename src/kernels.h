@@ -33,10 +33,11 @@ typedef struct {
      * output falls in (thread count, batch split): the same bits. */
     void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
                         int first);
-    /* gemm_f32_xt over bf16 rows, widened as they are read (exactly, so the
-     * same bits as gemm_f32_xt on the widened rows). Reads w[r * w_stride +
-     * c - 1] for c >= 1 unless first, so without first w must not point at
-     * the start of a row. */
+    /* gemm_f32_xt over bf16 rows, widened as they are read (exactly: the
+     * same bits as gemm_f32_xt on the widened rows). It also reads the 16
+     * bits before each weight, except before column 0 when first is set, so
+     * a call without first must start past a row's first column (as every
+     * column block after the first does). */
     void (*gemm_bf16_xt)(const uint16_t *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols,
                          float *acc, int first);
     /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,

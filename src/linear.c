@@ -170,7 +170,6 @@ void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const 
 #define LINEAR_MAX_WEIGHTS 2
 
 typedef struct {
-    int count;
     const weight *w[LINEAR_MAX_WEIGHTS];
     float *y[LINEAR_MAX_WEIGHTS];
     int64_t rows_per_task[LINEAR_MAX_WEIGHTS];
@@ -218,7 +217,7 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
                            float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
     int threads = pool_size(pool), all_tasks = 0;
     int64_t cols = w[0]->cols;
-    linear_job j = {.count = count, .x = x, .n = n, .x_stride = x_stride, .y_stride = y_stride, .scratch = scratch,
+    linear_job j = {.x = x, .n = n, .x_stride = x_stride, .y_stride = y_stride, .scratch = scratch,
                     .scratch_stride = scratch_stride};
     for (int k = 0; k < count; k++) {
         /* A few tasks per thread balance uneven cores; rows stay in blocks
