@@ -237,18 +237,24 @@ TEST(kernels_gemm_xt_matches_reference_bit_for_bit) {
     if (!check_fast_tables(check_gemm_xt)) SKIP("CPU has no AVX2/FMA");
 }
 
-TEST(kernels_linear_threads_and_batches_agree) {
-    unsigned seed = 5;
-    int rows = 203, cols = 77, n = 5;
-    uint16_t *wd = malloc((size_t)rows * cols * 2);
-    for (int i = 0; i < rows * cols; i++) wd[i] = f32_to_bf16(frand(&seed));
+/* A bf16 weight of random values over data[rows * cols] (the caller frees data). */
+static weight random_bf16_weight(uint16_t *data, int rows, int cols, unsigned *seed) {
+    for (size_t i = 0; i < (size_t)rows * cols; i++) data[i] = f32_to_bf16(frand(seed));
     weight w = {0};
     w.format = WF_BF16;
     w.rows = rows;
     w.cols = cols;
-    w.data = (const uint8_t *)wd;
+    w.data = (const uint8_t *)data;
     w.row_stride = (size_t)cols * 2;
     w.global_scale = 1;
+    return w;
+}
+
+TEST(kernels_linear_threads_and_batches_agree) {
+    unsigned seed = 5;
+    int rows = 203, cols = 77, n = 5;
+    uint16_t *wd = malloc((size_t)rows * cols * 2);
+    weight w = random_bf16_weight(wd, rows, cols, &seed);
     float *x = malloc((size_t)n * cols * 4), *y1 = calloc((size_t)n * rows, 4), *y2 = calloc((size_t)n * rows, 4);
     size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
     float *y3 = calloc(rows, 4), *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
@@ -282,14 +288,7 @@ TEST(kernels_linear_passes_of_a_wide_input_agree) {
     int rows = 19, cols = 40000, n = 53;
     CHECK(linear_pass_tokens(n, cols) < n);
     uint16_t *wd = malloc((size_t)rows * cols * 2);
-    for (size_t i = 0; i < (size_t)rows * cols; i++) wd[i] = f32_to_bf16(frand(&seed));
-    weight w = {0};
-    w.format = WF_BF16;
-    w.rows = rows;
-    w.cols = cols;
-    w.data = (const uint8_t *)wd;
-    w.row_stride = (size_t)cols * 2;
-    w.global_scale = 1;
+    weight w = random_bf16_weight(wd, rows, cols, &seed);
     float *x = malloc((size_t)n * cols * 4), *y1 = malloc((size_t)n * rows * 4), *y2 = malloc((size_t)n * rows * 4);
     for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = frand(&seed);
     size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
