@@ -41,8 +41,8 @@ static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r
 }
 
 /* Vectors below this count use row dot products straight from the stored
- * (or packed) weights; from here on, blocks of rows are widened to f32 once
- * and multiplied with all vectors by the register-blocked kernel. */
+ * (or packed) weights; from here on, the batched product (linear_rows_xt)
+ * multiplies each block of rows with all vectors at once. */
 #define GEMM_MIN_VECTORS 4
 
 /* Decode with int8 activations: each vector quantized once into scratch. */
