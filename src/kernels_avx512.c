@@ -14,8 +14,23 @@
 #include "tensor.h"
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
+#define GEMM_KC 576   /* columns per block of the product: a cached latent row (512 + 64) whole, 2.25 KB */
 #define GEMM_RB 16    /* weight rows per block of the prefill product */
+
+/* The lane sums of four vectors, [sum a, sum b, sum c, sum d], in one
+ * transposing tree: lanes l and l + 8, then l + 4, then l + 2, then l + 1
+ * (the order of _mm512_reduce_add_ps, so a single vector summed as
+ * lane_sums4(a, a, a, a) gets the same bits as one of four). */
+static inline __attribute__((always_inline)) AVX512 __m128 lane_sums4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* 128-bit chunks [a0+a2, a1+a3, b0+b2, b1+b3] and the same for c, d */
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    /* chunk k: vector k's four partial sums */
+    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    s = _mm512_add_ps(s, _mm512_shuffle_ps(s, s, 0x4e));   /* lanes l and l ^ 2 */
+    s = _mm512_add_ps(s, _mm512_shuffle_ps(s, s, 0xb1));   /* and l ^ 1 */
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
+}
 
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
  * weight rows, NT <= 6 vectors; constants after inlining, so the accumulators
@@ -43,13 +58,20 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *
             for (int j = 0; j < NT; j++) acc[i][j] = _mm512_fmadd_ps(v, u[j], acc[i][j]);
         }
     }
-    _Pragma("GCC unroll 4")
-    for (int i = 0; i < NR; i++)
-        _Pragma("GCC unroll 6")
-        for (int j = 0; j < NT; j++) {
-            float s = _mm512_reduce_add_ps(acc[i][j]);
-            y[(size_t)j * ys + i] = first ? s : y[(size_t)j * ys + i] + s;
+    _Pragma("GCC unroll 6")
+    for (int j = 0; j < NT; j++) {
+        float *yj = y + (size_t)j * ys;
+        if (NR == 4) {
+            __m128 s = lane_sums4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+            _mm_storeu_ps(yj, first ? s : _mm_add_ps(_mm_loadu_ps(yj), s));
+        } else {
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NR; i++) {
+                float s = _mm_cvtss_f32(lane_sums4(acc[i][j], acc[i][j], acc[i][j], acc[i][j]));
+                yj[i] = first ? s : yj[i] + s;
+            }
         }
+    }
 }
 
 /* One vector tile (NT vectors) against a block of rb weight rows: tiles of 4
@@ -61,19 +83,19 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *
         for (; r < rb; r++) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF);       \
     } while (0)
 
-#define GEMM_TAIL(nt, PF)                                                                                      \
+#define GEMM_TILE(nt, PF)                                                                                      \
     switch (nt) {                                                                                              \
-    case 5: GEMM_ROWS(rb, 5, PF); break;                                                           \
-    case 4: GEMM_ROWS(rb, 4, PF); break;                                                           \
-    case 3: GEMM_ROWS(rb, 3, PF); break;                                                           \
-    case 2: GEMM_ROWS(rb, 2, PF); break;                                                           \
-    case 1: GEMM_ROWS(rb, 1, PF); break;                                                           \
-    default: break;                                                                                            \
+    case 6: GEMM_ROWS(rb, 6, PF); break;                                                                       \
+    case 5: GEMM_ROWS(rb, 5, PF); break;                                                                       \
+    case 4: GEMM_ROWS(rb, 4, PF); break;                                                                       \
+    case 3: GEMM_ROWS(rb, 3, PF); break;                                                                       \
+    case 2: GEMM_ROWS(rb, 2, PF); break;                                                                       \
+    default: GEMM_ROWS(rb, 1, PF); break;                                                                      \
     }
 
 /* Weight rows in blocks of GEMM_RB and columns in blocks of GEMM_KC: the
- * block of weights (16 x 2 KB) stays in L1 while every vector tile passes
- * over it, and a vector tile (NT x 2 KB) stays in L1 across the block's row
+ * block of weights (16 x 2.25 KB) stays in L1 while every vector tile passes
+ * over it, and a vector tile (NT x 2.25 KB) stays in L1 across the block's row
  * tiles. The first vector tile prefetches the next rows (streamed weights
  * such as decode's cached keys arrive before they are needed). Every output
  * is the same arithmetic whatever the tile shape (the sum of its per-block
@@ -88,17 +110,16 @@ static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const fl
         const float *wb = w + (size_t)r0 * ws;
         for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
             int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
-            int first = c0 == 0, t = 0;
-            for (; t + 6 <= n; t += 6) {
+            int first = c0 == 0, tiles = (n + 5) / 6;
+            /* vector tiles as even as possible (20 heads: 5, 5, 5, 5, not 6, 6, 6, 2) */
+            for (int i = 0, t = 0; i < tiles; i++) {
+                int nt = (n - t) / (tiles - i);
                 const float *xt = x + (size_t)t * xs;
                 float *yt = y + (size_t)t * ys + r0;
-                if (t == 0) GEMM_ROWS(rb, 6, 1);
-                else GEMM_ROWS(rb, 6, 0);
+                if (i == 0) { GEMM_TILE(nt, 1) }
+                else { GEMM_TILE(nt, 0) }
+                t += nt;
             }
-            const float *xt = x + (size_t)t * xs;
-            float *yt = y + (size_t)t * ys + r0;
-            if (t == 0) { GEMM_TAIL(n - t, 1) }
-            else { GEMM_TAIL(n - t, 0) }
         }
     }
     if (cw == cols) return;
