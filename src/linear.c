@@ -164,17 +164,19 @@ void linear_transposed_rows(const weight *w, int64_t row0, int64_t nrows, const 
     }
 }
 
-/* Up to two weights with the same input (SwiGLU's gate and up): their row
- * tasks run in one parallel section, over vectors quantized or transposed
- * once for both. */
-#define LINEAR_MAX_WEIGHTS 2
+/* Several weights' row tasks in one parallel section: SwiGLU's gate and up
+ * over vectors quantized or transposed once for both, or (decode) the gate
+ * and up, then the down, of every expert a token chose, so the threads
+ * share out all of them with one start and one wait. 18: the gate and up
+ * of 8 routed experts and a shared one. */
+#define LINEAR_MAX_WEIGHTS 18
 
 typedef struct {
     const weight *w[LINEAR_MAX_WEIGHTS];
+    const float *x[LINEAR_MAX_WEIGHTS];
     float *y[LINEAR_MAX_WEIGHTS];
     int64_t rows_per_task[LINEAR_MAX_WEIGHTS];
     int tasks[LINEAR_MAX_WEIGHTS];
-    const float *x;
     int n;
     size_t x_stride, y_stride;
     float *scratch;
@@ -195,7 +197,7 @@ static void linear_task(void *ctx, int task, int thread) {
     float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
     if (j->act[k]) quant_matmul_rows_q8(w, r0, r1, j->act[k], j->n, j->y[k], j->y_stride);
     else if (j->xt) linear_rows_xt(kernels_active(), w, r0, r1, j->xt, j->n, j->y[k], j->y_stride, row_scratch);
-    else linear_rows(w, r0, r1, j->x, j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
+    else linear_rows(w, r0, r1, j->x[k], j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
 }
 
 typedef struct {
@@ -213,49 +215,66 @@ static void pack_task(void *ctx, int task, int thread) {
     pack_columns(j->x, j->n, j->x_stride, c0, c1 < j->cols ? c1 : j->cols, j->xt);
 }
 
-static void linear_weights(thread_pool *pool, int count, const weight *const *w, const float *x, int n, size_t x_stride,
-                           float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
+/* Two weights quantize one input the same way when they share its width,
+ * format, bits and group size. */
+static int same_act_layout(const weight *a, const weight *b) {
+    return a->cols == b->cols && a->format == b->format && a->bits == b->bits && a->group_size == b->group_size;
+}
+
+/* count <= LINEAR_MAX_WEIGHTS weights, each with its own input x[k]; with 4
+ * or more vectors all of them must be the same input (it is transposed once). */
+static void linear_weights(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n,
+                           size_t x_stride, float *const *y, size_t y_stride, float *scratch, size_t scratch_stride,
+                           float *packed) {
     int threads = pool_size(pool), all_tasks = 0;
-    int64_t cols = w[0]->cols;
-    linear_job j = {.x = x, .n = n, .x_stride = x_stride, .y_stride = y_stride, .scratch = scratch,
+    linear_job j = {.n = n, .x_stride = x_stride, .y_stride = y_stride, .scratch = scratch,
                     .scratch_stride = scratch_stride};
+    /* A few tasks per thread balance uneven cores: 4 per thread for each
+       weight, fewer when there are many (about 8 per thread in all); rows
+       stay in blocks of 16 so a task's weights are contiguous and quantized
+       blocks stay whole. */
+    int64_t tasks = ((int64_t)threads * 8 + count - 1) / count;
+    if (tasks > (int64_t)threads * 4) tasks = (int64_t)threads * 4;
     for (int k = 0; k < count; k++) {
-        /* A few tasks per thread balance uneven cores; rows stay in blocks
-           of 16 so a task's weights are contiguous and quantized blocks stay
-           whole. */
-        int64_t tasks = (int64_t)threads * 4;
         int64_t per = (w[k]->rows + tasks - 1) / tasks;
         per = (per + 15) & ~(int64_t)15;
         if (per < 16) per = 16;
         j.w[k] = w[k];
+        j.x[k] = x[k];
         j.y[k] = y[k];
         j.rows_per_task[k] = per;
         j.tasks[k] = (int)((w[k]->rows + per - 1) / per);
         all_tasks += j.tasks[k];
     }
     if (n < GEMM_MIN_VECTORS) {
-        /* int8 activations: quantized once here (per weight, after one
-           another in the first thread's scratch), shared by every task */
+        /* int8 activations: each input quantized once here (after one another
+           in the first thread's scratch; a weight with the same input and
+           layout as the one before shares its vectors), shared by every task */
         quant_act a[LINEAR_MAX_WEIGHTS][GEMM_MIN_VECTORS];
         uint8_t *q = (uint8_t *)scratch;
-        for (int k = 0; k < count; k++)
-            if (use_q8(w[k], n)) {
-                prepare_q8(w[k], x, n, x_stride, q, a[k]);
-                q += (size_t)n * quant_act_bytes(cols);
-                j.act[k] = a[k];
+        for (int k = 0; k < count; k++) {
+            if (!use_q8(w[k], n)) continue;
+            if (k > 0 && j.act[k - 1] && x[k] == x[k - 1] && same_act_layout(w[k], w[k - 1])) {
+                j.act[k] = j.act[k - 1];
+                continue;
             }
+            prepare_q8(w[k], x[k], n, x_stride, q, a[k]);
+            q += (size_t)n * quant_act_bytes(w[k]->cols);
+            j.act[k] = a[k];
+        }
         pool_run(pool, linear_task, &j, all_tasks);
         return;
     }
     /* 4+ vectors, in passes (linear_pass_tokens): each pass's vectors are
        transposed once (column ranges spread over the threads) and shared by
        every task */
+    int64_t cols = w[0]->cols;
     int pass = linear_pass_tokens(n, cols);
     int64_t cols_per = ((cols + threads - 1) / threads + 15) & ~(int64_t)15;
     if (cols_per <= 0) cols_per = 16;
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
-        pack_job pj = {x + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed};
+        pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed};
         pool_run(pool, pack_task, &pj, (int)((cols + cols_per - 1) / cols_per));
         j.n = m;
         for (int k = 0; k < count; k++) j.y[k] = y[k] + (size_t)t0 * y_stride;
@@ -266,14 +285,27 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
 
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride, float *packed) {
-    linear_weights(pool, 1, &w, x, n, x_stride, &y, y_stride, scratch, scratch_stride, packed);
+    linear_weights(pool, 1, &w, &x, n, x_stride, &y, y_stride, scratch, scratch_stride, packed);
 }
 
 void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
                  float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
     const weight *w[2] = {w0, w1};
+    const float *xs[2] = {x, x};
     float *y[2] = {y0, y1};
-    linear_weights(pool, 2, w, x, n, x_stride, y, y_stride, scratch, scratch_stride, packed);
+    linear_weights(pool, 2, w, xs, n, x_stride, y, y_stride, scratch, scratch_stride, packed);
+}
+
+void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,
+                 float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
+    if (n >= GEMM_MIN_VECTORS) {
+        for (int k = 0; k < count; k++) linear(pool, w[k], x[k], n, x_stride, y[k], y_stride, scratch, scratch_stride, packed);
+        return;
+    }
+    for (int k0 = 0; k0 < count; k0 += LINEAR_MAX_WEIGHTS) {
+        int m = count - k0 < LINEAR_MAX_WEIGHTS ? count - k0 : LINEAR_MAX_WEIGHTS;
+        linear_weights(pool, m, w + k0, x + k0, n, x_stride, y + k0, y_stride, scratch, scratch_stride, packed);
+    }
 }
 
 weight weight_rows(const weight *w, int64_t row0, int64_t n) {

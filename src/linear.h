@@ -35,6 +35,16 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
 void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
                  float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
 
+/* count products, each weight w[k] with its own input x[k] and output y[k]
+ * (n vectors each, all with the same strides), in as few parallel sections
+ * as possible: decode's experts, so the threads share out every expert's
+ * rows with one start and one wait. With 4 or more vectors, one linear()
+ * after another. The same bits as count calls of linear(). The first
+ * per-thread buffer holds every input's int8 vectors: count * n *
+ * quant_act_bytes(cols) bytes at most. */
+void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,
+                 float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
+
 /* Floats of one thread's scratch: a block of partial sums [LINEAR_ROW_BLOCK][np]
  * and a block of rows widened to f32 (whole rows, for quantized formats). */
 static inline size_t linear_rows_scratch_floats(int n, int64_t cols) {

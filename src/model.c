@@ -80,7 +80,8 @@ struct glm_session {
     float *o;                     /* [UB][H*dv] */
     float *proj;                  /* [UB][D] */
     float *cos_t, *sin_t;         /* [UB][dr/2] */
-    float *ff_g, *ff_u;           /* [UB][Fmax] */
+    float *ff_g, *ff_u;           /* [UB][ff_stride]: gate and up outputs */
+    size_t ff_stride;             /* Fmax: the widest MLP, dense or the shared experts together */
     float *router_logits;         /* [UB][E] */
     int *sel;                     /* [UB][K] */
     float *sel_w;                 /* [UB][K] */
@@ -328,6 +329,7 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->proj = take(b, UB * D * F);
     s->cos_t = take(b, UB * (size_t)dr / 2 * F);
     s->sin_t = take(b, UB * (size_t)dr / 2 * F);
+    s->ff_stride = Fmax;
     s->ff_g = take(b, UB * Fmax * F);
     s->ff_u = take(b, UB * Fmax * F);
     s->router_logits = take(b, UB * (size_t)(E ? E : 1) * 2 * F);
@@ -359,6 +361,9 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
     if ((size_t)KEY_BLOCK * (kvw + H) > widest) widest = (size_t)KEY_BLOCK * (kvw + H);   /* decode: a block's scores and rows */
+    /* decode's experts: the int8 inputs of one section of linear_many (each a little over its floats) */
+    size_t expert_inputs = (size_t)2 * (K + 1) * (in_max + 64);
+    if (expert_inputs > widest) widest = expert_inputs;
     s->scratch_stride = (widest + 15) & ~(size_t)15;
     s->thread_scratch = take(b, (size_t)pool_size(s->m->pool) * s->scratch_stride * F);
     if (s->naive_attention) {
@@ -707,16 +712,12 @@ static void swiglu(glm_session *s, const weight *g, const weight *u, const weigh
     lin(s, d, s->ff_g, n, F, out, D);
 }
 
-static void moe_block(glm_session *s, const layer *L, int T) {
+/* Tokens grouped by expert: each chosen expert's weights are read once per
+ * chunk; slot_out[t * K + j] = the token's j-th expert's output times its weight. */
+static void moe_experts(glm_session *s, const layer *L, int T) {
     const glm_config *c = &s->m->cfg;
     int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    lin(s, &L->router, s->xn, T, D, s->router_logits, E);
-    float *route_scratch = s->router_logits + (size_t)UBATCH * E;
-    double t0 = prof_begin();
-    for (int t = 0; t < T; t++)
-        route_token(c, s->router_logits + (size_t)t * E, L->router_bias, s->sel + t * K, s->sel_w + t * K, route_scratch);
-    prof_end(PROF_MOE_ROUTING, t0);
-    /* Tokens grouped by expert: each chosen expert's weights are read once per chunk. */
+    double t0;
     for (int e = 0; e < E; e++) {
         t0 = prof_begin();
         int n = 0;
@@ -738,7 +739,65 @@ static void moe_block(glm_session *s, const layer *L, int T) {
         }
         prof_end(PROF_MOE_ROUTING, t0);
     }
-    if (L->has_shared) swiglu(s, &L->sh_gate, &L->sh_up, &L->sh_down, s->xn, T, s->proj);
+}
+
+/* Decode (one token) through the experts it chose and the shared one: every
+ * gate and up in one parallel section, then every down in another
+ * (linear_many), instead of two sections per expert, so the threads share
+ * out all the experts' rows with one start and one wait each. Slot j's
+ * hidden vector is row j of ff_g / ff_u; its output row j of slot_out (the
+ * shared expert's: proj). The same arithmetic as the loop over experts. */
+#define MOE_DECODE_SLOTS 16   /* experts per token (with the shared one) this path takes */
+
+static void moe_decode(glm_session *s, const layer *L) {
+    const glm_config *c = &s->m->cfg;
+    int D = c->hidden_size, K = c->num_experts_per_tok, slots = K + (L->has_shared ? 1 : 0);
+    size_t Fs = s->ff_stride;
+    const weight *w[2 * MOE_DECODE_SLOTS];
+    const float *x[2 * MOE_DECODE_SLOTS];
+    float *y[2 * MOE_DECODE_SLOTS];
+    for (int j = 0; j < slots; j++) {
+        int shared = j == K, e = shared ? 0 : s->sel[j];
+        w[2 * j] = shared ? &L->sh_gate : &L->exp_gate[e];
+        w[2 * j + 1] = shared ? &L->sh_up : &L->exp_up[e];
+        x[2 * j] = x[2 * j + 1] = s->xn;
+        y[2 * j] = s->ff_g + (size_t)j * Fs;
+        y[2 * j + 1] = s->ff_u + (size_t)j * Fs;
+    }
+    double t0 = prof_begin();
+    linear_many(s->m->pool, 2 * slots, w, x, 1, (size_t)D, y, Fs, s->thread_scratch, s->scratch_stride, s->packed);
+    prof_end(PROF_MATMUL, t0);
+    const weight *down[MOE_DECODE_SLOTS];
+    const float *hidden[MOE_DECODE_SLOTS];
+    float *out[MOE_DECODE_SLOTS];
+    for (int j = 0; j < slots; j++) {
+        kernels_active()->swiglu(y[2 * j], y[2 * j + 1], w[2 * j]->rows);
+        down[j] = j == K ? &L->sh_down : &L->exp_down[s->sel[j]];
+        hidden[j] = y[2 * j];
+        out[j] = j == K ? s->proj : s->slot_out + (size_t)j * D;
+    }
+    t0 = prof_begin();
+    linear_many(s->m->pool, slots, down, hidden, 1, Fs, out, (size_t)D, s->thread_scratch, s->scratch_stride, s->packed);
+    prof_end(PROF_MATMUL, t0);
+    for (int j = 0; j < K; j++)
+        for (int d = 0; d < D; d++) s->slot_out[(size_t)j * D + d] *= s->sel_w[j];
+}
+
+static void moe_block(glm_session *s, const layer *L, int T) {
+    const glm_config *c = &s->m->cfg;
+    int D = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
+    lin(s, &L->router, s->xn, T, D, s->router_logits, E);
+    float *route_scratch = s->router_logits + (size_t)UBATCH * E;
+    double t0 = prof_begin();
+    for (int t = 0; t < T; t++)
+        route_token(c, s->router_logits + (size_t)t * E, L->router_bias, s->sel + t * K, s->sel_w + t * K, route_scratch);
+    prof_end(PROF_MOE_ROUTING, t0);
+    if (T == 1 && K < MOE_DECODE_SLOTS) {
+        moe_decode(s, L);
+    } else {
+        moe_experts(s, L, T);
+        if (L->has_shared) swiglu(s, &L->sh_gate, &L->sh_up, &L->sh_down, s->xn, T, s->proj);
+    }
     /* summed in slot order, then the (unscaled) shared expert: the same order for any chunking */
     t0 = prof_begin();
     for (int t = 0; t < T; t++) {

@@ -345,3 +345,56 @@ TEST(quant_int8_linear_pair_matches_two_linears) {
     free_weight(&r0);
     free_weight(&r1);
 }
+
+/* linear_many (decode's experts in one parallel section) gives each weight
+ * linear()'s bits: more weights than one section takes, inputs shared by
+ * neighbours (quantized once) or not, a neighbour with the same input but
+ * another layout, two widths, plain and quantized formats, 1-2 vectors and
+ * 5 (one linear() after another). */
+TEST(quant_int8_linear_many_matches_linears) {
+    enum { COUNT = 21 };
+    int cols[2] = {512, 256}, rows = 45;
+    float *xs[3];
+    for (int i = 0; i < 3; i++) {
+        xs[i] = malloc((size_t)5 * 512 * 4);
+        for (int t = 0; t < 5; t++) make_x(xs[i] + (size_t)t * 512, 512, 10 * i + t);
+    }
+    rand_weight rw[COUNT];
+    const weight *w[COUNT];
+    const float *x[COUNT];
+    float *y[COUNT], *ref = malloc((size_t)5 * rows * 4);
+    for (int k = 0; k < COUNT; k++) {
+        int c = cols[k % 7 == 6];
+        switch (k % 5) {
+        case 0: case 1: rw[k] = make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, c, 1.0f); break;
+        case 2: rw[k] = make_weight(WF_AFFINE, 8, 32, DT_F16, rows, c, 1.0f); break;
+        case 3:   /* plain bf16 */
+            memset(&rw[k], 0, sizeof rw[k]);
+            rw[k].w = (weight){.format = WF_BF16, .rows = rows, .cols = c, .row_stride = (size_t)c * 2};
+            rw[k].data = malloc((size_t)rows * c * 2);
+            for (int64_t i = 0; i < (int64_t)rows * c; i++) ((uint16_t *)(void *)rw[k].data)[i] = f32_to_bf16(rndf());
+            rw[k].w.data = rw[k].data;
+            break;
+        default: rw[k] = make_weight(WF_NVFP4, 0, 0, DT_U8, rows, c, 0.5f); break;
+        }
+        w[k] = &rw[k].w;
+        x[k] = xs[k % 4 == 3 ? 1 + k % 2 : 0];   /* most share the first input */
+        y[k] = malloc((size_t)5 * rows * 4);
+    }
+    size_t ss = (size_t)18 * 3 * (512 + 64) + linear_rows_scratch_floats(5, 512) + linear_packed_floats(5, 512);
+    float *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(5, 512) * 4);
+    thread_pool *p2 = pool_new(2);
+    int counts[] = {1, 2, 5};
+    for (int i = 0; i < 3; i++) {
+        int n = counts[i];
+        linear_many(p2, COUNT, w, x, n, 512, y, rows, scratch, ss, packed);
+        for (int k = 0; k < COUNT; k++) {
+            linear(p2, w[k], x[k], n, 512, ref, rows, scratch, ss, packed);
+            CHECKF(memcmp(ref, y[k], (size_t)n * rows * 4) == 0, "%d vectors: weight %d differs from linear()", n, k);
+        }
+    }
+    pool_free(p2);
+    for (int k = 0; k < COUNT; k++) { free_weight(&rw[k]); free(y[k]); }
+    for (int i = 0; i < 3; i++) free(xs[i]);
+    free(ref); free(scratch); free(packed);
+}
