@@ -512,6 +512,38 @@ static inline VNNI __m512 vnni_group_scales(int gs, int lanes_per_32, const floa
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(sc + c / gs)));
 }
 
+/* 16 group scales (or biases) from p as f32. */
+static inline __attribute__((always_inline)) VNNI __m512 vnni_scales16(const uint8_t *p, dtype dt, int64_t g) {
+    switch (dt) {
+    case DT_F32: return _mm512_loadu_ps(p + 4 * g);
+    case DT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * g)));
+    default:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * g))), 16));
+    }
+}
+
+/* row_factors for the affine kinds in one pass of 16 groups at a time: the
+ * same values (bi = b + C * s, a product then a sum), in a quarter of the
+ * instructions. The three passes of row_factors took a quarter of a 4-bit
+ * row's time in cache. */
+static inline __attribute__((always_inline)) VNNI void vnni_row_factors(int kind, const weight *w, int64_t r, int64_t ng,
+                                                                        float *sc, float *bi) {
+    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
+    dtype dt = w->scale_dtype;
+    float C = kind == QA_A8 ? 128.0f : 8.0f;
+    int64_t g = 0;
+    for (; g + 16 <= ng; g += 16) {
+        __m512 s = vnni_scales16(sp, dt, g);
+        _mm512_storeu_ps(sc + g, s);
+        _mm512_storeu_ps(bi + g, _mm512_add_ps(vnni_scales16(bp, dt, g), _mm512_mul_ps(_mm512_set1_ps(C), s)));
+    }
+    for (; g < ng; g++) {
+        sc[g] = load_scale(sp + (size_t)g * scale_size(dt), dt);
+        bi[g] = load_scale(bp + (size_t)g * scale_size(dt), dt) + C * sc[g];
+    }
+}
+
 static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, int gs, const uint8_t *row,
                                                                     const float *sc, const float *bi,
                                                                     const quant_act *a) {
@@ -558,7 +590,7 @@ static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, i
     float g = quant_global(w);
     for (int64_t r = row0; r < row1; r++) {
         const uint8_t *row = w->data + (size_t)r * w->row_stride;
-        row_factors(kind, w, r, w->cols / gs, sc, bi);
+        vnni_row_factors(kind, w, r, w->cols / gs, sc, bi);
         for (int t = 0; t < n_x; t++) {
             float v;
             switch (kind * 256 + gs) {   /* constants, so each loop specializes */
