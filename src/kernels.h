@@ -62,8 +62,9 @@ static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
 
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
-/* The AVX2 table with 512-bit gemm_f32, gemm_f32_xt, gemm_bf16_xt, bf16/f16
- * widening, weighted_sum and fma_probe; NULL without AVX-512F. */
+/* The AVX2 table with 512-bit row dots (f32/bf16/f16), gemm_f32, gemm_f32_xt,
+ * gemm_bf16_xt, bf16/f16 widening, weighted_sum and fma_probe; NULL without
+ * AVX-512F. */
 const kernel_table *kernels_avx512(void);
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
 const kernel_table *kernels_active(void);

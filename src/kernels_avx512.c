@@ -1,6 +1,6 @@
 /* kernels_avx512.c — AVX-512F variants of the compute-bound kernels (the
- * prefill products and their widening, attention's weighted sum, the FMA
- * peak probe); every other entry is the AVX2 one. The functions here are
+ * prefill products and their widening, decode's row dots, attention's
+ * weighted sum, the FMA peak probe); every other entry is the AVX2 one. The functions here are
  * compiled for AVX-512F by their target attribute (so no build needs special
  * flags for this file) and none runs unless the CPU reports AVX-512F (and
  * AVX2/FMA). On cores with
@@ -129,6 +129,44 @@ static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const fl
             for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
             y[(size_t)t * ys + r] = s;
         }
+}
+
+/* Decode's row dot products (plain weights): 16 lanes a step instead of 8,
+ * so a core keeps up with its share of the memory bandwidth (bf16 rows are
+ * widened as they are read). Four accumulators hide the FMA latency. */
+static inline AVX512 __m512 load16_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline AVX512 __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+#define DOT512_BODY(LOAD)                                                                  \
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
+    int64_t i = 0;                                                                         \
+    for (; i + 64 <= n; i += 64) {                                                         \
+        a0 = _mm512_fmadd_ps(LOAD(w + i), _mm512_loadu_ps(x + i), a0);                     \
+        a1 = _mm512_fmadd_ps(LOAD(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);           \
+        a2 = _mm512_fmadd_ps(LOAD(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);           \
+        a3 = _mm512_fmadd_ps(LOAD(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);           \
+    }                                                                                      \
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(LOAD(w + i), _mm512_loadu_ps(x + i), a0); \
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+
+static AVX512 float avx512_dot_f32(const float *w, const float *x, int64_t n) {
+    DOT512_BODY(_mm512_loadu_ps)
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static AVX512 float avx512_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
+    DOT512_BODY(load16_bf16)
+    for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static AVX512 float avx512_dot_f16(const uint16_t *w, const float *x, int64_t n) {
+    DOT512_BODY(load16_f16)
+    for (; i < n; i++) s += f16_to_f32(w[i]) * x[i];
+    return s;
 }
 
 /* Widening for the prefill product's column blocks: 16 values per step. */
@@ -320,6 +358,9 @@ static void build_avx512_table(void) {
     if (!avx2 || !__builtin_cpu_supports("avx512f")) return;
     avx512_table = *avx2;
     avx512_table.name = "avx512";
+    avx512_table.dot_f32 = avx512_dot_f32;
+    avx512_table.dot_bf16 = avx512_dot_bf16;
+    avx512_table.dot_f16 = avx512_dot_f16;
     avx512_table.gemm_f32 = avx512_gemm_f32;
     avx512_table.bf16_to_f32 = avx512_bf16_to_f32;
     avx512_table.f16_to_f32 = avx512_f16_to_f32;
