@@ -135,7 +135,7 @@ int cmd_bench(int argc, char **argv) {
     unsigned seed = 1;
     int id_range = c->vocab_size < 1000 ? c->vocab_size : 1000;
     for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
-    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg), *tg0 = calloc((size_t)reps, sizeof *tg0);
     double pp_phase[PROF_PHASES] = {0}, tg_phase[PROF_PHASES] = {0}, pp_time = 0, tg_time = 0, ph[PROF_PHASES];
     /* warm-up: fault the mapped weights and the session's scratch in, let the caches settle */
     int rc = glm_forward(s, ids, warm, logits, 0, err, sizeof err);
@@ -152,7 +152,15 @@ int cmd_bench(int argc, char **argv) {
         prof_get(ph);
         for (int i = 0; i < PROF_PHASES; i++) pp_phase[i] += ph[i];
         glm_session_truncate(s, 0);
-        if (!rc && depth) rc = glm_forward(s, ids, depth, logits, 0, err, sizeof err);
+        if (depth) {
+            /* the same generation at depth 0 in the same repetition, so the
+               ratio compares runs a moment apart (the host's load drifts) */
+            t0 = now_s();
+            for (int i = 0; i < n_gen && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
+            tg0[r] = n_gen / (now_s() - t0);
+            glm_session_truncate(s, 0);
+            if (!rc) rc = glm_forward(s, ids, depth, logits, 0, err, sizeof err);
+        }
         prof_reset();
         t0 = now_s();
         for (int i = 0; i < n_gen && !rc; i++) rc = glm_forward(s, &ids[i % n_tok], 1, logits, 0, err, sizeof err);
@@ -165,9 +173,12 @@ int cmd_bench(int argc, char **argv) {
     prof_enable(0);
     if (rc) fprintf(stderr, "glmlite: %s\n", err);
     else {
-        double pm, ps, tm, ts;
+        double pm, ps, tm, ts, t0m, t0s, qm, qs;
         mean_sd(pp, reps, &pm, &ps);
         mean_sd(tg, reps, &tm, &ts);
+        mean_sd(tg0, reps, &t0m, &t0s);
+        for (int r = 0; r < reps; r++) tg0[r] = tg[r] / tg0[r];   /* each repetition's depth ratio */
+        mean_sd(tg0, reps, &qm, &qs);
         /* weights once per token, plus the cached latents the attention reads (mean over the run) */
         double kv_row = (double)st.kv_bytes_per_token / (kv_bf16 ? 2 : 1);
         double bytes = (double)st.active_weight_bytes + kv_row * (depth + n_gen / 2.0);
@@ -192,6 +203,10 @@ int cmd_bench(int argc, char **argv) {
                    "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,"
                    "\"peak_rss_bytes\":%.0f}\n",
                    n_gen, n_gen, depth, threads, tm, ts, bytes, bytes * tm / 1e9, bw, bytes * tm / 1e9 / bw, rss_gb * 1e9);
+            if (depth)
+                printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":0,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
+                       "\"depth_ratio\":%.4f,\"depth_ratio_stddev\":%.4f}\n",
+                       n_gen, n_gen, threads, t0m, t0s, qm, qs);
         } else {
             printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d\n", dir, c->model_type,
                    c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads);
@@ -199,6 +214,10 @@ int cmd_bench(int argc, char **argv) {
             printf("| test | t/s | GFLOP/s | of FMA peak | GB/s | of machine GB/s |\n|---|---|---|---|---|---|\n");
             printf("| %s | %.2f ± %.2f | %.1f | %.0f%% | | |\n", pp_name, pm, ps, gflops, 100 * gflops / peak);
             printf("| %s | %.2f ± %.2f | | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
+            if (depth)
+                printf("| tg%d (depth 0, same repetitions) | %.2f ± %.2f | | | | |\n\ndepth %d / depth 0: %.3f ± %.3f "
+                       "(the mean of each repetition's ratio)\n",
+                       n_gen, t0m, t0s, depth, qm, qs);
             printf("\npeak RSS %.2f GB (mapped weights are counted as they are touched)\n", rss_gb);
         }
         if (profile) {
@@ -228,6 +247,7 @@ int cmd_bench(int argc, char **argv) {
     }
     free(pp);
     free(tg);
+    free(tg0);
     free(ids);
     free(logits);
     glm_session_free(s);

@@ -169,17 +169,23 @@ TEST(cli_bench_json_fields) {
     char cmd[1024], *out;
     snprintf(cmd, sizeof cmd, "%s bench -m %s -p 8 -n 4 -r 2 --depth 4 -o json", glmlite(), dir);
     REQUIRE(run_capture(cmd, &out) == 0);
-    /* one JSON object per line: pp8 then tg4 (no timing is asserted, only the report's shape) */
-    char *nl = strchr(out, '\n');
-    REQUIRE(nl);
-    *nl = 0;
+    double v;
+    /* one JSON object per line: pp8, tg4 at depth 4, then tg4 at depth 0 from
+       the same repetitions with the ratio (no timing is asserted, only the
+       report's shape) */
+    char *nl = strchr(out, '\n'), *nl2 = nl ? strchr(nl + 1, '\n') : NULL;
+    REQUIRE(nl && nl2);
+    *nl = *nl2 = 0;
     json_doc *pp = json_parse(out, strlen(out), NULL, 0), *tg = json_parse(nl + 1, strlen(nl + 1), NULL, 0);
-    REQUIRE(pp && tg);
+    json_doc *tg0 = json_parse(nl2 + 1, strlen(nl2 + 1), NULL, 0);
+    REQUIRE(pp && tg && tg0);
+    CHECK(json_get_double(json_get(json_root(tg0), "depth"), &v) && v == 0);
+    CHECK(json_get_double(json_get(json_root(tg0), "depth_ratio"), &v) && v > 0);
+    json_free(tg0);
     CHECK_STR(json_get_str(json_get(json_root(pp), "test")), "pp8");
     CHECK_STR(json_get_str(json_get(json_root(tg), "test")), "tg4");
     const char *pp_keys[] = {"avg_ts", "stddev_ts", "gflops", "machine_gflops"};
     const char *tg_keys[] = {"avg_ts", "stddev_ts", "bytes_per_token", "gbs", "machine_gbs", "depth"};
-    double v;
     for (size_t i = 0; i < 4; i++) CHECKF(json_get_double(json_get(json_root(pp), pp_keys[i]), &v) && v >= 0, "pp %s", pp_keys[i]);
     for (size_t i = 0; i < 6; i++) CHECKF(json_get_double(json_get(json_root(tg), tg_keys[i]), &v) && v >= 0, "tg %s", tg_keys[i]);
     /* bytes per token = the active weights (from info) + the cached latents read */
