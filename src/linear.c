@@ -288,17 +288,17 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
     linear_weights(pool, 1, &w, &x, n, x_stride, &y, y_stride, scratch, scratch_stride, packed);
 }
 
-void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
-                 float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
-    const weight *w[2] = {w0, w1};
-    const float *xs[2] = {x, x};
-    float *y[2] = {y0, y1};
-    linear_weights(pool, 2, w, xs, n, x_stride, y, y_stride, scratch, scratch_stride, packed);
+/* With 4 or more vectors the weights share one transposition only when they
+ * share one input (SwiGLU's gate and up). */
+static int one_input(int count, const weight *const *w, const float *const *x) {
+    for (int k = 1; k < count; k++)
+        if (x[k] != x[0] || w[k]->cols != w[0]->cols) return 0;
+    return 1;
 }
 
 void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,
                  float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed) {
-    if (n >= GEMM_MIN_VECTORS) {
+    if (n >= GEMM_MIN_VECTORS && !one_input(count, w, x)) {
         for (int k = 0; k < count; k++) linear(pool, w[k], x[k], n, x_stride, y[k], y_stride, scratch, scratch_stride, packed);
         return;
     }

@@ -29,19 +29,14 @@
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride, float *packed);
 
-/* Two products of one input (w0 and w1 with the same columns, such as
- * SwiGLU's gate and up) in one parallel section: the vectors are quantized
- * or transposed once for both. The same bits as two calls of linear(). */
-void linear_pair(thread_pool *pool, const weight *w0, const weight *w1, const float *x, int n, size_t x_stride,
-                 float *y0, float *y1, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
-
 /* count products, each weight w[k] with its own input x[k] and output y[k]
  * (n vectors each, all with the same strides), in as few parallel sections
- * as possible: decode's experts, so the threads share out every expert's
- * rows with one start and one wait. With 4 or more vectors, one linear()
- * after another. The same bits as count calls of linear(). The first
- * per-thread buffer holds every input's int8 vectors: count * n *
- * quant_act_bytes(cols) bytes at most. */
+ * as possible: SwiGLU's gate and up, whose one input is quantized or
+ * transposed once for both, or decode's experts, so the threads share out
+ * every expert's rows with one start and one wait. With 4 or more vectors
+ * and different inputs, one linear() after another. The same bits as count
+ * calls of linear(). The first per-thread buffer holds every input's int8
+ * vectors: count * n * quant_act_bytes(cols) bytes at most. */
 void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,
                  float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
 

@@ -706,7 +706,10 @@ static void swiglu(glm_session *s, const weight *g, const weight *u, const weigh
     int D = s->m->cfg.hidden_size;
     int64_t F = g->rows;
     double t0 = prof_begin();
-    linear_pair(s->m->pool, g, u, x, n, D, s->ff_g, s->ff_u, F, s->thread_scratch, s->scratch_stride, s->packed);
+    const weight *w[2] = {g, u};
+    const float *in[2] = {x, x};
+    float *gate_up[2] = {s->ff_g, s->ff_u};
+    linear_many(s->m->pool, 2, w, in, n, D, gate_up, F, s->thread_scratch, s->scratch_stride, s->packed);
     prof_end(PROF_MATMUL, t0);
     kernels_active()->swiglu(s->ff_g, s->ff_u, (int64_t)n * F);
     lin(s, d, s->ff_g, n, F, out, D);

@@ -316,10 +316,11 @@ TEST(quant_int8_batched_column_blocks_match_whole_rows) {
     free(x); free(xt); free(wf); free(acc); free(y); free(scratch); free(packed);
 }
 
-/* linear_pair: the bits of two linear() calls, on the int8 path (a 4-bit and
- * an 8-bit weight of different heights, quantized activations for each) and
- * on the batched path (5 vectors), with 2 threads. */
-TEST(quant_int8_linear_pair_matches_two_linears) {
+/* linear_many over two weights of one input (SwiGLU's gate and up): the
+ * bits of two linear() calls, on the int8 path (a 4-bit and an 8-bit weight
+ * of different heights, quantized activations for each) and on the batched
+ * path (5 vectors, transposed once for both), with 2 threads. */
+TEST(quant_int8_linear_many_one_input_matches_two_linears) {
     rand_weight r0 = make_weight(WF_AFFINE, 4, 64, DT_BF16, 203, 512, 1.0f);
     rand_weight r1 = make_weight(WF_AFFINE, 8, 32, DT_BF16, 77, 512, 1.0f);
     int cols = 512, rows0 = 203, rows1 = 77;
@@ -334,7 +335,10 @@ TEST(quant_int8_linear_pair_matches_two_linears) {
         int n = counts[i];
         linear(p2, &r0.w, x, n, cols, a0, rows0, scratch, ss, packed);
         linear(p2, &r1.w, x, n, cols, a1, rows0, scratch, ss, packed);
-        linear_pair(p2, &r0.w, &r1.w, x, n, cols, b0, b1, rows0, scratch, ss, packed);
+        const weight *w[2] = {&r0.w, &r1.w};
+        const float *in[2] = {x, x};
+        float *out[2] = {b0, b1};
+        linear_many(p2, 2, w, in, n, cols, out, rows0, scratch, ss, packed);
         CHECKF(memcmp(a0, b0, (size_t)n * rows0 * 4) == 0, "%d vectors: first weight differs", n);
         for (int t = 0; t < n; t++)
             CHECKF(memcmp(a1 + (size_t)t * rows0, b1 + (size_t)t * rows0, (size_t)rows1 * 4) == 0,
