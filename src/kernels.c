@@ -82,6 +82,12 @@ static float ref_exp_sum(float *x, int64_t n, float scale, float m) {
     return s;
 }
 
+static float ref_max_f32(const float *x, int64_t n) {
+    float m = x[0];
+    for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 static void ref_swiglu(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
 }
@@ -102,7 +108,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_exp_sum, ref_swiglu, ref_sum_f32, ref_fma_probe,
+    ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_exp_sum, ref_max_f32, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -48,6 +48,8 @@ typedef struct {
     /* Softmax's exponentials: x[i] = exp(x[i] * scale - m) in place (m: the
      * maximum of x times scale, so every term is <= 1); returns their sum. */
     float (*exp_sum)(float *x, int64_t n, float scale, float m);
+    /* The largest of x[0..n) (n >= 1): a block of attention scores' maximum. */
+    float (*max_f32)(const float *x, int64_t n);
     /* SwiGLU's gate: g[i] = silu(g[i]) * u[i]. */
     void (*swiglu)(float *g, const float *u, int64_t n);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
@@ -63,7 +65,8 @@ static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
 /* The AVX2 table with 512-bit row dots (f32/bf16/f16), gemm_f32, gemm_f32_xt,
- * gemm_bf16_xt, bf16/f16 widening, weighted_sum and fma_probe; NULL without
+ * gemm_bf16_xt, bf16/f16 widening, weighted_sum, exp_sum, max_f32 and
+ * fma_probe; NULL without
  * AVX-512F. */
 const kernel_table *kernels_avx512(void);
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */

@@ -344,6 +344,20 @@ static float avx2_exp_sum(float *x, int64_t n, float scale, float m) {
     return s;
 }
 
+static float avx2_max_f32(const float *x, int64_t n) {
+    int64_t i = 0;
+    float m = x[0];
+    if (n >= 8) {
+        __m256 a = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) a = _mm256_max_ps(a, _mm256_loadu_ps(x + i));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        m = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 /* silu(x) = x / (1 + exp(-x)), with the exponential's argument kept <= 0:
  * e = exp(-|x|), silu = x / (1 + e) for x >= 0 and x e / (1 + e) below. */
 static inline __m256 silu_ps(__m256 x) {
@@ -395,7 +409,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_gemm_f32_xt, avx2_gemm_bf16_xt, avx2_weighted_sum, avx2_exp_sum, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
+    avx2_gemm_f32_xt, avx2_gemm_bf16_xt, avx2_weighted_sum, avx2_exp_sum, avx2_max_f32, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

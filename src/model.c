@@ -468,9 +468,9 @@ static void attn_task(void *ctx, int task, int thread) {
         k->gemm_f32(rows, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, score + p0, (size_t)nk);
     }
     for (int i = 0; i < nq; i++) {
-        float *sc = score + (size_t)i * nk, mx = -INFINITY;
+        float *sc = score + (size_t)i * nk;
         int own = j->pos0 + t0 + i / H + 1;
-        for (int p = 0; p < own; p++) mx = sc[p] > mx ? sc[p] : mx;
+        float mx = k->max_f32(sc, own);
         float inv = 1.0f / k->exp_sum(sc, own, c->softmax_scale, mx * c->softmax_scale);
         for (int p = 0; p < own; p++) sc[p] *= inv;
         for (int p = own; p < nk; p++) sc[p] = 0;
@@ -510,9 +510,8 @@ static void decode_block_task(void *ctx, int b, int thread) {
     k->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, KEY_BLOCK);
     float *stat = s->dec_stat + (size_t)b * H * 2;
     for (int h = 0; h < H; h++) {
-        float *e = sc + (size_t)h * KEY_BLOCK, mx = -INFINITY;
-        for (int p = 0; p < n; p++) mx = e[p] > mx ? e[p] : mx;
-        float m = mx * c->softmax_scale;   /* the scale is positive: the maximum of the scaled scores */
+        float *e = sc + (size_t)h * KEY_BLOCK;
+        float m = k->max_f32(e, n) * c->softmax_scale;   /* the scale is positive: the maximum of the scaled scores */
         stat[2 * h] = m;
         stat[2 * h + 1] = k->exp_sum(e, n, c->softmax_scale, m);
     }
