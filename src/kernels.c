@@ -45,6 +45,13 @@ static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float 
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
 }
 
+static void ref_gemm_bf16(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n,
+                          int64_t cols, float *y, size_t y_stride) {
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++)
+            y[(size_t)t * y_stride + r] = ref_dot_bf16(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
+}
+
 static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
                             int first) {
     size_t np = (size_t)gemm_xt_lanes(n);
@@ -71,6 +78,13 @@ static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, 
                              float *y, size_t ys) {
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < n; p++) ref_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
+}
+
+static void ref_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
+                                  float *y, size_t ys) {
+    for (int h = 0; h < nh; h++)
+        for (int p = 0; p < n; p++)
+            for (int64_t j = 0; j < cols; j++) y[(size_t)h * ys + j] += a[(size_t)h * as + p] * bf16_to_f32(x[(size_t)p * xs + j]);
 }
 
 static float ref_exp_sum(float *x, int64_t n, float scale, float m) {
@@ -108,7 +122,8 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_exp_sum, ref_max_f32, ref_swiglu, ref_sum_f32, ref_fma_probe,
+    ref_gemm_bf16, ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_weighted_sum_bf16, ref_exp_sum,
+    ref_max_f32, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

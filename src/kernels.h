@@ -24,6 +24,10 @@ typedef struct {
      * absorbed query), register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride);
+    /* gemm_f32 over bf16 rows (a bf16 latent cache), widened as they are read:
+     * the same bits as gemm_f32 on the widened rows, half the bytes read. */
+    void (*gemm_bf16)(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
+                      float *y, size_t y_stride);
     /* The batched product with the vectors transposed (tokens in vector
      * lanes), over one block of columns: for r < rows and t < np =
      * gemm_xt_lanes(n), acc[r * np + t] = (first ? 0 : acc[r * np + t]) +
@@ -45,6 +49,10 @@ typedef struct {
      * few heads at once (each row chunk loaded once for all of them). */
     void (*weighted_sum)(const float *a, size_t a_stride, int nh, const float *x, size_t x_stride, int n, int64_t cols,
                          float *y, size_t y_stride);
+    /* weighted_sum over bf16 rows, widened as read (the same bits as
+     * weighted_sum on the widened rows). */
+    void (*weighted_sum_bf16)(const float *a, size_t a_stride, int nh, const uint16_t *x, size_t x_stride, int n,
+                              int64_t cols, float *y, size_t y_stride);
     /* Softmax's exponentials: x[i] = exp(x[i] * scale - m) in place (m: the
      * maximum of x times scale, so every term is <= 1); returns their sum. */
     float (*exp_sum)(float *x, int64_t n, float scale, float m);
@@ -65,8 +73,8 @@ static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
 /* The AVX2 table with 512-bit row dots (f32/bf16/f16), gemm_f32, gemm_f32_xt,
- * gemm_bf16_xt, bf16/f16 widening, weighted_sum, exp_sum, max_f32 and
- * fma_probe; NULL without
+ * gemm_bf16_xt, gemm_bf16, bf16/f16 widening, weighted_sum(_bf16), exp_sum,
+ * max_f32 and fma_probe; NULL without
  * AVX-512F. */
 const kernel_table *kernels_avx512(void);
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */

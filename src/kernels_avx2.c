@@ -77,13 +77,25 @@ static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
+/* Rows of f32 (BF = 0) or bf16 (BF = 1, widened exactly as read): row i's
+ * element c, a pointer to it, 8 elements from it as f32. */
+static inline __attribute__((always_inline)) const void *row_at(const void *w, size_t ws, size_t i, int64_t c, const int BF) {
+    return BF ? (const void *)((const uint16_t *)w + i * ws + c) : (const void *)((const float *)w + i * ws + c);
+}
+static inline __attribute__((always_inline)) __m256 load_row8(const void *p, const int BF) {
+    return BF ? load_bf16(p) : _mm256_loadu_ps(p);
+}
+static inline __attribute__((always_inline)) float row_value(const void *w, size_t ws, size_t i, int64_t c, const int BF) {
+    return BF ? bf16_to_f32(*(const uint16_t *)row_at(w, ws, i, c, BF)) : *(const float *)row_at(w, ws, i, c, BF);
+}
+
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
  * weight rows, NT <= 3 vectors; constants after inlining, so the accumulators
  * live in registers): each output gets one 8-lane FMA chain over the
  * columns, summed across lanes, stored (first column block) or added. */
-static inline __attribute__((always_inline)) void gemm_tile(const float *w, size_t ws, const float *x, size_t xs, int64_t c0,
+static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT, const int PF) {
+                                                            const int NT, const int PF, const int BF) {
     __m256 acc[4][3];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
@@ -97,8 +109,8 @@ static inline __attribute__((always_inline)) void gemm_tile(const float *w, size
         for (int i = 0; i < NR; i++) {
             /* the next tile's rows, one tile ahead: streamed rows (decode's
                cached keys) arrive before they are needed */
-            if (PF) _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
-            __m256 v = _mm256_loadu_ps(w + (size_t)i * ws + c);
+            if (PF) _mm_prefetch((const char *)row_at(w, ws, (size_t)(NR + i), c, BF), _MM_HINT_T0);
+            __m256 v = load_row8(row_at(w, ws, (size_t)i, c, BF), BF);
             _Pragma("GCC unroll 6")
             for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
         }
@@ -117,8 +129,8 @@ static inline __attribute__((always_inline)) void gemm_tile(const float *w, size
 #define GEMM_ROWS(rb, NT, PF)                                                                                  \
     do {                                                                                                       \
         int r = 0;                                                                                             \
-        for (; r + 4 <= rb; r += 4) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF); \
-        for (; r < rb; r++) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF);       \
+        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF, BF); \
+        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF, BF);       \
     } while (0)
 
 #define GEMM_TAIL(nt, PF)                                                                                      \
@@ -137,12 +149,12 @@ static inline __attribute__((always_inline)) void gemm_tile(const float *w, size
  * chains in block order, then the leftover columns in order), so a row's
  * result does not depend on where the row and vector splits fall (thread
  * count, batch size). */
-static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
-                          size_t ys) {
+static inline __attribute__((always_inline)) void gemm_rows(const void *w, size_t ws, int rows, const float *x, size_t xs, int n,
+                                                            int64_t cols, float *y, size_t ys, const int BF) {
     int64_t cw = cols & ~(int64_t)(7);
     for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
         int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB;
-        const float *wb = w + (size_t)r0 * ws;
+        const void *wb = row_at(w, ws, (size_t)r0, 0, BF);
         for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
             int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
             int first = c0 == 0, t = 0;
@@ -162,9 +174,19 @@ static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, s
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
             float s = cw ? y[(size_t)t * ys + r] : 0;
-            for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
+            for (int64_t c = cw; c < cols; c++) s += row_value(w, ws, (size_t)r, c, BF) * x[(size_t)t * xs + c];
             y[(size_t)t * ys + r] = s;
         }
+}
+
+static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
+                          size_t ys) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 0);
+}
+
+static void avx2_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
+                           size_t ys) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
 }
 
 /* Weight i, column c of a tile as 8 equal lanes; bf16 weights widened
@@ -249,8 +271,8 @@ static void avx2_gemm_bf16_xt(const uint16_t *w, size_t ws, int rows, const floa
 /* NH heads (<= 6) x 16 columns of accumulators over n cached rows: per row,
  * 2 row loads and NH broadcasts feed 2 * NH FMAs. Each output is one chain
  * over the rows in order, whatever NH. */
-static inline __attribute__((always_inline)) void wsum_tile(const float *a, size_t as, const float *x, size_t xs, int n,
-                                                            float *y, size_t ys, const int NH) {
+static inline __attribute__((always_inline)) void wsum_tile(const float *a, size_t as, const void *x, size_t xs, int n,
+                                                            float *y, size_t ys, const int NH, const int BF) {
     __m256 c[6][2];
     _Pragma("GCC unroll 6")
     for (int h = 0; h < NH; h++) {
@@ -258,8 +280,7 @@ static inline __attribute__((always_inline)) void wsum_tile(const float *a, size
         c[h][1] = _mm256_loadu_ps(y + (size_t)h * ys + 8);
     }
     for (int p = 0; p < n; p++) {
-        const float *xr = x + (size_t)p * xs;
-        __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
+        __m256 x0 = load_row8(row_at(x, xs, (size_t)p, 0, BF), BF), x1 = load_row8(row_at(x, xs, (size_t)p, 8, BF), BF);
         _Pragma("GCC unroll 6")
         for (int h = 0; h < NH; h++) {
             __m256 b = _mm256_broadcast_ss(a + (size_t)h * as + p);
@@ -277,31 +298,42 @@ static inline __attribute__((always_inline)) void wsum_tile(const float *a, size
 /* Strips of 16 columns outermost, so a strip of the cached rows stays in L1
  * while every head group passes over it; heads in groups of up to 6 (as
  * even as possible: 20 heads are 4 groups of 5, 10-12 independent chains). */
-static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols, float *y,
-                              size_t ys) {
+static inline __attribute__((always_inline)) void wsum_rows(const float *a, size_t as, int nh, const void *x, size_t xs, int n,
+                                                            int64_t cols, float *y, size_t ys, const int BF) {
     int groups = (nh + 5) / 6;
     int64_t j = 0;
     for (; j + 16 <= cols; j += 16)
         for (int g = 0, h = 0; g < groups; g++) {
             int gh = (nh - h) / (groups - g);
             const float *ag = a + (size_t)h * as;
+            const void *xj = row_at(x, xs, 0, j, BF);
             float *yg = y + (size_t)h * ys + j;
             switch (gh) {
-            case 6: wsum_tile(ag, as, x + j, xs, n, yg, ys, 6); break;
-            case 5: wsum_tile(ag, as, x + j, xs, n, yg, ys, 5); break;
-            case 4: wsum_tile(ag, as, x + j, xs, n, yg, ys, 4); break;
-            case 3: wsum_tile(ag, as, x + j, xs, n, yg, ys, 3); break;
-            case 2: wsum_tile(ag, as, x + j, xs, n, yg, ys, 2); break;
-            default: wsum_tile(ag, as, x + j, xs, n, yg, ys, 1); break;
+            case 6: wsum_tile(ag, as, xj, xs, n, yg, ys, 6, BF); break;
+            case 5: wsum_tile(ag, as, xj, xs, n, yg, ys, 5, BF); break;
+            case 4: wsum_tile(ag, as, xj, xs, n, yg, ys, 4, BF); break;
+            case 3: wsum_tile(ag, as, xj, xs, n, yg, ys, 3, BF); break;
+            case 2: wsum_tile(ag, as, xj, xs, n, yg, ys, 2, BF); break;
+            default: wsum_tile(ag, as, xj, xs, n, yg, ys, 1, BF); break;
             }
             h += gh;
         }
     for (; j < cols; j++)
         for (int h = 0; h < nh; h++) {
             float acc = y[(size_t)h * ys + j];
-            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * x[(size_t)p * xs + j];
+            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * row_value(x, xs, (size_t)p, j, BF);
             y[(size_t)h * ys + j] = acc;
         }
+}
+
+static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols, float *y,
+                              size_t ys) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 0);
+}
+
+static void avx2_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
+                                   float *y, size_t ys) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 1);
 }
 
 /* exp for arguments <= 0 (softmax): 2^k * p(r) with r = x - k ln 2 in
@@ -409,7 +441,8 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_gemm_f32_xt, avx2_gemm_bf16_xt, avx2_weighted_sum, avx2_exp_sum, avx2_max_f32, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
+    avx2_gemm_bf16, avx2_gemm_f32_xt, avx2_gemm_bf16_xt, avx2_weighted_sum, avx2_weighted_sum_bf16, avx2_exp_sum,
+    avx2_max_f32, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

@@ -33,13 +33,29 @@ static inline __attribute__((always_inline)) AVX512 __m128 lane_sums4(__m512 a, 
     return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
 }
 
+static inline AVX512 __m512 load16_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+/* Rows of f32 (BF = 0) or bf16 (BF = 1, widened exactly as read): row i's
+ * element c, a pointer to it, 16 elements from it as f32. */
+static inline __attribute__((always_inline)) const void *row_at(const void *w, size_t ws, size_t i, int64_t c, const int BF) {
+    return BF ? (const void *)((const uint16_t *)w + i * ws + c) : (const void *)((const float *)w + i * ws + c);
+}
+static inline __attribute__((always_inline)) AVX512 __m512 load_row16(const void *p, const int BF) {
+    return BF ? load16_bf16(p) : _mm512_loadu_ps(p);
+}
+static inline __attribute__((always_inline)) float row_value(const void *w, size_t ws, size_t i, int64_t c, const int BF) {
+    return BF ? bf16_to_f32(*(const uint16_t *)row_at(w, ws, i, c, BF)) : *(const float *)row_at(w, ws, i, c, BF);
+}
+
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
  * weight rows, NT <= 6 vectors; constants after inlining, so the accumulators
  * live in registers): each output gets one 16-lane FMA chain over the
  * columns, summed across lanes, stored (first column block) or added. */
-static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *w, size_t ws, const float *x, size_t xs, int64_t c0,
+static inline __attribute__((always_inline)) AVX512 void gemm_tile(const void *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT, const int PF) {
+                                                            const int NT, const int PF, const int BF) {
     __m512 acc[4][6];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
@@ -53,8 +69,8 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *
         for (int i = 0; i < NR; i++) {
             /* the next tile's rows, one tile ahead: streamed rows (decode's
                cached keys) arrive before they are needed */
-            if (PF) _mm_prefetch((const char *)(w + (size_t)(NR + i) * ws + c), _MM_HINT_T0);
-            __m512 v = _mm512_loadu_ps(w + (size_t)i * ws + c);
+            if (PF) _mm_prefetch((const char *)row_at(w, ws, (size_t)(NR + i), c, BF), _MM_HINT_T0);
+            __m512 v = load_row16(row_at(w, ws, (size_t)i, c, BF), BF);
             _Pragma("GCC unroll 6")
             for (int j = 0; j < NT; j++) acc[i][j] = _mm512_fmadd_ps(v, u[j], acc[i][j]);
         }
@@ -80,8 +96,8 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *
 #define GEMM_ROWS(rb, NT, PF)                                                                                  \
     do {                                                                                                       \
         int r = 0;                                                                                             \
-        for (; r + 4 <= rb; r += 4) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF); \
-        for (; r < rb; r++) gemm_tile(wb + (size_t)r * ws, ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF);       \
+        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF, BF); \
+        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF, BF);       \
     } while (0)
 
 #define GEMM_TILE(nt, PF)                                                                                      \
@@ -104,12 +120,12 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const float *
  * chains in block order, then the leftover columns in order), so a row's
  * result does not depend on where the row and vector splits fall (thread
  * count, batch size). */
-static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
-                          size_t ys) {
+static inline __attribute__((always_inline)) AVX512 void gemm_rows(const void *w, size_t ws, int rows, const float *x, size_t xs,
+                                                                     int n, int64_t cols, float *y, size_t ys, const int BF) {
     int64_t cw = cols & ~(int64_t)(15);
     for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
         int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB;
-        const float *wb = w + (size_t)r0 * ws;
+        const void *wb = row_at(w, ws, (size_t)r0, 0, BF);
         for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
             int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
             int first = c0 == 0, tiles = (n + 5) / 6;
@@ -128,17 +144,24 @@ static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const fl
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
             float s = cw ? y[(size_t)t * ys + r] : 0;
-            for (int64_t c = cw; c < cols; c++) s += w[(size_t)r * ws + c] * x[(size_t)t * xs + c];
+            for (int64_t c = cw; c < cols; c++) s += row_value(w, ws, (size_t)r, c, BF) * x[(size_t)t * xs + c];
             y[(size_t)t * ys + r] = s;
         }
+}
+
+static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols,
+                                   float *y, size_t ys) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 0);
+}
+
+static AVX512 void avx512_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols,
+                                    float *y, size_t ys) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
 }
 
 /* Decode's row dot products (plain weights): 16 lanes a step instead of 8,
  * so a core keeps up with its share of the memory bandwidth (bf16 rows are
  * widened as they are read). Four accumulators hide the FMA latency. */
-static inline AVX512 __m512 load16_bf16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
 static inline AVX512 __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
 #define DOT512_BODY(LOAD)                                                                  \
@@ -271,11 +294,11 @@ static AVX512 void avx512_gemm_bf16_xt(const uint16_t *w, size_t ws, int rows, c
     gemm_xt(w, ws, rows, xt, n, cols, acc, first, 1);
 }
 
-/* NH heads (<= 8) x 32 columns of accumulators over n cached rows: per row,
- * 2 row loads and NH broadcasts feed 2 * NH FMAs. Each output is one chain
- * over the rows in order, whatever NH. */
-static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *a, size_t as, const float *x, size_t xs, int n,
-                                                            float *y, size_t ys, const int NH) {
+/* NH heads (<= 8) x 32 columns of accumulators over n cached rows (f32 or
+ * bf16, as row_at): per row, 2 row loads and NH broadcasts feed 2 * NH FMAs.
+ * Each output is one chain over the rows in order, whatever NH. */
+static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *a, size_t as, const void *x, size_t xs, int n,
+                                                                   float *y, size_t ys, const int NH, const int BF) {
     __m512 c[8][2];
     _Pragma("GCC unroll 8")
     for (int h = 0; h < NH; h++) {
@@ -283,8 +306,7 @@ static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *
         c[h][1] = _mm512_loadu_ps(y + (size_t)h * ys + 16);
     }
     for (int p = 0; p < n; p++) {
-        const float *xr = x + (size_t)p * xs;
-        __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16);
+        __m512 x0 = load_row16(row_at(x, xs, (size_t)p, 0, BF), BF), x1 = load_row16(row_at(x, xs, (size_t)p, 16, BF), BF);
         _Pragma("GCC unroll 8")
         for (int h = 0; h < NH; h++) {
             __m512 b = _mm512_set1_ps(a[(size_t)h * as + p]);
@@ -303,33 +325,44 @@ static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *
  * while every head group passes over it; heads in groups of up to 8, as even
  * as possible (20 heads: 7, 7, 6). Leftover columns: one chain per output in
  * row order, as the reference. */
-static AVX512 void avx512_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
-                                float *y, size_t ys) {
+static inline __attribute__((always_inline)) AVX512 void wsum_rows(const float *a, size_t as, int nh, const void *x, size_t xs,
+                                                                   int n, int64_t cols, float *y, size_t ys, const int BF) {
     int groups = (nh + 7) / 8;
     int64_t j = 0;
     for (; j + 32 <= cols; j += 32)
         for (int g = 0, h = 0; g < groups; g++) {
             int gh = (nh - h) / (groups - g);
             const float *ag = a + (size_t)h * as;
+            const void *xj = row_at(x, xs, 0, j, BF);
             float *yg = y + (size_t)h * ys + j;
             switch (gh) {
-            case 8: wsum_tile(ag, as, x + j, xs, n, yg, ys, 8); break;
-            case 7: wsum_tile(ag, as, x + j, xs, n, yg, ys, 7); break;
-            case 6: wsum_tile(ag, as, x + j, xs, n, yg, ys, 6); break;
-            case 5: wsum_tile(ag, as, x + j, xs, n, yg, ys, 5); break;
-            case 4: wsum_tile(ag, as, x + j, xs, n, yg, ys, 4); break;
-            case 3: wsum_tile(ag, as, x + j, xs, n, yg, ys, 3); break;
-            case 2: wsum_tile(ag, as, x + j, xs, n, yg, ys, 2); break;
-            default: wsum_tile(ag, as, x + j, xs, n, yg, ys, 1); break;
+            case 8: wsum_tile(ag, as, xj, xs, n, yg, ys, 8, BF); break;
+            case 7: wsum_tile(ag, as, xj, xs, n, yg, ys, 7, BF); break;
+            case 6: wsum_tile(ag, as, xj, xs, n, yg, ys, 6, BF); break;
+            case 5: wsum_tile(ag, as, xj, xs, n, yg, ys, 5, BF); break;
+            case 4: wsum_tile(ag, as, xj, xs, n, yg, ys, 4, BF); break;
+            case 3: wsum_tile(ag, as, xj, xs, n, yg, ys, 3, BF); break;
+            case 2: wsum_tile(ag, as, xj, xs, n, yg, ys, 2, BF); break;
+            default: wsum_tile(ag, as, xj, xs, n, yg, ys, 1, BF); break;
             }
             h += gh;
         }
     for (; j < cols; j++)
         for (int h = 0; h < nh; h++) {
             float acc = y[(size_t)h * ys + j];
-            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * x[(size_t)p * xs + j];
+            for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * row_value(x, xs, (size_t)p, j, BF);
             y[(size_t)h * ys + j] = acc;
         }
+}
+
+static AVX512 void avx512_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
+                                       float *y, size_t ys) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 0);
+}
+
+static AVX512 void avx512_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n,
+                                            int64_t cols, float *y, size_t ys) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 1);
 }
 
 /* exp for arguments <= 0: the AVX2 kernel's steps 16 lanes at a time (the
@@ -408,7 +441,9 @@ static void build_avx512_table(void) {
     avx512_table.f16_to_f32 = avx512_f16_to_f32;
     avx512_table.gemm_f32_xt = avx512_gemm_f32_xt;
     avx512_table.gemm_bf16_xt = avx512_gemm_bf16_xt;
+    avx512_table.gemm_bf16 = avx512_gemm_bf16;
     avx512_table.weighted_sum = avx512_weighted_sum;
+    avx512_table.weighted_sum_bf16 = avx512_weighted_sum_bf16;
     avx512_table.exp_sum = avx512_exp_sum;
     avx512_table.max_f32 = avx512_max_f32;
     avx512_table.fma_probe = avx512_fma_probe;

@@ -347,20 +347,19 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->packed = take(b, linear_packed_floats(UBATCH, (int64_t)in_max) * F);
     /* per thread (floats): a block of linear()'s partial sums and widened rows; in prefill attention,
        one head's linear_rows over R (output) or dn (query) columns with its vectors packed there too,
-       a tile's attention scores, or a block of cached rows */
+       or a tile's attention scores */
     size_t widest = linear_rows_scratch_floats(UBATCH, (int64_t)in_max);
     size_t head_cols = (size_t)(R > dn ? R : dn);
     size_t head_floats = linear_rows_scratch_floats(UBATCH, (int64_t)head_cols) + linear_packed_floats(UBATCH, (int64_t)head_cols);
     if (head_floats > widest) widest = head_floats;
-    /* prefill attention: a tile's scores [q_tile * H][n_ctx] and a block of widened cached rows;
-       fewer tokens per tile for very long contexts, to bound this buffer */
+    /* prefill attention: a tile's scores [q_tile * H][n_ctx]; fewer tokens per
+       tile for very long contexts, to bound this buffer */
     s->q_tile = Q_TILE;
     while (s->q_tile > 1 && (size_t)s->q_tile * H * (size_t)s->n_ctx > ((size_t)1 << 22)) s->q_tile--;
-    if ((size_t)s->q_tile * H * (size_t)s->n_ctx + (size_t)KEY_BLOCK * kvw > widest)
-        widest = (size_t)s->q_tile * H * (size_t)s->n_ctx + (size_t)KEY_BLOCK * kvw;
+    if ((size_t)s->q_tile * H * (size_t)s->n_ctx > widest) widest = (size_t)s->q_tile * H * (size_t)s->n_ctx;
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
-    if ((size_t)KEY_BLOCK * (kvw + H) > widest) widest = (size_t)KEY_BLOCK * (kvw + H);   /* decode: a block's scores and rows */
+    if ((size_t)KEY_BLOCK * H > widest) widest = (size_t)KEY_BLOCK * H;   /* decode: a block's scores */
     /* decode's experts: the int8 inputs of one section of linear_many (each a little over its floats) */
     size_t expert_inputs = (size_t)2 * (K + 1) * (in_max + 64);
     if (expert_inputs > widest) widest = expert_inputs;
@@ -444,11 +443,22 @@ typedef struct {
     int T, pos0;
 } attn_job;
 
-/* Block [p0, p0 + n) of cached rows as f32: the cache itself, or widened into tmp. */
-static const float *cache_rows_f32(const glm_session *s, const void *cache, int p0, int n, int kvw, float *tmp) {
-    if (!s->kv_bf16) return (const float *)cache + (size_t)p0 * kvw;
-    kernels_active()->bf16_to_f32((const uint16_t *)cache + (size_t)p0 * kvw, tmp, (int64_t)n * kvw);
-    return tmp;
+/* Scores y[t][r] = q_t . row (p0 + r) of the cache and value sums
+ * y[h][j] += a[h][r] * row (p0 + r)[j], over cached rows [p0, p0 + n) in f32
+ * or bf16 (read as stored: a bf16 cache reads half the bytes). */
+static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *q, int nq, float *y,
+                         size_t ys) {
+    const kernel_table *k = kernels_active();
+    if (s->kv_bf16) k->gemm_bf16((const uint16_t *)cache + (size_t)p0 * kvw, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, y, ys);
+    else k->gemm_f32((const float *)cache + (size_t)p0 * kvw, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, y, ys);
+}
+
+static void cache_values(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *a, size_t as, int nh,
+                         float *y, size_t ys) {
+    const kernel_table *k = kernels_active();
+    int R = s->m->cfg.kv_lora_rank;
+    if (s->kv_bf16) k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + (size_t)p0 * kvw, (size_t)kvw, n, R, y, ys);
+    else k->weighted_sum(a, as, nh, (const float *)cache + (size_t)p0 * kvw, (size_t)kvw, n, R, y, ys);
 }
 
 static void attn_task(void *ctx, int task, int thread) {
@@ -460,12 +470,10 @@ static void attn_task(void *ctx, int task, int thread) {
     int t0 = task * s->q_tile, tq = j->T - t0 < s->q_tile ? j->T - t0 : s->q_tile;
     int nq = tq * H, nk = j->pos0 + t0 + tq;   /* causal: the tile's last token sees keys 0..pos0+t0+tq-1 */
     float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nq][nk] */
-    float *tmp = score + (size_t)s->q_tile * H * s->n_ctx;                    /* a block of widened rows */
     const float *q = s->qa + (size_t)t0 * H * kvw;
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, tmp);
-        k->gemm_f32(rows, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, score + p0, (size_t)nk);
+        cache_scores(s, j->cache, p0, n, kvw, q, nq, score + p0, (size_t)nk);
     }
     for (int i = 0; i < nq; i++) {
         float *sc = score + (size_t)i * nk;
@@ -479,8 +487,7 @@ static void attn_task(void *ctx, int task, int thread) {
     memset(ol, 0, (size_t)nq * R * sizeof *ol);
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, tmp);
-        k->weighted_sum(score + p0, (size_t)nk, nq, rows, (size_t)kvw, n, R, ol, (size_t)R);
+        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, ol, (size_t)R);
     }
 }
 
@@ -505,9 +512,8 @@ static void decode_block_task(void *ctx, int b, int thread) {
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
     float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
-    const float *rows = cache_rows_f32(s, j->cache, p0, n, kvw, sc + (size_t)H * KEY_BLOCK);
     /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
-    k->gemm_f32(rows, (size_t)kvw, n, s->qa, (size_t)kvw, H, kvw, sc, KEY_BLOCK);
+    cache_scores(s, j->cache, p0, n, kvw, s->qa, H, sc, KEY_BLOCK);
     float *stat = s->dec_stat + (size_t)b * H * 2;
     for (int h = 0; h < H; h++) {
         float *e = sc + (size_t)h * KEY_BLOCK;
@@ -517,7 +523,7 @@ static void decode_block_task(void *ctx, int b, int thread) {
     }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    k->weighted_sum(sc, KEY_BLOCK, H, rows, (size_t)kvw, n, R, part, (size_t)R);
+    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, part, (size_t)R);
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {

@@ -96,7 +96,21 @@ static void check_gemm(const kernel_table *fast) {
                 fast->gemm_f32(w + (size_t)r * ws, ws, 1, x + (size_t)t * xs, xs, 1, cols, y3, ys);
                 CHECKF(memcmp(y3, &y2[t * ys + r], 4) == 0, "shape %zu t=%d r=%d depends on its tile", k, t, r);
             }
-        free(w); free(x); free(y1); free(y2); free(y3);
+        /* bf16 rows (a bf16 cache): the same bits as gemm_f32 on the rows widened */
+        uint16_t *wb = malloc(rows * ws * 2);
+        for (size_t i = 0; i < rows * ws; i++) {
+            wb[i] = f32_to_bf16(w[i]);
+            w[i] = bf16_to_f32(wb[i]);
+        }
+        const kernel_table *tables[] = {ref, fast};
+        for (int v = 0; v < 2; v++) {
+            for (size_t i = 0; i < n * ys; i++) y1[i] = y2[i] = 77.0f;
+            tables[v]->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys);
+            tables[v]->gemm_bf16(wb, ws, rows, x, xs, n, cols, y2, ys);
+            CHECKF(memcmp(y1, y2, n * ys * 4) == 0, "%s gemm_bf16 shape %zu differs from gemm_f32 on its rows",
+                   tables[v]->name, k);
+        }
+        free(w); free(wb); free(x); free(y1); free(y2); free(y3);
     }
 }
 
@@ -131,6 +145,22 @@ static void check_weighted_sum(const kernel_table *fast) {
             CHECKF(memcmp(y3, y2 + (size_t)h * ys, (size_t)cols * 4) == 0, "shape %zu head %d depends on its group", k, h);
             free(y3);
         }
+        /* bf16 rows (a bf16 cache): the same bits as weighted_sum on the rows widened */
+        uint16_t *xb = malloc(n * xs * 2);
+        for (size_t i = 0; i < n * xs; i++) {
+            xb[i] = f32_to_bf16(x[i]);
+            x[i] = bf16_to_f32(xb[i]);
+        }
+        const kernel_table *tables[] = {ref, fast};
+        for (int v = 0; v < 2; v++) {
+            memcpy(y1, y0, nh * ys * 4);
+            memcpy(y2, y0, nh * ys * 4);
+            tables[v]->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys);
+            tables[v]->weighted_sum_bf16(a, as, nh, xb, xs, n, cols, y2, ys);
+            CHECKF(memcmp(y1, y2, nh * ys * 4) == 0, "%s weighted_sum_bf16 shape %zu differs from weighted_sum on its rows",
+                   tables[v]->name, k);
+        }
+        free(xb);
         free(y0);
         free(a); free(x); free(y1); free(y2);
     }
