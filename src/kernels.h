@@ -58,6 +58,18 @@ typedef struct {
     float (*exp_sum)(float *x, int64_t n, float scale, float m);
     /* The largest of x[0..n) (n >= 1): a block of attention scores' maximum. */
     float (*max_f32)(const float *x, int64_t n);
+    /* Optional (NULL unless the CPU multiplies bf16 pairs natively,
+     * AVX512-BF16): attention over a bf16 cache in bf16 arithmetic, with the
+     * queries and probabilities rounded to bf16 as GPU attention kernels and
+     * llama.cpp's f16 cache round them; f32 sums. gemm_bf16_bf16 is gemm_bf16
+     * with bf16 vectors; weighted_sum_bf16_bf16 is weighted_sum_bf16 with bf16
+     * weights a, read in pairs (a row of a holds n rounded up to even values,
+     * the one past an odd n 0); round_bf16 rounds to nearest even. */
+    void (*gemm_bf16_bf16)(const uint16_t *w, size_t w_stride, int rows, const uint16_t *x, size_t x_stride, int n,
+                           int64_t cols, float *y, size_t y_stride);
+    void (*weighted_sum_bf16_bf16)(const uint16_t *a, size_t a_stride, int nh, const uint16_t *x, size_t x_stride, int n,
+                                   int64_t cols, float *y, size_t y_stride);
+    void (*round_bf16)(const float *x, uint16_t *y, int64_t n);
     /* SwiGLU's gate: g[i] = silu(g[i]) * u[i]. */
     void (*swiglu)(float *g, const float *u, int64_t n);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */

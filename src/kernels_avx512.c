@@ -423,6 +423,157 @@ static AVX512 double avx512_fma_probe(long iters, float *sink) {
     return 10.0 * 16 * 2 * (double)iters;
 }
 
+/* ---- bf16 arithmetic for a bf16 latent cache (AVX512-BF16: vdpbf16ps
+ * multiplies 32 bf16 pairs and adds each pair's two products into 16 f32
+ * lanes, twice the multiply-adds of an FMA per instruction, from half the
+ * bytes). The queries and the probabilities are rounded to bf16, as GPU
+ * attention kernels and llama.cpp's f16 cache round them. */
+#define BF16DOT __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+
+/* 32 bf16 values from p, the ones past `live` read as 0. */
+static inline BF16DOT __m512bh load32_bf16(const uint16_t *p, int64_t live) {
+    __mmask32 m = live >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << live) - 1);
+    return (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+}
+
+/* One NR x NT tile of scores: each output one chain of pair products over
+ * the columns, its lanes summed at the end. */
+static inline __attribute__((always_inline)) BF16DOT void dpbf16_tile(const uint16_t *w, size_t ws, const uint16_t *x, size_t xs,
+                                                                      int64_t cols, float *y, size_t ys, const int NR,
+                                                                      const int NT, const int PF) {
+    __m512 acc[4][6];
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < NR; i++)
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 32) {
+        __m512bh u[6];
+        _Pragma("GCC unroll 6")
+        for (int j = 0; j < NT; j++) u[j] = load32_bf16(x + (size_t)j * xs + c, cols - c);
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < NR; i++) {
+            if (PF) _mm_prefetch((const char *)(w + (size_t)(GEMM_RB + i) * ws + c), _MM_HINT_T0);
+            __m512bh v = load32_bf16(w + (size_t)i * ws + c, cols - c);
+            _Pragma("GCC unroll 6")
+            for (int j = 0; j < NT; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], v, u[j]);
+        }
+    }
+    _Pragma("GCC unroll 6")
+    for (int j = 0; j < NT; j++) {
+        float *yj = y + (size_t)j * ys;
+        if (NR == 4) _mm_storeu_ps(yj, lane_sums4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
+        else
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NR; i++) yj[i] = _mm_cvtss_f32(lane_sums4(acc[i][j], acc[i][j], acc[i][j], acc[i][j]));
+    }
+}
+
+#define DPBF16_ROWS(NT, PF)                                                                                    \
+    do {                                                                                                       \
+        int r = 0;                                                                                             \
+        for (; r + 4 <= rb; r += 4) dpbf16_tile(wb + (size_t)r * ws, ws, xt, xs, cols, yt + r, ys, 4, NT, PF); \
+        for (; r < rb; r++) dpbf16_tile(wb + (size_t)r * ws, ws, xt, xs, cols, yt + r, ys, 1, NT, PF);       \
+    } while (0)
+
+#define DPBF16_TILE(nt, PF)                                                                                    \
+    switch (nt) {                                                                                              \
+    case 6: DPBF16_ROWS(6, PF); break;                                                                         \
+    case 5: DPBF16_ROWS(5, PF); break;                                                                         \
+    case 4: DPBF16_ROWS(4, PF); break;                                                                         \
+    case 3: DPBF16_ROWS(3, PF); break;                                                                         \
+    case 2: DPBF16_ROWS(2, PF); break;                                                                         \
+    default: DPBF16_ROWS(1, PF); break;                                                                        \
+    }
+
+/* gemm_bf16 with bf16 vectors too: rows in blocks of GEMM_RB, vector tiles
+ * as even as possible, the first tile prefetching the next row block (as
+ * gemm_rows). Every output is the same arithmetic whatever its tile. */
+static BF16DOT void avx512_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const uint16_t *x, size_t xs, int n,
+                                          int64_t cols, float *y, size_t ys) {
+    for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
+        int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB, tiles = (n + 5) / 6;
+        const uint16_t *wb = w + (size_t)r0 * ws;
+        for (int i = 0, t = 0; i < tiles; i++) {
+            int nt = (n - t) / (tiles - i);
+            const uint16_t *xt = x + (size_t)t * xs;
+            float *yt = y + (size_t)t * ys + r0;
+            if (i == 0) { DPBF16_TILE(nt, 1) }
+            else { DPBF16_TILE(nt, 0) }
+            t += nt;
+        }
+    }
+}
+
+/* NH heads (<= 8) x 32 columns over n rows, two rows a step: the rows'
+ * elements interleaved in pairs (within 128-bit lanes: columns 0-3 and 4-7 of
+ * each 8 go to lo and hi) meet each head's two probabilities, broadcast as
+ * one 32-bit pair. An odd last row pairs with zeros. The lanes are put back
+ * in column order once, at the end. */
+static inline __attribute__((always_inline)) BF16DOT void wsum_bf16_tile(const uint16_t *a, size_t as, const uint16_t *x,
+                                                                         size_t xs, int n, int64_t live, float *y, size_t ys,
+                                                                         const int NH) {
+    __m512 lo[8], hi[8];
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < NH; h++) lo[h] = hi[h] = _mm512_setzero_ps();
+    for (int p = 0; p < n; p += 2) {
+        __m512i r0 = (__m512i)load32_bf16(x + (size_t)p * xs, live);
+        __m512i r1 = p + 1 < n ? (__m512i)load32_bf16(x + (size_t)(p + 1) * xs, live) : _mm512_setzero_si512();
+        __m512bh e = (__m512bh)_mm512_unpacklo_epi16(r0, r1), o = (__m512bh)_mm512_unpackhi_epi16(r0, r1);
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < NH; h++) {
+            uint32_t pair;
+            memcpy(&pair, a + (size_t)h * as + p, sizeof pair);
+            __m512bh b = (__m512bh)_mm512_set1_epi32((int32_t)pair);
+            lo[h] = _mm512_dpbf16_ps(lo[h], e, b);
+            hi[h] = _mm512_dpbf16_ps(hi[h], o, b);
+        }
+    }
+    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    __mmask16 m0 = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+    __mmask16 m1 = live >= 32 ? (__mmask16)0xffff : live <= 16 ? 0 : (__mmask16)((1u << (live - 16)) - 1);
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < NH; h++) {
+        float *yh = y + (size_t)h * ys;
+        __m512 c0 = _mm512_permutex2var_ps(lo[h], first, hi[h]), c1 = _mm512_permutex2var_ps(lo[h], second, hi[h]);
+        _mm512_mask_storeu_ps(yh, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, yh), c0));
+        _mm512_mask_storeu_ps(yh + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, yh + 16), c1));
+    }
+}
+
+/* weighted_sum_bf16 with bf16 probabilities, read in pairs: a row of a must
+ * hold n rounded up to even values (the one past an odd n is 0). */
+static BF16DOT void avx512_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh, const uint16_t *x, size_t xs, int n,
+                                                  int64_t cols, float *y, size_t ys) {
+    int groups = (nh + 7) / 8;
+    for (int64_t j = 0; j < cols; j += 32)
+        for (int g = 0, h = 0; g < groups; g++) {
+            int gh = (nh - h) / (groups - g);
+            const uint16_t *ag = a + (size_t)h * as;
+            float *yg = y + (size_t)h * ys + j;
+            switch (gh) {
+            case 8: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 8); break;
+            case 7: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 7); break;
+            case 6: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 6); break;
+            case 5: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 5); break;
+            case 4: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 4); break;
+            case 3: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 3); break;
+            case 2: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 2); break;
+            default: wsum_bf16_tile(ag, as, x + j, xs, n, cols - j, yg, ys, 1); break;
+            }
+            h += gh;
+        }
+}
+
+/* f32 to bf16, rounding to nearest even (16 a step; the tail masked). */
+static BF16DOT void avx512_round_bf16(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+        _mm512_mask_storeu_epi16(y + i, (__mmask32)m, _mm512_castsi256_si512(b));
+    }
+}
+
 /* The AVX2 table with the 512-bit entries, built once (pthread_once: any
  * thread may ask first). */
 static kernel_table avx512_table;
@@ -449,6 +600,11 @@ static void build_avx512_table(void) {
     avx512_table.exp_sum = avx512_exp_sum;
     avx512_table.max_f32 = avx512_max_f32;
     avx512_table.fma_probe = avx512_fma_probe;
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16")) {
+        avx512_table.gemm_bf16_bf16 = avx512_gemm_bf16_bf16;
+        avx512_table.weighted_sum_bf16_bf16 = avx512_weighted_sum_bf16_bf16;
+        avx512_table.round_bf16 = avx512_round_bf16;
+    }
     avx512_usable = 1;
 }
 

@@ -66,6 +66,7 @@ struct glm_session {
     int naive_attention;
     int q_tile;                   /* tokens per prefill attention task */
     int kv_bf16;                  /* cache elements are bf16 (else f32) */
+    int attn_bf16;                /* a bf16 cache read in bf16 arithmetic (kernels with AVX512-BF16) */
     void *arena;                  /* the one allocation every buffer below is a piece of (session_buffers) */
     void *kv;                     /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
     float *kv_row;                /* [Rkv+dr]: one row in f32 before it is stored */
@@ -76,6 +77,7 @@ struct glm_session {
     float *q;                     /* [UB][H*(dn+dr)] */
     float *kva;                   /* [UB][Rkv+dr] */
     float *qa;                    /* [UB][H][Rkv+dr]: absorbed query per head */
+    uint16_t *qa_bf16;            /* attn_bf16 only: qa rounded to bf16 */
     float *olat;                  /* [UB][H][Rkv] */
     float *o;                     /* [UB][H*dv] */
     float *proj;                  /* [UB][D] */
@@ -324,6 +326,7 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->q = take(b, UB * H * (size_t)c->qk_head_dim * F);
     s->kva = take(b, UB * kvw * F);
     s->qa = take(b, UB * H * kvw * F);
+    s->qa_bf16 = take(b, s->attn_bf16 ? UB * H * kvw * sizeof *s->qa_bf16 : 0);
     s->olat = take(b, UB * H * (size_t)R * F);
     s->o = take(b, UB * H * (size_t)dv * F);
     s->proj = take(b, UB * D * F);
@@ -356,10 +359,12 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
        tile for very long contexts, to bound this buffer */
     s->q_tile = Q_TILE;
     while (s->q_tile > 1 && (size_t)s->q_tile * H * (size_t)s->n_ctx > ((size_t)1 << 22)) s->q_tile--;
-    if ((size_t)s->q_tile * H * (size_t)s->n_ctx > widest) widest = (size_t)s->q_tile * H * (size_t)s->n_ctx;
+    /* with attn_bf16, also a block of its probabilities in bf16, [q_tile * H][KEY_BLOCK] */
+    size_t tile_floats = (size_t)s->q_tile * H * ((size_t)s->n_ctx + KEY_BLOCK / 2);
+    if (tile_floats > widest) widest = tile_floats;
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
-    if ((size_t)KEY_BLOCK * H > widest) widest = (size_t)KEY_BLOCK * H;   /* decode: a block's scores */
+    if ((size_t)KEY_BLOCK * H * 3 / 2 > widest) widest = (size_t)KEY_BLOCK * H * 3 / 2;   /* decode: the same for one token */
     /* decode's experts: the int8 inputs of one section of linear_many (each a little over its floats) */
     size_t expert_inputs = (size_t)2 * (K + 1) * (in_max + 64);
     if (expert_inputs > widest) widest = expert_inputs;
@@ -379,6 +384,7 @@ static void session_init(glm_session *s, glm_model *m, const glm_session_options
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
     s->naive_attention = opt ? opt->naive_attention : 0;
     s->kv_bf16 = opt ? opt->kv_bf16 : 0;
+    s->attn_bf16 = s->kv_bf16 && kernels_active()->gemm_bf16_bf16;
 }
 
 glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {
@@ -443,22 +449,36 @@ typedef struct {
     int T, pos0;
 } attn_job;
 
-/* Scores y[t][r] = q_t . row (p0 + r) of the cache and value sums
- * y[h][j] += a[h][r] * row (p0 + r)[j], over cached rows [p0, p0 + n) in f32
- * or bf16 (read as stored: a bf16 cache reads half the bytes). */
-static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *q, int nq, float *y,
-                         size_t ys) {
+/* Scores y[i][r] = q_(q0 + i) . row (p0 + r) of the cache for nq absorbed
+ * queries from q0, and value sums y[h][j] += a[h][r] * row (p0 + r)[j], over
+ * cached rows [p0, p0 + n) in f32 or bf16 (read as stored: a bf16 cache
+ * reads half the bytes). With attn_bf16 the products run on bf16 pairs: the
+ * queries rounded once per token (qa_bf16), the weights a rounded here into
+ * a16 ([nh][KEY_BLOCK]). */
+static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, int q0, int nq, float *y, size_t ys) {
     const kernel_table *k = kernels_active();
-    if (s->kv_bf16) k->gemm_bf16((const uint16_t *)cache + (size_t)p0 * kvw, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, y, ys);
-    else k->gemm_f32((const float *)cache + (size_t)p0 * kvw, (size_t)kvw, n, q, (size_t)kvw, nq, kvw, y, ys);
+    const size_t at = (size_t)p0 * kvw, qat = (size_t)q0 * kvw;
+    if (s->attn_bf16) k->gemm_bf16_bf16((const uint16_t *)cache + at, (size_t)kvw, n, s->qa_bf16 + qat, (size_t)kvw, nq, kvw, y, ys);
+    else if (s->kv_bf16) k->gemm_bf16((const uint16_t *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys);
+    else k->gemm_f32((const float *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys);
 }
 
 static void cache_values(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *a, size_t as, int nh,
-                         float *y, size_t ys) {
+                         uint16_t *a16, float *y, size_t ys) {
     const kernel_table *k = kernels_active();
     int R = s->m->cfg.kv_lora_rank;
-    if (s->kv_bf16) k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + (size_t)p0 * kvw, (size_t)kvw, n, R, y, ys);
-    else k->weighted_sum(a, as, nh, (const float *)cache + (size_t)p0 * kvw, (size_t)kvw, n, R, y, ys);
+    const size_t at = (size_t)p0 * kvw;
+    if (s->attn_bf16) {
+        for (int h = 0; h < nh; h++) {
+            k->round_bf16(a + (size_t)h * as, a16 + (size_t)h * KEY_BLOCK, n);
+            if (n % 2) a16[(size_t)h * KEY_BLOCK + n] = 0;   /* the pair past an odd n */
+        }
+        k->weighted_sum_bf16_bf16(a16, KEY_BLOCK, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
+    } else if (s->kv_bf16) {
+        k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
+    } else {
+        k->weighted_sum(a, as, nh, (const float *)cache + at, (size_t)kvw, n, R, y, ys);
+    }
 }
 
 static void attn_task(void *ctx, int task, int thread) {
@@ -469,11 +489,11 @@ static void attn_task(void *ctx, int task, int thread) {
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
     int t0 = task * s->q_tile, tq = j->T - t0 < s->q_tile ? j->T - t0 : s->q_tile;
     int nq = tq * H, nk = j->pos0 + t0 + tq;   /* causal: the tile's last token sees keys 0..pos0+t0+tq-1 */
-    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [nq][nk] */
-    const float *q = s->qa + (size_t)t0 * H * kvw;
+    float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;      /* [nq][nk] */
+    uint16_t *a16 = (uint16_t *)(score + (size_t)s->q_tile * H * s->n_ctx);   /* [nq][KEY_BLOCK] */
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_scores(s, j->cache, p0, n, kvw, q, nq, score + p0, (size_t)nk);
+        cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk);
     }
     for (int i = 0; i < nq; i++) {
         float *sc = score + (size_t)i * nk;
@@ -487,7 +507,7 @@ static void attn_task(void *ctx, int task, int thread) {
     memset(ol, 0, (size_t)nq * R * sizeof *ol);
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, ol, (size_t)R);
+        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R);
     }
 }
 
@@ -512,8 +532,9 @@ static void decode_block_task(void *ctx, int b, int thread) {
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
     float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
+    uint16_t *a16 = (uint16_t *)(sc + (size_t)H * KEY_BLOCK);           /* [H][KEY_BLOCK] */
     /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
-    cache_scores(s, j->cache, p0, n, kvw, s->qa, H, sc, KEY_BLOCK);
+    cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK);
     float *stat = s->dec_stat + (size_t)b * H * 2;
     for (int h = 0; h < H; h++) {
         float *e = sc + (size_t)h * KEY_BLOCK;
@@ -523,7 +544,7 @@ static void decode_block_task(void *ctx, int b, int thread) {
     }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, part, (size_t)R);
+    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R);
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {
@@ -691,6 +712,7 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         pool_run(s->m->pool, absorb_query_task, &hj, H);
         prof_end(PROF_MATMUL, t0);
         t0 = prof_begin();
+        if (s->attn_bf16) kernels_active()->round_bf16(s->qa, s->qa_bf16, (int64_t)T * H * kvw);
         if (T == 1) {
             attention_decode(s, cache, pos0);
         } else {

@@ -218,6 +218,76 @@ TEST(kernels_max_matches_reference) {
     if (!check_fast_tables(check_max)) SKIP("CPU has no AVX2/FMA");
 }
 
+/* bf16 arithmetic (AVX512-BF16, optional): against double sums of the same
+ * bf16 values; products of two bf16 values are exact in f32, so only the
+ * order of the f32 sums differs. */
+static void check_bf16_arithmetic(const kernel_table *k) {
+    unsigned seed = 31;
+    /* rounding: every value the reference's way, ties to even included */
+    float ties[] = {1.00390625f, 1.01171875f, -3.0078125f, 0.0f, -0.0f, 65504.0f, 1e-30f};
+    uint16_t got[64];
+    float vals[64];
+    for (int i = 0; i < 64; i++) vals[i] = i < 7 ? ties[i] : frand(&seed) * 100.0f;
+    k->round_bf16(vals, got, 37);   /* a masked tail */
+    for (int i = 0; i < 37; i++) CHECKF(got[i] == f32_to_bf16(vals[i]), "round %g: %04x vs %04x", vals[i], got[i], f32_to_bf16(vals[i]));
+    int gshapes[][3] = {{1, 1, 2}, {4, 5, 32}, {9, 10, 70}, {256, 20, 576}, {7, 13, 100}, {3, 6, 33}};
+    for (size_t q = 0; q < sizeof gshapes / sizeof *gshapes; q++) {
+        int rows = gshapes[q][0], n = gshapes[q][1], cols = gshapes[q][2];
+        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;
+        uint16_t *w = malloc(rows * ws * 2), *x = malloc(n * xs * 2);
+        float *y = malloc(n * ys * 4), *y1 = malloc(4);
+        for (size_t i = 0; i < rows * ws; i++) w[i] = f32_to_bf16(frand(&seed));
+        for (size_t i = 0; i < n * xs; i++) x[i] = f32_to_bf16(frand(&seed));
+        for (size_t i = 0; i < n * ys; i++) y[i] = 77.0f;
+        k->gemm_bf16_bf16(w, ws, rows, x, xs, n, cols, y, ys);
+        for (int t = 0; t < n; t++)
+            for (size_t r = 0; r < ys; r++) {
+                if (r >= (size_t)rows) {
+                    CHECKF(y[t * ys + r] == 77.0f, "gemm_bf16_bf16 wrote past the rows at %zu", r);
+                    continue;
+                }
+                double e = 0;
+                for (int c = 0; c < cols; c++) e += (double)bf16_to_f32(w[r * ws + c]) * bf16_to_f32(x[t * xs + c]);
+                CHECKF(fabs(y[t * ys + r] - e) < 1e-5 * sqrt((double)cols), "gemm_bf16_bf16 shape %zu t=%d r=%zu: %g vs %g",
+                       q, t, r, y[t * ys + r], e);
+                k->gemm_bf16_bf16(w + r * ws, ws, 1, x + (size_t)t * xs, xs, 1, cols, y1, 1);
+                CHECKF(memcmp(y1, &y[t * ys + r], 4) == 0, "gemm_bf16_bf16 shape %zu t=%d r=%zu depends on its tile", q, t, r);
+            }
+        free(w); free(x); free(y); free(y1);
+    }
+    int wshapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17}, {20, 256, 512}};
+    for (size_t q = 0; q < sizeof wshapes / sizeof *wshapes; q++) {
+        int nh = wshapes[q][0], n = wshapes[q][1], cols = wshapes[q][2];
+        size_t as = (size_t)n + 3, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
+        uint16_t *a = malloc(nh * as * 2), *x = malloc(n * xs * 2);
+        float *y = malloc(nh * ys * 4), *y0 = malloc(nh * ys * 4);
+        for (size_t i = 0; i < nh * as; i++) a[i] = f32_to_bf16(frand(&seed) * 0.5f + 0.5f);
+        for (int h = 0; h < nh; h++)
+            if (n % 2) a[h * as + n] = 0;   /* the pair past an odd n */
+        for (size_t i = 0; i < n * xs; i++) x[i] = f32_to_bf16(frand(&seed));
+        for (size_t i = 0; i < nh * ys; i++) y[i] = y0[i] = frand(&seed);
+        k->weighted_sum_bf16_bf16(a, as, nh, x, xs, n, cols, y, ys);
+        for (int h = 0; h < nh; h++)
+            for (size_t j = 0; j < ys; j++) {
+                if (j >= (size_t)cols) {
+                    CHECKF(y[h * ys + j] == y0[h * ys + j], "weighted_sum_bf16_bf16 wrote past the columns at %zu", j);
+                    continue;
+                }
+                double e = y0[h * ys + j];
+                for (int p = 0; p < n; p++) e += (double)bf16_to_f32(a[h * as + p]) * bf16_to_f32(x[p * xs + j]);
+                CHECKF(fabs(y[h * ys + j] - e) < 1e-5 * sqrt((double)n) * (1 + fabs(e)), "weighted_sum_bf16_bf16 shape %zu h=%d j=%zu: %g vs %g",
+                       q, h, j, y[h * ys + j], e);
+            }
+        free(a); free(x); free(y); free(y0);
+    }
+}
+
+TEST(kernels_bf16_arithmetic_matches_double) {
+    const kernel_table *k = kernels_avx512();
+    if (!k || !k->gemm_bf16_bf16) SKIP("CPU has no AVX512-BF16");
+    check_bf16_arithmetic(k);
+}
+
 TEST(kernels_rope_pairings) {
     /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
     float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
