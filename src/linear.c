@@ -72,16 +72,6 @@ static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int
     }
 }
 
-/* Asks for columns [c0, c0 + kc) of rows [r, r + rows) of a 16-bit weight
- * two blocks of rows further on, so they are on their way from memory by the
- * time they are needed. */
-static void prefetch_ahead(const weight *w, int64_t r, int rows, int64_t row1, int64_t c0, int64_t kc) {
-    for (int i = 0; i < rows && r + 2 * LINEAR_ROW_BLOCK + i < row1; i++) {
-        const uint8_t *ahead = w->data + (size_t)(r + 2 * LINEAR_ROW_BLOCK + i) * w->row_stride + (size_t)c0 * 2;
-        for (int64_t b = 0; b < kc * 2; b += 64) __builtin_prefetch(ahead + b, 0, 2);
-    }
-}
-
 /* The batched product from transposed vectors, per block of
  * LINEAR_ROW_BLOCK rows: partial sums in acc ([rows][np], the kernel's
  * layout), over blocks of LINEAR_KC columns. bf16 rows are widened by the
@@ -110,11 +100,9 @@ static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0,
             int64_t kc = cols - c0 < LINEAR_KC ? cols - c0 : LINEAR_KC;
             const float *xc = xt + (size_t)c0 * np;
             if (w->format == WF_BF16) {
-                prefetch_ahead(w, r, rows, row1, c0, kc);
                 const uint16_t *rows16 = (const uint16_t *)(w->data + (size_t)r * w->row_stride) + c0;
                 k->gemm_bf16_xt(rows16, w->row_stride / 2, rows, xc, n, kc, acc, c0 == 0);
             } else if (w->format == WF_F16) {
-                prefetch_ahead(w, r, rows, row1, c0, kc);
                 for (int i = 0; i < rows; i++)
                     k->f16_to_f32((const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0,
                                   wbuf + (size_t)i * LINEAR_KC, kc);
