@@ -1,10 +1,11 @@
 /* kernels_avx512.c — AVX-512F variants of the compute-bound kernels (the
  * prefill products and their widening, decode's row dots, attention's
- * weighted sum, the FMA peak probe); every other entry is the AVX2 one. The functions here are
- * compiled for AVX-512F by their target attribute (so no build needs special
- * flags for this file) and none runs unless the CPU reports AVX-512F (and
- * AVX2/FMA). On cores with
- * full-width 512-bit FMA units this doubles the multiply-add rate. */
+ * products, maximum and exponentials, the FMA peak probe), and on CPUs with
+ * AVX512-BF16 attention over a bf16 cache in bf16 arithmetic; every other
+ * entry is the AVX2 one. The functions here are compiled for their ISA by
+ * target attributes (so no build needs special flags for this file) and none
+ * runs unless the CPU reports it (and AVX2/FMA). On cores with full-width
+ * 512-bit FMA units this doubles the multiply-add rate. */
 #include "kernels.h"
 
 #include <immintrin.h>
