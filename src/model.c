@@ -360,11 +360,13 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->q_tile = Q_TILE;
     while (s->q_tile > 1 && (size_t)s->q_tile * H * (size_t)s->n_ctx > ((size_t)1 << 22)) s->q_tile--;
     /* with attn_bf16, also a block of its probabilities in bf16, [q_tile * H][KEY_BLOCK] */
-    size_t tile_floats = (size_t)s->q_tile * H * ((size_t)s->n_ctx + KEY_BLOCK / 2);
+    size_t a16_floats = s->attn_bf16 ? KEY_BLOCK / 2 : 0;   /* per query */
+    size_t tile_floats = (size_t)s->q_tile * H * ((size_t)s->n_ctx + a16_floats);
     if (tile_floats > widest) widest = tile_floats;
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
-    if ((size_t)KEY_BLOCK * H * 3 / 2 > widest) widest = (size_t)KEY_BLOCK * H * 3 / 2;   /* decode: the same for one token */
+    size_t decode_floats = (size_t)H * (KEY_BLOCK + a16_floats);   /* decode: the same for one token */
+    if (decode_floats > widest) widest = decode_floats;
     /* decode's experts: the int8 inputs of one section of linear_many (each a little over its floats) */
     size_t expert_inputs = (size_t)2 * (K + 1) * (in_max + 64);
     if (expert_inputs > widest) widest = expert_inputs;
@@ -652,6 +654,11 @@ static void absorb_query_task(void *ctx, int h, int thread) {
         linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
                                s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
     }
+    if (s->attn_bf16)   /* the copy bf16 attention reads, rounded here while the head's rows are in cache */
+        for (int t = 0; t < j->T; t++) {
+            size_t at = ((size_t)t * H + h) * kvw;
+            kernels_active()->round_bf16(s->qa + at, s->qa_bf16 + at, kvw);
+        }
 }
 
 static void absorb_output_task(void *ctx, int h, int thread) {
@@ -712,7 +719,6 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         pool_run(s->m->pool, absorb_query_task, &hj, H);
         prof_end(PROF_MATMUL, t0);
         t0 = prof_begin();
-        if (s->attn_bf16) kernels_active()->round_bf16(s->qa, s->qa_bf16, (int64_t)T * H * kvw);
         if (T == 1) {
             attention_decode(s, cache, pos0);
         } else {
