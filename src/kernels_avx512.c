@@ -200,15 +200,13 @@ static AVX512 float avx512_dot_f16(const uint16_t *w, const float *x, int64_t n)
 /* Widening for the prefill product's column blocks: 16 values per step. */
 static AVX512 void avx512_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(
-                                      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i))), 16)));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_bf16(src + i));
     for (; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
 
 static AVX512 void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_f16(src + i));
     for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
