@@ -594,14 +594,16 @@ static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, in
     return _mm512_reduce_add_ps(_mm512_add_ps(t, t1)) + dot_vec(bi, a->xsum, cols / gs);   /* + sum_g b_g * xsum_g */
 }
 
-/* Decode reads every row once, in order. These rows go fast enough that
- * the hardware prefetcher alone fell behind a quiet host's memory, so while
- * a row is multiplied the row VNNI_PREFETCH_BYTES further on (its codes,
- * scales and biases) is requested into L2: tg int4 +6-7%, int8 +6-8% when
- * the probe read 78-81 GB/s. (The AVX2 rows, and plain or f32-activation
- * rows, ran 1-25% slower with it, so they leave it to the hardware.) Inlined:
- * GCC takes a function whose only effect is prefetching for a pure one and
- * drops the calls. */
+/* Decode reads every row once, in order. While a 4-bit row is multiplied,
+ * the row VNNI_PREFETCH_BYTES further on (its codes, scales and biases) is
+ * requested into L2; the other rows leave streaming to the hardware
+ * prefetcher. Measured from DRAM with 2 threads, each variant timed
+ * alternately with the plain loop in one process (40 paired passes over
+ * 330 MB of 2048-column rows): 4-bit rows +2-5% with it (2, 4, 16 or 32 KB
+ * ahead did worse than 8), 8-bit rows 8-12% slower with it at any distance,
+ * and the AVX2, fp4, mxfp8 and plain rows 1-25% slower. Inlined: GCC takes a
+ * function whose only effect is prefetching for a pure one and drops the
+ * calls. */
 #define VNNI_PREFETCH_BYTES 8192
 static inline __attribute__((always_inline)) void prefetch_row_l2(const weight *w, int64_t r) {
     const char *row = (const char *)w->data + (size_t)r * w->row_stride;
@@ -617,7 +619,7 @@ static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, i
     int64_t ahead = w->row_stride >= VNNI_PREFETCH_BYTES ? 1 : (int64_t)(VNNI_PREFETCH_BYTES / w->row_stride);
     for (int64_t r = row0; r < row1; r++) {
         const uint8_t *row = w->data + (size_t)r * w->row_stride;
-        if (r + ahead < row1) prefetch_row_l2(w, r + ahead);
+        if (kind == QA_A4 && r + ahead < row1) prefetch_row_l2(w, r + ahead);
         vnni_row_factors(kind, w, r, w->cols / gs, sc, bi);
         for (int t = 0; t < n_x; t++) {
             float v;
