@@ -1,7 +1,8 @@
 /* cli_bench.c — `glmlite bench`: llama-bench-style prompt-processing (ppN)
  * and generation (tgN) throughput, with the bytes of weights read per token,
  * the achieved bandwidth, and that as a fraction of the machine's read
- * bandwidth measured by the same command (a STREAM-style sum). --profile adds
+ * bandwidth measured by the same command (a STREAM-style sum) right after
+ * each generation run: the mean of the repetitions' ratios. --profile adds
  * the time by phase (profile.h), so the matmuls' own FLOP rate can be shown
  * next to the overall one. */
 #include <math.h>
@@ -35,26 +36,42 @@ static void read_task(void *ctx, int task, int thread) {
     j->sums[task % 64] += kernels_active()->sum_f32(j->data + (size_t)task * j->per_task, (int64_t)j->per_task);
 }
 
-/* Read bandwidth in GB/s with n_threads threads: best of 5 passes over 1 GiB,
- * summed with full-width loads (what the decode kernels use). */
-static double measure_bandwidth(int n_threads) {
-    size_t n = ((size_t)1 << 30) / sizeof(float);
-    float *data = malloc(n * sizeof *data);
-    if (!data) return 0;
-    for (size_t i = 0; i < n; i++) data[i] = (float)(i & 1023);   /* touch every page */
-    thread_pool *pool = pool_new(n_threads);
-    int tasks = n_threads * 8;
-    read_job j = {data, n / (size_t)tasks, {0}};
+/* The machine's read bandwidth with the bench's threads: a 1 GiB buffer,
+ * summed with full-width loads (what the decode kernels use). It is measured
+ * right after each generation run, because on a shared host the bandwidth
+ * left to us drifts within seconds. */
+typedef struct {
+    float *data;
+    size_t n;
+    thread_pool *pool;
+} bandwidth_probe;
+
+static int probe_open(bandwidth_probe *p, int n_threads) {
+    p->n = ((size_t)1 << 30) / sizeof(float);
+    p->data = malloc(p->n * sizeof *p->data);
+    p->pool = p->data ? pool_new(n_threads) : NULL;
+    if (!p->pool) { free(p->data); return -1; }
+    for (size_t i = 0; i < p->n; i++) p->data[i] = (float)(i & 1023);   /* touch every page */
+    return 0;
+}
+
+/* GB/s: the best of 5 passes over the buffer. */
+static double probe_run(bandwidth_probe *p) {
+    int tasks = pool_size(p->pool) * 8;
+    read_job j = {p->data, p->n / (size_t)tasks, {0}};
     double best = 0;
     for (int pass = 0; pass < 5; pass++) {
         double t0 = now_s();
-        pool_run(pool, read_task, &j, tasks);
+        pool_run(p->pool, read_task, &j, tasks);
         double gbs = (double)j.per_task * (size_t)tasks * sizeof(float) / (now_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
-    pool_free(pool);
-    free(data);
     return best;
+}
+
+static void probe_close(bandwidth_probe *p) {
+    pool_free(p->pool);
+    free(p->data);
 }
 
 typedef struct {
@@ -136,6 +153,8 @@ int cmd_bench(int argc, char **argv) {
     int id_range = c->vocab_size < 1000 ? c->vocab_size : 1000;
     for (int i = 0; i <= n_tok; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg), *tg0 = calloc((size_t)reps, sizeof *tg0);
+    double *bw = calloc((size_t)reps, sizeof *bw), rss_gb = 0;
+    bandwidth_probe probe = {0};
     double pp_phase[PROF_PHASES] = {0}, tg_phase[PROF_PHASES] = {0}, pp_time = 0, tg_time = 0, ph[PROF_PHASES];
     /* warm-up: fault the mapped weights and the session's scratch in, let the caches settle */
     int rc = glm_forward(s, ids, warm, logits, 0, err, sizeof err);
@@ -169,11 +188,21 @@ int cmd_bench(int argc, char **argv) {
         tg[r] = n_gen / dt;
         prof_get(ph);
         for (int i = 0; i < PROF_PHASES; i++) tg_phase[i] += ph[i];
+        if (r == 0 && !rc) {
+            struct rusage ru;   /* before the probe's 1 GiB buffer, which is not the model's */
+            getrusage(RUSAGE_SELF, &ru);
+            rss_gb = ru.ru_maxrss * 1024.0 / 1e9;
+            if (probe_open(&probe, threads)) {
+                snprintf(err, sizeof err, "cannot allocate the 1 GiB bandwidth probe");
+                rc = 1;
+            }
+        }
+        if (!rc) bw[r] = probe_run(&probe);
     }
     prof_enable(0);
     if (rc) fprintf(stderr, "glmlite: %s\n", err);
     else {
-        double pm, ps, tm, ts, t0m, t0s, qm, qs;
+        double pm, ps, tm, ts, t0m, t0s, qm, qs, bwm, bws, fm, fs;
         mean_sd(pp, reps, &pm, &ps);
         mean_sd(tg, reps, &tm, &ts);
         mean_sd(tg0, reps, &t0m, &t0s);
@@ -182,14 +211,13 @@ int cmd_bench(int argc, char **argv) {
         /* weights once per token, plus the cached latents the attention reads (mean over the run) */
         double kv_row = (double)st.kv_bytes_per_token / (kv_bf16 ? 2 : 1);
         double bytes = (double)st.active_weight_bytes + kv_row * (depth + n_gen / 2.0);
+        mean_sd(bw, reps, &bwm, &bws);
+        for (int r = 0; r < reps; r++) bw[r] = bytes * tg[r] / 1e9 / bw[r];   /* each repetition's bandwidth fraction */
+        mean_sd(bw, reps, &fm, &fs);
         /* prefill flops in the weight matrices: every layer for every token, the
            LM head for the last token only (attention's own products not counted) */
         double head = (double)c->vocab_size * c->hidden_size;
         double gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) / n_prompt * pm / 1e9;
-        struct rusage ru;   /* before the machine probes, whose 1 GiB buffer is not the model's */
-        getrusage(RUSAGE_SELF, &ru);
-        double rss_gb = ru.ru_maxrss * 1024.0 / 1e9;
-        double bw = measure_bandwidth(threads);
         double peak = measure_fma_peak(threads);
         char pp_name[32], tg_name[48];
         snprintf(pp_name, sizeof pp_name, "pp%d", n_prompt);
@@ -200,9 +228,9 @@ int cmd_bench(int argc, char **argv) {
                    "\"machine_gflops\":%.2f,\"flops_fraction\":%.3f,\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
                    pp_name, n_prompt, threads, pm, ps, gflops, peak, gflops / peak, st.weight_bytes, rss_gb * 1e9);
             printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
-                   "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,"
+                   "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,\"bandwidth_fraction_stddev\":%.3f,"
                    "\"peak_rss_bytes\":%.0f}\n",
-                   n_gen, n_gen, depth, threads, tm, ts, bytes, bytes * tm / 1e9, bw, bytes * tm / 1e9 / bw, rss_gb * 1e9);
+                   n_gen, n_gen, depth, threads, tm, ts, bytes, bytes * tm / 1e9, bwm, fm, fs, rss_gb * 1e9);
             if (depth)
                 printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":0,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
                        "\"depth_ratio\":%.4f,\"depth_ratio_stddev\":%.4f}\n",
@@ -210,10 +238,11 @@ int cmd_bench(int argc, char **argv) {
         } else {
             printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d\n", dir, c->model_type,
                    c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads);
-            printf("machine (same threads): read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s\n\n", bw, peak);
+            printf("machine (same threads): read bandwidth %.1f ± %.1f GB/s (after each generation run), f32 FMA peak %.1f "
+                   "GFLOP/s\n\n", bwm, bws, peak);
             printf("| test | t/s | GFLOP/s | of FMA peak | GB/s | of machine GB/s |\n|---|---|---|---|---|---|\n");
             printf("| %s | %.2f ± %.2f | %.1f | %.0f%% | | |\n", pp_name, pm, ps, gflops, 100 * gflops / peak);
-            printf("| %s | %.2f ± %.2f | | | %.2f | %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * bytes * tm / 1e9 / bw);
+            printf("| %s | %.2f ± %.2f | | | %.2f | %.0f%% ± %.0f%% |\n", tg_name, tm, ts, bytes * tm / 1e9, 100 * fm, 100 * fs);
             if (depth)
                 printf("| tg%d (depth 0, same repetitions) | %.2f ± %.2f | | | | |\n\ndepth %d / depth 0: %.3f ± %.3f "
                        "(the mean of each repetition's ratio)\n",
@@ -248,6 +277,8 @@ int cmd_bench(int argc, char **argv) {
     free(pp);
     free(tg);
     free(tg0);
+    free(bw);
+    if (probe.pool) probe_close(&probe);
     free(ids);
     free(logits);
     glm_session_free(s);

@@ -185,9 +185,11 @@ TEST(cli_bench_json_fields) {
     CHECK_STR(json_get_str(json_get(json_root(pp), "test")), "pp8");
     CHECK_STR(json_get_str(json_get(json_root(tg), "test")), "tg4");
     const char *pp_keys[] = {"avg_ts", "stddev_ts", "gflops", "machine_gflops"};
-    const char *tg_keys[] = {"avg_ts", "stddev_ts", "bytes_per_token", "gbs", "machine_gbs", "depth"};
+    const char *tg_keys[] = {"avg_ts", "stddev_ts", "bytes_per_token", "gbs", "machine_gbs", "depth", "bandwidth_fraction"};
     for (size_t i = 0; i < 4; i++) CHECKF(json_get_double(json_get(json_root(pp), pp_keys[i]), &v) && v >= 0, "pp %s", pp_keys[i]);
-    for (size_t i = 0; i < 6; i++) CHECKF(json_get_double(json_get(json_root(tg), tg_keys[i]), &v) && v >= 0, "tg %s", tg_keys[i]);
+    for (size_t i = 0; i < 7; i++) CHECKF(json_get_double(json_get(json_root(tg), tg_keys[i]), &v) && v >= 0, "tg %s", tg_keys[i]);
+    CHECK(json_get_double(json_get(json_root(tg), "machine_gbs"), &v) && v > 0);   /* a probe ran after each repetition */
+    CHECK(json_get_double(json_get(json_root(tg), "bandwidth_fraction"), &v) && v > 0);
     /* bytes per token = the active weights (from info) + the cached latents read */
     CHECK(json_get_double(json_get(json_root(tg), "bytes_per_token"), &v) && v > 1e5);
     json_free(pp);
