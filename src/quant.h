@@ -7,6 +7,10 @@
  * numpy oracle tools/quant_ref.py reproduces), all arithmetic in IEEE f32,
  * never fused:
  *   affine:       w = (scale * q) + bias               (scale/bias from bf16/f16/f32)
+ *                 (with VNNI the same sum regrouped, equal but for f32 rounding:
+ *                 s_g * sum_b d_b * sum_i code_i * q_i + b_g * xsum_g + s_g * xres_g,
+ *                 xres_g = C * (xsum_g - sum_b d_b * sum_i q_i), one vector
+ *                 term per group instead of a subtraction per block)
  *   nvfp4/mxfp4:  w = e2m1(code) * scale_value         (exact: 2+4 significant bits)
  *   mxfp8:        w = e4m3(code) * e8m0(scale)
  * and then, when the weight carries a global scale g (g != 0 and g != 1),
@@ -117,13 +121,15 @@ void quant_set_fast(int allow_avx2);
 #define QUANT_ACT_MAX_COLS 16384
 typedef struct {
     int kind;            /* which kernel layout was prepared (0: none) */
+    int vnni;            /* affine, laid out for the AVX-512 VNNI kernel (the regrouped sum) */
     int64_t cols;
     int8_t *q;           /* [cols] quantized values, natural order */
     float *d;            /* [cols / 32] block scales */
     float *xsum;         /* [cols / group] exact f32 group sums of x (affine) */
     void *k;             /* the kernel's layout of q (int16, or even/odd split per 64) */
     float *kd;           /* the kernel's layout of d */
-    int32_t *kc;         /* affine: C * sum of q per block, in the kernel's int32 lanes */
+    int32_t *kc;         /* affine without VNNI: C * sum of q per block, in the kernel's int32 lanes */
+    float *xres;         /* [cols / group] affine with VNNI: C * (xsum - sum of d * q) per group */
 } quant_act;
 
 /* Nonzero when rows of w can be dotted with int8 activations here. */

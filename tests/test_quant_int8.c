@@ -97,24 +97,31 @@ static void scaled_codes_abs(const weight *w, int64_t r, double *out) {
 
 /* Sum of the magnitudes of the terms the kernel adds in f32 (for its rounding
  * bound): |s_g| * d_b * |c_i * q_i| per element (c_i centred), |b_g + C s_g| * |x_i|
- * for the bias term, times |global|. */
-static double term_magnitude(const weight *w, int64_t r, const int8_t *q, const float *d, const float *x) {
+ * for the bias term, times |global|. The VNNI kernel regroups the affine sum
+ * (quant.h): |s_g| * d_b * |code_i * q_i| + |b_g| * |x_i| + |s_g| * C * (|x_i| +
+ * d_b * |q_i|) instead. */
+static double term_magnitude(const weight *w, int64_t r, const quant_act *a, const float *x) {
+    const int8_t *q = a->q;
+    const float *d = a->d;
     static const int E2M1X2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     int bits = quant_format_bits(w->format, w->bits), gs = quant_format_group(w->format, w->group_size);
     uint8_t *codes = malloc((size_t)w->cols);
     quant_unpack_row(w->data + (size_t)r * w->row_stride, bits, w->cols, codes);
     size_t ss = w->format == WF_AFFINE ? (w->scale_dtype == DT_F32 ? 4 : 2) : 1;
-    double m = 0;
+    double m = 0, m_vnni = 0, C = 1 << (bits - 1);
     for (int64_t i = 0; i < w->cols; i++) {
         int64_t g = i / gs;
         double s = fabs(scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)g * ss));
         double c = w->format == WF_AFFINE ? abs(codes[i] - (1 << (bits - 1))) : abs(E2M1X2[codes[i]]) * 0.5;
         m += s * d[i / 32] * c * abs(q[i]);
-        if (w->biases) m += fabs(scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss) + s * (1 << (bits - 1))) * fabs(x[i]);
+        if (!w->biases) continue;
+        double b = scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss);
+        m += fabs(b + s * C) * fabs(x[i]);
+        m_vnni += s * d[i / 32] * codes[i] * abs(q[i]) + fabs(b) * fabs(x[i]) + s * C * (fabs(x[i]) + d[i / 32] * abs(q[i]));
     }
     free(codes);
     float g = quant_global(w);
-    return m * fabs(g);
+    return (a->vnni ? m_vnni : m) * fabs(g);
 }
 
 static int check_weight(const char *what, rand_weight *rw) {
@@ -173,7 +180,7 @@ static int check_weight(const char *what, rand_weight *rw) {
                deep: |err| <= (cols/32 + gs + 16) * 2^-24 * sum |terms| (Higham's
                gamma_n, generously rounded up). */
             double ref = quant_dot_q8_ref(w, r, a[t].q, a[t].d, xt);
-            double mag = term_magnitude(w, r, a[t].q, a[t].d, xt);
+            double mag = term_magnitude(w, r, &a[t], xt);
             double tol = ((double)cols / 32 + gs + 16) * 0x1p-24 * mag + 1e-30;
             if (!(fabs(yv - ref) <= tol) && fails++ < 3)
                 test_fail(__FILE__, __LINE__, "%s row %lld x%d: int8 kernel %.9g vs its reference %.9g (tol %.3g)", what,
