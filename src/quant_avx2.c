@@ -142,21 +142,43 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
     }
 }
 
+/* Decode reads every row once, in order. While a row is multiplied, each
+ * step asks for one line of the row ROW_PREFETCH_BYTES further on into L2
+ * (its scales and biases at the row's start): spread so, the requests keep
+ * pace with the stream. Measured from DRAM with 2 threads, rotating variants
+ * in one process (40 passes over 330 MB of rows each): against no prefetch,
+ * 8-bit VNNI rows +7-13%; against the whole row requested at once, 4-bit
+ * VNNI rows +3-6%, and that bunched form made 8-bit rows 8-12% slower than
+ * none. 4 KB ahead beat 2 and 8 KB by 1-6%. */
+#define ROW_PREFETCH_BYTES 4096
+
+/* The row to request a line of per step while row r is multiplied (NULL
+ * when none is left before row1); requests its scales and biases now. */
+static inline __attribute__((always_inline)) const uint8_t *row_ahead(const weight *w, int64_t r, int64_t row1) {
+    int64_t ahead = w->row_stride >= ROW_PREFETCH_BYTES ? 1 : (int64_t)(ROW_PREFETCH_BYTES / w->row_stride);
+    if (r + ahead >= row1) return NULL;
+    __builtin_prefetch(w->scales + (size_t)(r + ahead) * w->scale_stride, 0, 2);
+    if (w->biases) __builtin_prefetch(w->biases + (size_t)(r + ahead) * w->scale_stride, 0, 2);
+    return w->data + (size_t)(r + ahead) * w->row_stride;
+}
+
 /* Row r against x. Unpacking codes, not memory, bounds this loop, so it
  * keeps two independent accumulators per group (one FMA chain would stall on
  * latency) and takes the bias term from the precomputed group sums.
  * (Interleaving several rows to share the x loads was measured slower from
  * DRAM: the extra streams defeat the hardware prefetcher.)
- * xsum: group_sums of x (affine only). */
+ * xsum: group_sums of x (affine only); pf: the row to request a line of
+ * per 64 bytes (row_ahead), or NULL. */
 static inline __attribute__((always_inline)) float hot_row(int kind, const weight *w, int64_t r, const float *x,
-                                                           const float *xsum) {
+                                                           const float *xsum, const uint8_t *pf) {
     int gs = quant_format_group(w->format, w->group_size);
-    int64_t ng = w->cols / gs;
+    int64_t ng = w->cols / gs, group_bytes = gs * (kind == K_A8 || kind == K_FP8 ? 8 : 4) / 8;
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const uint8_t *bp = w->biases ? w->biases + (size_t)r * w->scale_stride : NULL;
     __m256 tot = _mm256_setzero_ps();
     float btot = 0.0f;
     for (int64_t g = 0; g < ng; g++) {
+        if (pf && g * group_bytes % 64 < group_bytes) _mm_prefetch((const char *)pf + g * group_bytes, _MM_HINT_T1);
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
             __m256 v0, v1;
@@ -175,13 +197,14 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
  * as hot_row(K_FP8) (exact decode; NaN codes through quant_e4m3), summed in 16
  * lanes instead of 8. */
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
-static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x) {
+static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, const uint8_t *pf) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const __m512i keep = _mm512_set1_epi32((int)0x87f00000);
     const __m512 k120 = _mm512_castsi512_ps(_mm512_set1_epi32(0x7b800000));   /* 2^120 */
     __m512 tot = _mm512_setzero_ps();
     for (int64_t g = 0; g < w->cols / 32; g++) {
         const uint8_t *p = row + g * 32;
+        if (pf && g % 2 == 0) _mm_prefetch((const char *)pf + g * 32, _MM_HINT_T1);
         __m128i q0 = _mm_loadu_si128((const __m128i *)p), q1 = _mm_loadu_si128((const __m128i *)(p + 16));
         __m512 v0, v1;
         if (__builtin_expect(e4m3_has_nan(q0) || e4m3_has_nan(q1), 0)) {
@@ -204,12 +227,12 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x) {
 static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
 /* The kind as a constant, so each loop specializes. */
-static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum) {
+static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const uint8_t *pf) {
     switch (kind) {
-    case K_A4: return hot_row(K_A4, w, r, x, xsum);
-    case K_A8: return hot_row(K_A8, w, r, x, xsum);
-    case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x) : hot_row(K_FP8, w, r, x, xsum);
+    case K_A4: return hot_row(K_A4, w, r, x, xsum, pf);
+    case K_A8: return hot_row(K_A8, w, r, x, xsum, pf);
+    case K_FP4: return hot_row(K_FP4, w, r, x, xsum, pf);
+    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, pf) : hot_row(K_FP8, w, r, x, xsum, pf);
     }
 }
 
@@ -284,7 +307,7 @@ float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
     if (kind < 0 || w->cols > MAX_ROW) return generic_row(w, row, x) * quant_global(w);
     float xsum[MAX_GROUPS];
     if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
-    return hot_row_any(kind, w, row, x, xsum) * quant_global(w);
+    return hot_row_any(kind, w, row, x, xsum, NULL) * quant_global(w);
 }
 
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
@@ -300,7 +323,8 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
         if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
-        for (int64_t r = row0; r < row1; r++) y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum) * g;
+        for (int64_t r = row0; r < row1; r++)   /* the first vector's pass requests the rows ahead */
+            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, t == 0 ? row_ahead(w, r, row1) : NULL) * g;
     }
 }
 
@@ -463,13 +487,14 @@ static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k
  * (8-bit) elements, two accumulators so the FMA latency does not bound the
  * loop. sc/bi: the row's group scales and biases as f32. */
 static inline __attribute__((always_inline)) float q8_row(int kind, int gs, const uint8_t *row, const float *sc,
-                                                          const float *bi, const quant_act *a) {
+                                                          const float *bi, const quant_act *a, const uint8_t *pf) {
     int64_t cols = a->cols;
     __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
     if (kind == QA_A8) {
         const int16_t *k = a->k;
         int64_t c = 0;
         for (; c < cols; c += 64) {
+            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_T1);
             for (int h = 0; h < 2; h++) {
                 int64_t e = c + 32 * h;
                 __m256i i = _mm256_add_epi32(
@@ -488,6 +513,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
         int fp4 = kind == QA_FP4;
         int64_t c = 0;
         for (; c + 128 <= cols; c += 128) {
+            if (pf) _mm_prefetch((const char *)pf + c / 2, _MM_HINT_T1);
             __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
             __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2 + 32, k + c + 64, a->kc + c / 8 + 8)),
                                       _mm256_loadu_ps(a->kd + c / 8 + 8));
@@ -495,6 +521,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
             t1 = _mm256_fmadd_ps(f1, lane_scales(gs, sc, c + 64), t1);
         }
         if (c < cols) {
+            if (pf) _mm_prefetch((const char *)pf + c / 2, _MM_HINT_T1);
             __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
             t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
         }
@@ -584,7 +611,7 @@ static inline __attribute__((always_inline)) VNNI void vnni_row_factors(const we
  * lanes. The codes are not centred here (vpdpbusd cannot saturate): xres
  * carries C * (xsum - sum d * q) per group, which makes the result the
  * centred one's (quant.h), without subtracting kc at every step. pf: a row
- * to request into L2 a line per step (VNNI_PREFETCH_BYTES), or NULL. */
+ * to request into L2 a line per step (row_ahead), or NULL. */
 static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, int gs, const uint8_t *row,
                                                                     const float *sc, const float *bi,
                                                                     const quant_act *a, const uint8_t *pf) {
@@ -633,29 +660,13 @@ static inline __attribute__((always_inline)) VNNI float q8_row_vnni(int kind, in
     return _mm512_reduce_add_ps(_mm512_add_ps(t, t1));
 }
 
-/* Decode reads every row once, in order. While a row is multiplied, each
- * step asks for one line of the row VNNI_PREFETCH_BYTES further on into L2
- * (its scales and biases at the row's start): spread so, the requests keep
- * pace with the stream. Measured from DRAM with 2 threads, rotating variants
- * in one process (40 passes over 330 MB of rows each): against no prefetch,
- * 8-bit rows +7-13%; against the whole row requested at once, 4-bit rows
- * +3-6%, and that bunched form made 8-bit rows 8-12% slower than none.
- * 4 KB ahead beat 2 and 8 KB by 1-6%. */
-#define VNNI_PREFETCH_BYTES 4096
-
 static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a,
                               int n_x, float *y, size_t y_stride) {
     float sc[QUANT_ACT_MAX_COLS / 16], bi[QUANT_ACT_MAX_COLS / 32];
     float g = quant_global(w);
-    int64_t ahead = w->row_stride >= VNNI_PREFETCH_BYTES ? 1 : (int64_t)(VNNI_PREFETCH_BYTES / w->row_stride);
     int64_t ng = w->cols / gs;
     for (int64_t r = row0; r < row1; r++) {
-        const uint8_t *row = w->data + (size_t)r * w->row_stride, *next = NULL;
-        if (r + ahead < row1) {
-            next = w->data + (size_t)(r + ahead) * w->row_stride;
-            __builtin_prefetch(w->scales + (size_t)(r + ahead) * w->scale_stride, 0, 2);
-            __builtin_prefetch(w->biases + (size_t)(r + ahead) * w->scale_stride, 0, 2);
-        }
+        const uint8_t *row = w->data + (size_t)r * w->row_stride, *next = row_ahead(w, r, row1);
         vnni_row_factors(w, r, ng, sc, bi);
         for (int t = 0; t < n_x; t++) {
             const uint8_t *pf = t == 0 ? next : NULL;   /* one request per line */
@@ -683,19 +694,20 @@ static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row
     float g = quant_global(w);
     int64_t ng = w->cols / gs;
     for (int64_t r = row0; r < row1; r++) {
-        const uint8_t *row = w->data + (size_t)r * w->row_stride;
+        const uint8_t *row = w->data + (size_t)r * w->row_stride, *next = row_ahead(w, r, row1);
         row_factors(kind, w, r, ng, sc, bi);
         for (int t = 0; t < n_x; t++) {
+            const uint8_t *pf = t == 0 ? next : NULL;   /* one request per line */
             float v;
             switch (kind * 256 + gs) {   /* constants, so each loop specializes */
-            case QA_A4 * 256 + 32: v = q8_row(QA_A4, 32, row, sc, bi, &a[t]); break;
-            case QA_A4 * 256 + 64: v = q8_row(QA_A4, 64, row, sc, bi, &a[t]); break;
-            case QA_A4 * 256 + 128: v = q8_row(QA_A4, 128, row, sc, bi, &a[t]); break;
-            case QA_A8 * 256 + 32: v = q8_row(QA_A8, 32, row, sc, bi, &a[t]); break;
-            case QA_A8 * 256 + 64: v = q8_row(QA_A8, 64, row, sc, bi, &a[t]); break;
-            case QA_A8 * 256 + 128: v = q8_row(QA_A8, 128, row, sc, bi, &a[t]); break;
-            case QA_FP4 * 256 + 16: v = q8_row(QA_FP4, 16, row, sc, bi, &a[t]); break;
-            default: v = q8_row(QA_FP4, 32, row, sc, bi, &a[t]); break;
+            case QA_A4 * 256 + 32: v = q8_row(QA_A4, 32, row, sc, bi, &a[t], pf); break;
+            case QA_A4 * 256 + 64: v = q8_row(QA_A4, 64, row, sc, bi, &a[t], pf); break;
+            case QA_A4 * 256 + 128: v = q8_row(QA_A4, 128, row, sc, bi, &a[t], pf); break;
+            case QA_A8 * 256 + 32: v = q8_row(QA_A8, 32, row, sc, bi, &a[t], pf); break;
+            case QA_A8 * 256 + 64: v = q8_row(QA_A8, 64, row, sc, bi, &a[t], pf); break;
+            case QA_A8 * 256 + 128: v = q8_row(QA_A8, 128, row, sc, bi, &a[t], pf); break;
+            case QA_FP4 * 256 + 16: v = q8_row(QA_FP4, 16, row, sc, bi, &a[t], pf); break;
+            default: v = q8_row(QA_FP4, 32, row, sc, bi, &a[t], pf); break;
             }
             y[(size_t)t * y_stride + r] = v * g;
         }
