@@ -92,24 +92,27 @@ static inline __attribute__((always_inline)) float row_value(const void *w, size
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
  * weight rows, NT <= 3 vectors; constants after inlining, so the accumulators
  * live in registers): each output gets one 8-lane FMA chain over the
- * columns, summed across lanes, stored (first column block) or added. */
+ * columns, summed across lanes, stored (first column block) or added. On
+ * the 8-column steps k = phase (mod period) it requests the lines of the
+ * next row block at that step's columns. */
 static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT, const int PF, const int BF) {
+                                                            const int NT, int phase, int period, const int BF) {
     __m256 acc[4][3];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t c = c0; c < c1; c += 8) {
+    for (int64_t c = c0, k = 0; c < c1; c += 8, k = k + 1 == period ? 0 : k + 1) {
         __m256 u[3];
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) u[j] = _mm256_loadu_ps(x + (size_t)j * xs + c);
+        int pf = k == phase;
         _Pragma("GCC unroll 4")
         for (int i = 0; i < NR; i++) {
-            /* the next tile's rows, one tile ahead: streamed rows (decode's
-               cached keys) arrive before they are needed */
-            if (PF) _mm_prefetch((const char *)row_at(w, ws, (size_t)(NR + i), c, BF), _MM_HINT_T0);
+            /* the next row block's rows: streamed rows (decode's cached keys)
+               arrive while the vector tiles pass over this block */
+            if (pf) _mm_prefetch((const char *)row_at(w, ws, (size_t)(GEMM_RB + i), c, BF), _MM_HINT_T0);
             __m256 v = load_row8(row_at(w, ws, (size_t)i, c, BF), BF);
             _Pragma("GCC unroll 6")
             for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
@@ -126,25 +129,28 @@ static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_
 
 /* One vector tile (NT vectors) against a block of rb weight rows: tiles of 4
  * rows, then single rows; the same arithmetic for every output. */
-#define GEMM_ROWS(rb, NT, PF)                                                                                  \
+#define GEMM_ROWS(rb, NT)                                                                                      \
     do {                                                                                                       \
         int r = 0;                                                                                             \
-        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, PF, BF); \
-        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, PF, BF);       \
+        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, phase, period, BF); \
+        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, phase, period, BF);       \
     } while (0)
 
-#define GEMM_TAIL(nt, PF)                                                                                      \
+#define GEMM_TAIL(nt)                                                                                          \
     switch (nt) {                                                                                              \
-    case 2: GEMM_ROWS(rb, 2, PF); break;                                                           \
-    case 1: GEMM_ROWS(rb, 1, PF); break;                                                           \
+    case 2: GEMM_ROWS(rb, 2); break;                                                                           \
+    case 1: GEMM_ROWS(rb, 1); break;                                                                           \
     default: break;                                                                                            \
     }
 
 /* Weight rows in blocks of GEMM_RB and columns in blocks of GEMM_KC: the
  * block of weights (16 x 2 KB) stays in L1 while every vector tile passes
  * over it, and a vector tile (NT x 2 KB) stays in L1 across the block's row
- * tiles. The first vector tile prefetches the next rows (streamed weights
- * such as decode's cached keys arrive before they are needed). Every output
+ * tiles. The vector tiles request the next row block's lines in turns
+ * (streamed weights such as decode's cached keys arrive before they are
+ * needed): decode's f32 scores at depth 8192 took 12-13% less time than with
+ * the first tile requesting the next row tile (2 threads, rotating in one
+ * process). Every output
  * is the same arithmetic whatever the tile shape (the sum of its per-block
  * chains in block order, then the leftover columns in order), so a row's
  * result does not depend on where the row and vector splits fall (thread
@@ -157,17 +163,17 @@ static inline __attribute__((always_inline)) void gemm_rows(const void *w, size_
         const void *wb = row_at(w, ws, (size_t)r0, 0, BF);
         for (int64_t c0 = 0; c0 < cw; c0 += GEMM_KC) {
             int64_t c1 = cw - c0 < GEMM_KC ? cw : c0 + GEMM_KC;
-            int first = c0 == 0, t = 0;
-            for (; t + 3 <= n; t += 3) {
+            /* vector tile i requests every line of the next row block at the
+               8-column steps 2i, 2i + period, ... (a 64-byte line is 2 steps) */
+            int first = c0 == 0, t = 0, period = 2 * ((n + 2) / 3), phase = 0;
+            for (; t + 3 <= n; t += 3, phase += 2) {
                 const float *xt = x + (size_t)t * xs;
                 float *yt = y + (size_t)t * ys + r0;
-                if (t == 0) GEMM_ROWS(rb, 3, 1);
-                else GEMM_ROWS(rb, 3, 0);
+                GEMM_ROWS(rb, 3);
             }
             const float *xt = x + (size_t)t * xs;
             float *yt = y + (size_t)t * ys + r0;
-            if (t == 0) { GEMM_TAIL(n - t, 1) }
-            else { GEMM_TAIL(n - t, 0) }
+            GEMM_TAIL(n - t)
         }
     }
     if (cw == cols) return;
