@@ -564,8 +564,8 @@ static inline __attribute__((always_inline)) void row_factors(int kind, const we
  * serves both. The 4-bit activations are laid out per 128 elements (two
  * 64-element halves' evens, then their odds: one load each), and the codes
  * are not centred (q8_row_vnni). 1 thread, rows in L2, against the AVX2
- * layout and the centred codes: 4-bit rows +5-13% (2048 columns), +22-28%
- * (1536), 8-bit +7-11% (2048), +38-45% (1536, with the 16-wide scale tail). */
+ * layout, the centred codes and a scalar scale tail: 4-bit rows +7% (2048
+ * columns) and +28% (1536), 8-bit +19% and +46%. */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 
 /* The group scale of each of 16 int32 lanes at element c, when lanes_per_32
