@@ -147,7 +147,7 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
  * (its scales and biases at the row's start): spread so, the requests keep
  * pace with the stream. Measured from DRAM with 2 threads, rotating variants
  * in one process (40 passes over 330 MB of rows each): against no prefetch,
- * 8-bit VNNI rows +7-13%; against the whole row requested at once, 4-bit
+ * 8-bit VNNI rows +6-13%; against the whole row requested at once, 4-bit
  * VNNI rows +3-6%, and that bunched form made 8-bit rows 8-12% slower than
  * none. 4 KB ahead beat 2 and 8 KB by 1-6%. */
 #define ROW_PREFETCH_BYTES 4096
@@ -167,18 +167,17 @@ static inline __attribute__((always_inline)) const uint8_t *row_ahead(const weig
  * latency) and takes the bias term from the precomputed group sums.
  * (Interleaving several rows to share the x loads was measured slower from
  * DRAM: the extra streams defeat the hardware prefetcher.)
- * xsum: group_sums of x (affine only); pf: the row to request a line of
- * per 64 bytes (row_ahead), or NULL. */
+ * No row prefetch: decoding bounds it (mxfp8 rows ran 13% slower with one).
+ * xsum: group_sums of x (affine only). */
 static inline __attribute__((always_inline)) float hot_row(int kind, const weight *w, int64_t r, const float *x,
-                                                           const float *xsum, const uint8_t *pf) {
+                                                           const float *xsum) {
     int gs = quant_format_group(w->format, w->group_size);
-    int64_t ng = w->cols / gs, group_bytes = gs * (kind == K_A8 || kind == K_FP8 ? 8 : 4) / 8;
+    int64_t ng = w->cols / gs;
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const uint8_t *bp = w->biases ? w->biases + (size_t)r * w->scale_stride : NULL;
     __m256 tot = _mm256_setzero_ps();
     float btot = 0.0f;
     for (int64_t g = 0; g < ng; g++) {
-        if (pf && g * group_bytes % 64 < group_bytes) _mm_prefetch((const char *)pf + g * group_bytes, _MM_HINT_T1);
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
             __m256 v0, v1;
@@ -195,7 +194,8 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
 /* An mxfp8 row with 512-bit vectors: decoding E4M3 codes, not memory, bounds
  * this loop, so twice the lanes is nearly twice the speed. The same values
  * as hot_row(K_FP8) (exact decode; NaN codes through quant_e4m3), summed in 16
- * lanes instead of 8. */
+ * lanes instead of 8. pf: the row to request a line of per 64 bytes, or NULL
+ * (+2.6% from DRAM; the AVX2 rows, at half this speed, gain nothing from it). */
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
 static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, const uint8_t *pf) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
@@ -226,13 +226,14 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
  * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
 static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
-/* The kind as a constant, so each loop specializes. */
+/* The kind as a constant, so each loop specializes; pf: a row for
+ * fp8_row_avx512 to request ahead (row_ahead), or NULL. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const uint8_t *pf) {
     switch (kind) {
-    case K_A4: return hot_row(K_A4, w, r, x, xsum, pf);
-    case K_A8: return hot_row(K_A8, w, r, x, xsum, pf);
-    case K_FP4: return hot_row(K_FP4, w, r, x, xsum, pf);
-    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, pf) : hot_row(K_FP8, w, r, x, xsum, pf);
+    case K_A4: return hot_row(K_A4, w, r, x, xsum);
+    case K_A8: return hot_row(K_A8, w, r, x, xsum);
+    case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
+    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, pf) : hot_row(K_FP8, w, r, x, xsum);
     }
 }
 
@@ -323,8 +324,9 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
         if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
-        for (int64_t r = row0; r < row1; r++)   /* the first vector's pass requests the rows ahead */
-            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, t == 0 ? row_ahead(w, r, row1) : NULL) * g;
+        int prefetch = t == 0 && kind == K_FP8 && fp8_use_avx512();   /* the one row here that streams */
+        for (int64_t r = row0; r < row1; r++)
+            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, prefetch ? row_ahead(w, r, row1) : NULL) * g;
     }
 }
 
@@ -368,11 +370,13 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
        block's lanes are scaled alike and summed, so one lane may carry it) */
     int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 0;
     int per = a->kind == QA_A8 ? 8 : 4;   /* int32 lanes per block */
-    if (!a->vnni) memset(a->kc, 0, (size_t)nb * (size_t)per * sizeof *a->kc);
-    for (int64_t b = 0; C && !a->vnni && b < nb; b++) {
-        int s = 0;
-        for (int i = 0; i < QUANT_ACT_BLOCK; i++) s += a->q[b * QUANT_ACT_BLOCK + i];
-        a->kc[b * per] = C * s;
+    if (C && !a->vnni) {   /* the VNNI rows use xres instead (below) */
+        memset(a->kc, 0, (size_t)nb * (size_t)per * sizeof *a->kc);
+        for (int64_t b = 0; b < nb; b++) {
+            int s = 0;
+            for (int i = 0; i < QUANT_ACT_BLOCK; i++) s += a->q[b * QUANT_ACT_BLOCK + i];
+            a->kc[b * per] = C * s;
+        }
     }
     if (a->kind == QA_A8) {   /* int16 copies: the 8-bit kernel multiplies with madd_epi16 */
         int16_t *k = a->k;
