@@ -471,11 +471,13 @@ TEST(quant_dot_fast_matches_ref) {
                 check_weight(what, &rw, 3);
                 free_weight(&rw);
             }
-    struct { wformat f; float gl; const char *name; } fp[] = {
-        {WF_NVFP4, 0.0f, "nvfp4"}, {WF_NVFP4, 0.02f, "nvfp4+global"}, {WF_MXFP4, 1.0f, "mxfp4"}, {WF_MXFP8, 0.0f, "mxfp8"},
-        {WF_BF16, 0.0f, "bf16"}, {WF_F16, 0.0f, "f16"}, {WF_F32, 0.0f, "f32"}};
+    /* mxfp8 also at 35 groups: the AVX-512 row takes groups in pairs, 16 scales at a time */
+    struct { wformat f; float gl; const char *name; int64_t cols; } fp[] = {
+        {WF_NVFP4, 0.0f, "nvfp4", 1088}, {WF_NVFP4, 0.02f, "nvfp4+global", 1088}, {WF_MXFP4, 1.0f, "mxfp4", 1088},
+        {WF_MXFP8, 0.0f, "mxfp8", 1088}, {WF_MXFP8, 0.0f, "mxfp8 odd groups", 1120},
+        {WF_BF16, 0.0f, "bf16", 777}, {WF_F16, 0.0f, "f16", 777}, {WF_F32, 0.0f, "f32", 777}};
     for (size_t i = 0; i < sizeof fp / sizeof fp[0]; i++) {
-        rand_weight rw = make_weight(fp[i].f, 0, 0, fp[i].f <= WF_BF16 ? DT_F32 : DT_U8, 9, fp[i].f <= WF_BF16 ? 777 : 1088, fp[i].gl);
+        rand_weight rw = make_weight(fp[i].f, 0, 0, fp[i].f <= WF_BF16 ? DT_F32 : DT_U8, 9, fp[i].cols, fp[i].gl);
         check_weight(fp[i].name, &rw, 4);
         free_weight(&rw);
     }
@@ -483,16 +485,18 @@ TEST(quant_dot_fast_matches_ref) {
 }
 
 TEST(quant_dot_nan_codes_propagate) {
-    /* mxfp8 element code 0x7F is NaN in every path */
-    rand_weight rw = make_weight(WF_MXFP8, 0, 0, DT_U8, 2, 64, 0.0f);
+    /* mxfp8 element codes 0x7F and 0xFF are NaN in every path: in a pair of
+       groups (row 0) and in an odd last group (row 2) of 3 groups */
+    rand_weight rw = make_weight(WF_MXFP8, 0, 0, DT_U8, 3, 96, 0.0f);
     rw.data[5] = 0x7f;
-    float x[64], y[2];
-    for (int i = 0; i < 64; i++) x[i] = 1.0f;
+    rw.data[2 * rw.w.row_stride + 70] = 0xff;
+    float x[96], y[3];
+    for (int i = 0; i < 96; i++) x[i] = 1.0f;
     for (int pass = 0; pass < 2; pass++) {
         quant_set_fast(pass == 0);
-        CHECK(isnan(quant_dot(&rw.w, 0, x)) && !isnan(quant_dot(&rw.w, 1, x)));
-        quant_matmul_rows(&rw.w, 0, 2, x, 1, 64, y, 2);
-        CHECK(isnan(y[0]) && !isnan(y[1]));
+        CHECK(isnan(quant_dot(&rw.w, 0, x)) && !isnan(quant_dot(&rw.w, 1, x)) && isnan(quant_dot(&rw.w, 2, x)));
+        quant_matmul_rows(&rw.w, 0, 3, x, 1, 96, y, 3);
+        CHECK(isnan(y[0]) && !isnan(y[1]) && isnan(y[2]));
     }
     quant_set_fast(1);
     CHECK(isnan(quant_dot_ref(&rw.w, 0, x)));
