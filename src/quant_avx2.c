@@ -233,9 +233,30 @@ static inline __attribute__((always_inline)) AVX512 __m512 fp8_group32(const uin
     return _mm512_fmadd_ps(_mm512_loadu_ps(x), v0, _mm512_mul_ps(_mm512_loadu_ps(x + 16), v1));
 }
 
-static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, const uint8_t *pf) {
+/* x in the order fp8_row_avx512 meets it: per 64 elements, lane l of
+ * vector k holds element 4l + k (byte k of the row's 32-bit lane l); a last
+ * 32 elements in order. */
+static void fp8_x_order(const float *x, int64_t cols, float *xr) {
+    int64_t c = 0;
+    for (; c + 64 <= cols; c += 64)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 16; l++) xr[c + 16 * k + l] = x[c + 4 * l + k];
+    for (; c < cols; c++) xr[c] = x[c];
+}
+
+/* E4M3 code k of each 32-bit lane (no NaN among them) as f32: the byte
+ * moved to the top, shifted down arithmetically so its sign fills bits
+ * 31..28 and its other bits land at 26..20, masked, times 2^120. */
+static inline __attribute__((always_inline)) AVX512 __m512 e4m3_byte(__m512i q, const int k) {
+    __m512i t = k == 3 ? q : _mm512_slli_epi32(q, 24 - 8 * k);
+    return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_srai_epi32(t, 4), _mm512_set1_epi32((int)0x87f00000))),
+                         _mm512_castsi512_ps(_mm512_set1_epi32(0x7b800000)));
+}
+
+static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, const float *xr, const uint8_t *pf) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const __m512i low7 = _mm512_set1_epi8(0x7f), one = _mm512_set1_epi8(1), high = _mm512_set1_epi8((char)0x80);
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     int64_t ng = w->cols / 32;
     __m512 tot = _mm512_setzero_ps(), tot1 = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
@@ -243,27 +264,28 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
         uint8_t tail[16] = {0};
         if (n < 16) memcpy(tail, sp + g0, (size_t)n);   /* never read past the row's scales */
         __m512 S = e8m0x16(_mm_loadu_si128((const __m128i *)(n < 16 ? tail : sp + g0)));
-        for (; j + 2 <= n; j += 2) {
-            const uint8_t *p = row + (g0 + j) * 32;
-            if (pf) _mm_prefetch((const char *)pf + (g0 + j) * 32, _MM_HINT_T1);
+        for (; j + 2 <= n; j += 2) {   /* 64 codes: lanes 0-7 are group j, 8-15 group j + 1 */
+            int64_t c = (g0 + j) * 32;
+            const uint8_t *p = row + c;
+            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_T1);
             /* a NaN code is 0x7f or 0xff: its low 7 bits + 1 carry into bit 7 (no byte overflows) */
             __m512i q = _mm512_loadu_si512(p);
-            __m512 a0, a1;
             if (__builtin_expect(_mm512_test_epi64_mask(_mm512_add_epi64(_mm512_and_si512(q, low7), one), high) != 0, 0)) {
-                a0 = fp8_group32(p, x + (g0 + j) * 32);
-                a1 = fp8_group32(p + 32, x + (g0 + j) * 32 + 32);
-            } else {
-                const float *xj = x + (g0 + j) * 32;
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(xj), e4m3x16(p), _mm512_mul_ps(_mm512_loadu_ps(xj + 16), e4m3x16(p + 16)));
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(xj + 32), e4m3x16(p + 32), _mm512_mul_ps(_mm512_loadu_ps(xj + 48), e4m3x16(p + 48)));
+                tot = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j), S), fp8_group32(p, x + c), tot);
+                tot1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j + 1), S), fp8_group32(p + 32, x + c + 32), tot1);
+                continue;
             }
-            tot = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j), S), a0, tot);
-            tot1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j + 1), S), a1, tot1);
+            const float *xc = xr + c;
+            __m512 a = _mm512_fmadd_ps(_mm512_loadu_ps(xc), e4m3_byte(q, 0), _mm512_mul_ps(_mm512_loadu_ps(xc + 16), e4m3_byte(q, 1)));
+            __m512 b = _mm512_fmadd_ps(_mm512_loadu_ps(xc + 32), e4m3_byte(q, 2), _mm512_mul_ps(_mm512_loadu_ps(xc + 48), e4m3_byte(q, 3)));
+            __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(halves, _mm512_set1_epi32((int)j)), S);
+            if (j & 2) tot1 = _mm512_fmadd_ps(s, _mm512_add_ps(a, b), tot1);
+            else tot = _mm512_fmadd_ps(s, _mm512_add_ps(a, b), tot);
         }
-        if (j < n) {   /* an odd last group */
-            if (pf) _mm_prefetch((const char *)pf + (g0 + j) * 32, _MM_HINT_T1);
-            tot = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j), S),
-                                  fp8_group32(row + (g0 + j) * 32, x + (g0 + j) * 32), tot);
+        if (j < n) {   /* an odd last group, in order */
+            int64_t c = (g0 + j) * 32;
+            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_T1);
+            tot = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j), S), fp8_group32(row + c, x + c), tot);
         }
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(tot, tot1));
@@ -273,14 +295,15 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
  * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
 static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
-/* The kind as a constant, so each loop specializes; pf: a row for
- * fp8_row_avx512 to request ahead (row_ahead), or NULL. */
-static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const uint8_t *pf) {
+/* The kind as a constant, so each loop specializes; xr (fp8_x_order) and
+ * pf (a row to request ahead, or NULL) are for fp8_row_avx512. */
+static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const float *xr,
+                         const uint8_t *pf) {
     switch (kind) {
     case K_A4: return hot_row(K_A4, w, r, x, xsum);
     case K_A8: return hot_row(K_A8, w, r, x, xsum);
     case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, pf) : hot_row(K_FP8, w, r, x, xsum);
+    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, xr, pf) : hot_row(K_FP8, w, r, x, xsum);
     }
 }
 
@@ -353,9 +376,10 @@ int quant_decode_row_avx2(const weight *w, int64_t r, float *out) {
 float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
     int kind = hot_kind(w);
     if (kind < 0 || w->cols > MAX_ROW) return generic_row(w, row, x) * quant_global(w);
-    float xsum[MAX_GROUPS];
+    float xsum[MAX_GROUPS], xr[MAX_ROW];
     if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
-    return hot_row_any(kind, w, row, x, xsum, NULL) * quant_global(w);
+    if (kind == K_FP8 && fp8_use_avx512()) fp8_x_order(x, w->cols, xr);
+    return hot_row_any(kind, w, row, x, xsum, xr, NULL) * quant_global(w);
 }
 
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
@@ -367,13 +391,14 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
             for (int t = 0; t < n_x; t++) y[(size_t)t * y_stride + r] = quant_dot_avx2(w, r, x + (size_t)t * x_stride);
         return;
     }
-    float xsum[MAX_GROUPS];
+    float xsum[MAX_GROUPS], xr[MAX_ROW];
+    int fp8 = kind == K_FP8 && fp8_use_avx512();   /* the one row here that streams */
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
         if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
-        int prefetch = t == 0 && kind == K_FP8 && fp8_use_avx512();   /* the one row here that streams */
+        if (fp8) fp8_x_order(xt, w->cols, xr);
         for (int64_t r = row0; r < row1; r++)
-            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, prefetch ? row_ahead(w, r, row1) : NULL) * g;
+            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, xr, fp8 && t == 0 ? row_ahead(w, r, row1) : NULL) * g;
     }
 }
 
