@@ -197,8 +197,8 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
  * x comes in that order, fp8_x_order) rather than widening 16 at a time
  * through a cross-lane shuffle, keeps two accumulator chains, and decodes
  * each 16 groups' E8M0 scales in one vector. A group at a time, with a NaN
- * test per 16 codes and the scale decoded in scalar code, it ran at ~10 GB/s
- * a core; now ~15. The same values as hot_row(K_FP8) (exact decode; NaN codes
+ * test per 16 codes and the scale decoded in scalar code, one thread read
+ * 8-15 GB/s of rows from DRAM; now 16-18. The same values as hot_row(K_FP8) (exact decode; NaN codes
  * through quant_e4m3), summed in 16 lanes. pf: the row to request a line of
  * per 64 bytes, or NULL (the AVX2 rows, at half this speed, gain nothing
  * from it). */
