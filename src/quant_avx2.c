@@ -728,9 +728,9 @@ static inline __attribute__((always_inline)) VNNI float a4_row_vnni(int gs, cons
     const int8_t *k = a->k;
     dtype dt = w->scale_dtype;
     int64_t cols = a->cols, ng = cols / gs;
-    /* lane l of a step covers elements 8l..8l+7: its group within the step */
-    __m512i first = _mm512_srli_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                         _mm512_set1_epi32(8)), gs == 32 ? 5 : gs == 64 ? 6 : 7);
+    /* lane l of a step covers elements 8l..8l+7: its group within the step is 8l / gs */
+    __m512i first = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                      gs == 32 ? 2 : gs == 64 ? 3 : 4);
     __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps(), tb = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         __m512 S, B;
