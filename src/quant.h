@@ -121,7 +121,7 @@ void quant_set_fast(int allow_avx2);
 #define QUANT_ACT_MAX_COLS 16384
 typedef struct {
     int kind;            /* which kernel layout was prepared (0: none) */
-    int vnni;            /* affine, laid out for the AVX-512 VNNI kernel (the regrouped sum) */
+    int vnni;            /* laid out for the AVX-512 VNNI kernels (affine: the regrouped sum) */
     int64_t cols;
     int8_t *q;           /* [cols] quantized values, natural order */
     float *d;            /* [cols / 32] block scales */

@@ -121,7 +121,7 @@ static double term_magnitude(const weight *w, int64_t r, const quant_act *a, con
     }
     free(codes);
     float g = quant_global(w);
-    return (a->vnni ? m_vnni : m) * fabs(g);
+    return (a->vnni && w->biases ? m_vnni : m) * fabs(g);
 }
 
 static int check_weight(const char *what, rand_weight *rw) {
