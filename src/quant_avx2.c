@@ -711,66 +711,6 @@ static inline __attribute__((always_inline)) VNNI float a8_row_vnni(int gs, cons
     return _mm512_reduce_add_ps(_mm512_add_ps(t, t1));
 }
 
-/* A 4-bit row against one vector, the same sum as a8_row_vnni's, 128
- * elements (64 bytes of nibbles, four blocks of 4 lanes) a step and 16 groups
- * at a time: each chunk's scales and biases are converted straight into
- * registers, its bias terms added there, and each step takes its lanes'
- * scales by one permute. Converting a row's factors into scratch first and
- * reading them back (as the 8-bit rows do) took a fifth of a 2048-column
- * row's time in L2; this way 4-bit rows ran 14% (2048 columns, groups of 64)
- * to 26-35% (1536) faster there, and 1536-column rows 9-10% faster from DRAM
- * on one thread (2048: +0-3%; on two threads of a busy host, no change). */
-static inline __attribute__((always_inline)) VNNI float a4_row_vnni(int gs, const weight *w, int64_t r, const uint8_t *row,
-                                                                    const quant_act *a, const uint8_t *pf) {
-    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
-    const uint8_t *ahead = pf ? pf : row;   /* without a row ahead, a harmless request for this one */
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const int8_t *k = a->k;
-    dtype dt = w->scale_dtype;
-    int64_t cols = a->cols, ng = cols / gs;
-    /* lane l of a step covers elements 8l..8l+7: its group within the step is 8l / gs */
-    __m512i first = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                      gs == 32 ? 2 : gs == 64 ? 3 : 4);
-    __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps(), tb = _mm512_setzero_ps();
-    for (int64_t g0 = 0; g0 < ng; g0 += 16) {
-        __m512 S, B;
-        __mmask16 m = 0xffff;
-        if (ng - g0 >= 16) {   /* plain loads: masked ones streamed slower */
-            S = vnni_scales16(sp, dt, g0, 0xffff);
-            B = vnni_scales16(bp, dt, g0, 0xffff);
-        } else {
-            m = (__mmask16)((1u << (ng - g0)) - 1);
-            S = vnni_scales16(sp, dt, g0, m);
-            B = vnni_scales16(bp, dt, g0, m);
-        }
-        tb = _mm512_fmadd_ps(B, _mm512_maskz_loadu_ps(m, a->xsum + g0), tb);
-        tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);
-        int64_t c = g0 * gs, end = (g0 + 16) * gs < cols ? (g0 + 16) * gs : cols;
-        __m512i idx = first;
-        for (; c + 128 <= end; c += 128, idx = _mm512_add_epi32(idx, _mm512_set1_epi32(128 / gs))) {
-            _mm_prefetch((const char *)ahead + c / 2, _MM_HINT_T1);
-            __m512i bytes = _mm512_loadu_si512(row + c / 2);
-            __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
-            __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(k + c)), hi,
-                                            _mm512_loadu_si512(k + c + 64));
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a->kd + c / 8));
-            if (c & 128) t1 = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t1);
-            else t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
-        }
-        if (c < end) {   /* a last 64 elements, laid out [even 32 | odd 32], in the low 8 lanes */
-            _mm_prefetch((const char *)ahead + c / 2, _MM_HINT_T1);
-            const __m256i m4h = _mm256_set1_epi8(0x0f);
-            __m256i bytes = _mm256_loadu_si256((const __m256i *)(row + c / 2));
-            __m256i lo = _mm256_and_si256(bytes, m4h), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4h);
-            __m256i i = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)(k + c))),
-                                            hi, _mm256_loadu_si256((const __m256i *)(k + c + 32)));
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a->kd + c / 8));
-            t = _mm512_add_ps(t, _mm512_zextps256_ps512(_mm256_mul_ps(f, _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, S)))));
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t, t1), tb));
-}
-
 /* 16 E4M3 scale codes as f32, as e4m3_ps (0x7F/0xFF become NaN). */
 static inline __attribute__((always_inline)) VNNI __m512 e4m3x16_scales(__m128i codes) {
     __m512i c = _mm512_cvtepu8_epi32(codes), mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7f));
@@ -779,39 +719,68 @@ static inline __attribute__((always_inline)) VNNI __m512 e4m3x16_scales(__m128i 
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24)));
 }
 
-/* One nibble vector of E2M1 codes against 64 activations: the table gives
- * |2 * e2m1| as an unsigned byte, and the code's sign moves onto the
- * activation (q in [-127, 127], so negating it is exact). */
-static inline __attribute__((always_inline)) VNNI __m512i fp4_dot64(__m512i acc, __m512i nib, __m512i x) {
+/* 64 nibbles against 64 activations into the int32 lanes of acc: affine
+ * codes as they are; E2M1 codes (fp4) as |2 * e2m1| from a table, the
+ * unsigned side of vpdpbusd, with the code's sign moved onto the activation
+ * (q in [-127, 127], so negating it is exact). */
+static inline __attribute__((always_inline)) VNNI __m512i nibble_dot(int fp4, __m512i acc, __m512i nib, __m512i x) {
+    if (!fp4) return _mm512_dpbusd_epi32(acc, nib, x);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12));
     __mmask64 neg = _mm512_test_epi8_mask(nib, _mm512_set1_epi8(8));
     return _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(lut, nib), _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
 }
 
-/* An nvfp4 or mxfp4 row against one vector with VNNI, laid out as the 4-bit
- * affine rows (a4_row_vnni): 0.5 * sum_b d_b * sum_g s_g * sum(2 * e2m1 * q),
- * 16 group scales decoded into a register at a time. */
-static inline __attribute__((always_inline)) VNNI float fp4_row_vnni(int gs, const weight *w, int64_t r, const uint8_t *row,
-                                                                     const quant_act *a, const uint8_t *pf) {
+/* A row of 4-bit codes against one vector, 128 elements (64 bytes of
+ * nibbles, four blocks of 4 lanes) a step and 16 groups at a time: each
+ * chunk's scales (and biases) are decoded straight into registers and each
+ * step takes its lanes' scales by one permute. Affine (QA_A4): the sum of
+ * a8_row_vnni, its bias terms added in the chunk's registers. Converting a
+ * row's factors into scratch first and reading them back (as the 8-bit rows
+ * do) took a fifth of a 2048-column row's time in L2; this way 4-bit rows ran
+ * 14% (2048 columns, groups of 64) to 25-35% (1536) faster there, and
+ * 1536-column rows 9-10% faster from DRAM on one thread (2048: +0-3%; on two
+ * threads of a busy host, no change). nvfp4/mxfp4 (QA_FP4): 0.5 * sum_b d_b
+ * * sum_g s_g * sum(2 * e2m1 * q), as q8_row. */
+static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind, int gs, const weight *w, int64_t r,
+                                                                        const uint8_t *row, const quant_act *a,
+                                                                        const uint8_t *pf) {
     const uint8_t *sp = w->scales + (size_t)r * w->scale_stride;
     const uint8_t *ahead = pf ? pf : row;   /* without a row ahead, a harmless request for this one */
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const int8_t *k = a->k;
+    int fp4 = kind == QA_FP4;
     int64_t cols = a->cols, ng = cols / gs;
     /* lane l of a step covers elements 8l..8l+7: its group within the step is 8l / gs */
-    __m512i first = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), gs == 16 ? 1 : 2);
-    __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
+    __m512i first = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                      gs == 16 ? 1 : gs == 32 ? 2 : gs == 64 ? 3 : 4);
+    __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps(), tb = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
-        __m128i codes = ng - g0 >= 16 ? _mm_loadu_si128((const __m128i *)(sp + g0))
-                                      : _mm_maskz_loadu_epi8((__mmask16)((1u << (ng - g0)) - 1), sp + g0);
-        __m512 S = gs == 16 ? e4m3x16_scales(codes) : e8m0x16(codes);
+        __mmask16 m = ng - g0 >= 16 ? 0xffff : (__mmask16)((1u << (ng - g0)) - 1);
+        __m512 S;
+        if (fp4) {
+            __m128i codes = m == 0xffff ? _mm_loadu_si128((const __m128i *)(sp + g0)) : _mm_maskz_loadu_epi8(m, sp + g0);
+            S = gs == 16 ? e4m3x16_scales(codes) : e8m0x16(codes);
+        } else {
+            const uint8_t *bp = w->biases + (size_t)r * w->scale_stride;
+            __m512 B;
+            if (m == 0xffff) {   /* plain loads: masked ones streamed slower */
+                S = vnni_scales16(sp, w->scale_dtype, g0, 0xffff);
+                B = vnni_scales16(bp, w->scale_dtype, g0, 0xffff);
+            } else {
+                S = vnni_scales16(sp, w->scale_dtype, g0, m);
+                B = vnni_scales16(bp, w->scale_dtype, g0, m);
+            }
+            tb = _mm512_fmadd_ps(B, _mm512_maskz_loadu_ps(m, a->xsum + g0), tb);
+            tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);
+        }
         int64_t c = g0 * gs, end = (g0 + 16) * gs < cols ? (g0 + 16) * gs : cols;
         __m512i idx = first;
         for (; c + 128 <= end; c += 128, idx = _mm512_add_epi32(idx, _mm512_set1_epi32(128 / gs))) {
             _mm_prefetch((const char *)ahead + c / 2, _MM_HINT_T1);
             __m512i bytes = _mm512_loadu_si512(row + c / 2);
             __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
-            __m512i i = fp4_dot64(fp4_dot64(_mm512_setzero_si512(), lo, _mm512_loadu_si512(k + c)), hi, _mm512_loadu_si512(k + c + 64));
+            __m512i i = nibble_dot(fp4, nibble_dot(fp4, _mm512_setzero_si512(), lo, _mm512_loadu_si512(k + c)), hi,
+                                   _mm512_loadu_si512(k + c + 64));
             __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a->kd + c / 8));
             if (c & 128) t1 = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t1);
             else t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
@@ -822,12 +791,13 @@ static inline __attribute__((always_inline)) VNNI float fp4_row_vnni(int gs, con
             __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
             __m512i xe = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(k + c)));
             __m512i xo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(k + c + 32)));
-            __m512i i = fp4_dot64(fp4_dot64(_mm512_setzero_si512(), lo, xe), hi, xo);
+            __m512i i = nibble_dot(fp4, nibble_dot(fp4, _mm512_setzero_si512(), lo, xe), hi, xo);
             __m512 f = _mm512_maskz_mul_ps(0x00ff, _mm512_cvtepi32_ps(i), _mm512_castps256_ps512(_mm256_loadu_ps(a->kd + c / 8)));
             t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
         }
     }
-    return 0.5f * _mm512_reduce_add_ps(_mm512_add_ps(t, t1));
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t, t1), tb));   /* tb is 0 for fp4 */
+    return fp4 ? 0.5f * sum : sum;
 }
 
 static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a,
@@ -842,11 +812,11 @@ static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, i
             const uint8_t *pf = t == 0 ? next : NULL;   /* one request per line */
             float v;
             switch (kind * 256 + gs) {   /* constants, so each loop specializes */
-            case QA_A4 * 256 + 32: v = a4_row_vnni(32, w, r, row, &a[t], pf); break;
-            case QA_A4 * 256 + 64: v = a4_row_vnni(64, w, r, row, &a[t], pf); break;
-            case QA_A4 * 256 + 128: v = a4_row_vnni(128, w, r, row, &a[t], pf); break;
-            case QA_FP4 * 256 + 16: v = fp4_row_vnni(16, w, r, row, &a[t], pf); break;
-            case QA_FP4 * 256 + 32: v = fp4_row_vnni(32, w, r, row, &a[t], pf); break;
+            case QA_A4 * 256 + 32: v = nibble_row_vnni(QA_A4, 32, w, r, row, &a[t], pf); break;
+            case QA_A4 * 256 + 64: v = nibble_row_vnni(QA_A4, 64, w, r, row, &a[t], pf); break;
+            case QA_A4 * 256 + 128: v = nibble_row_vnni(QA_A4, 128, w, r, row, &a[t], pf); break;
+            case QA_FP4 * 256 + 16: v = nibble_row_vnni(QA_FP4, 16, w, r, row, &a[t], pf); break;
+            case QA_FP4 * 256 + 32: v = nibble_row_vnni(QA_FP4, 32, w, r, row, &a[t], pf); break;
             case QA_A8 * 256 + 32: v = a8_row_vnni(32, row, sc, bi, &a[t], pf); break;
             case QA_A8 * 256 + 64: v = a8_row_vnni(64, row, sc, bi, &a[t], pf); break;
             default: v = a8_row_vnni(128, row, sc, bi, &a[t], pf); break;
