@@ -656,8 +656,14 @@ static inline VNNI __m512 vnni_group_scales(int gs, const float *sc, int64_t c) 
 }
 
 /* The group scales (or biases) g..g+15 from p as f32, those in mask m
- * (the others 0 and not read). */
+ * (the others 0 and not read). A full mask takes plain loads: masked ones
+ * for every 16 streamed 8-bit rows 5-9% slower from DRAM. */
 static inline __attribute__((always_inline)) VNNI __m512 vnni_scales16(const uint8_t *p, dtype dt, int64_t g, __mmask16 m) {
+    if (m == 0xffff) switch (dt) {
+        case DT_F32: return _mm512_loadu_ps(p + 4 * g);
+        case DT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * g)));
+        default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * g))), 16));
+        }
     switch (dt) {
     case DT_F32: return _mm512_maskz_loadu_ps(m, p + 4 * g);
     case DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * g));
@@ -762,14 +768,8 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
             S = gs == 16 ? e4m3x16_scales(codes) : e8m0x16(codes);
         } else {
             const uint8_t *bp = w->biases + (size_t)r * w->scale_stride;
-            __m512 B;
-            if (m == 0xffff) {   /* plain loads: masked ones streamed slower */
-                S = vnni_scales16(sp, w->scale_dtype, g0, 0xffff);
-                B = vnni_scales16(bp, w->scale_dtype, g0, 0xffff);
-            } else {
-                S = vnni_scales16(sp, w->scale_dtype, g0, m);
-                B = vnni_scales16(bp, w->scale_dtype, g0, m);
-            }
+            S = vnni_scales16(sp, w->scale_dtype, g0, m);
+            __m512 B = vnni_scales16(bp, w->scale_dtype, g0, m);
             tb = _mm512_fmadd_ps(B, _mm512_maskz_loadu_ps(m, a->xsum + g0), tb);
             tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);
         }
