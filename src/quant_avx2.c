@@ -513,11 +513,12 @@ static void fp4_scales(const weight *w, const uint8_t *p, int64_t n, float *out)
             _mm256_storeu_ps(out + i, e4m3_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)))));
         for (; i < n; i++) out[i] = quant_e4m3(p[i]);
         break;
-    default:   /* E8M0: 2^(code-127), code 0 -> 2^-127 */
+    default:   /* E8M0: 2^(code-127), code 0 -> 2^-127, 0xff -> NaN */
         for (; i + 8 <= n; i += 8) {
             __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)));
             __m256i v = _mm256_slli_epi32(c, 23);
             v = _mm256_blendv_epi8(v, _mm256_set1_epi32(0x400000), _mm256_cmpeq_epi32(c, _mm256_setzero_si256()));
+            v = _mm256_blendv_epi8(v, _mm256_set1_epi32(0x7fc00000), _mm256_cmpeq_epi32(c, _mm256_set1_epi32(0xff)));
             _mm256_storeu_ps(out + i, _mm256_castsi256_ps(v));
         }
         for (; i < n; i++) out[i] = quant_e8m0(p[i]);

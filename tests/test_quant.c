@@ -6,7 +6,9 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "kernels.h"
 #include "quant.h"
 
 /* ---- oracle files ---------------------------------------------------------- */
@@ -503,6 +505,42 @@ TEST(quant_dot_nan_codes_propagate) {
     free_weight(&rw);
 }
 
+TEST(quant_nan_scale_propagates) {
+    /* E8M0 scale code 0xFF is NaN. Rows 1 and 2 of 4 hold one such scale, in
+       group 20 and in the last of 36 groups (which the decoders reach in a
+       scalar or masked tail); both are NaN through the f32-activation rows,
+       the int8-activation rows and the portable path, and rows 0 and 3 stay
+       finite. Run the suite with GLMLITE_KERNELS=avx2 too for the AVX2 rows. */
+    enum { COLS = 36 * 32 };   /* a multiple of 64, as int8 activations need */
+    rand_weight rw = make_weight(WF_MXFP4, 0, 0, DT_U8, 4, COLS, 1.0f);
+    const int bad_group[2] = {20, 35};
+    for (int k = 0; k < 2; k++) {
+        size_t r = (size_t)k + 1;
+        rw.scales[r * rw.w.scale_stride + (size_t)bad_group[k]] = 0xff;
+        /* codes 1.0 and x > 0 there: a scale decoded as +inf would give +inf, not NaN */
+        memset(rw.data + r * rw.w.row_stride + (size_t)bad_group[k] * 16, 0x22, 16);
+    }
+    float x[COLS], y[4];
+    for (int i = 0; i < COLS; i++) x[i] = fabsf(rndf()) + 0.1f;
+    void *scratch = malloc(quant_act_bytes(COLS));
+    for (int pass = 0; pass < 2; pass++) {
+        quant_set_fast(pass == 0);
+        quant_matmul_rows(&rw.w, 0, 4, x, 1, COLS, y, 4);
+        CHECKF(!isnan(y[0]) && isnan(y[1]) && isnan(y[2]) && !isnan(y[3]), "pass %d f32 rows: %g %g %g %g", pass, y[0],
+               y[1], y[2], y[3]);
+        if (!quant_act_supported(&rw.w)) continue;   /* int8 activations need the fast path */
+        quant_act a;
+        quant_act_prepare(&rw.w, x, scratch, &a);
+        quant_matmul_rows_q8(&rw.w, 0, 4, &a, 1, y, 4);
+        CHECKF(!isnan(y[0]) && isnan(y[1]) && isnan(y[2]) && !isnan(y[3]), "pass %d int8 rows: %g %g %g %g", pass, y[0],
+               y[1], y[2], y[3]);
+    }
+    quant_set_fast(1);
+    CHECK(isnan(quant_dot_ref(&rw.w, 1, x)) && isnan(quant_dot_ref(&rw.w, 2, x)));
+    free(scratch);
+    free_weight(&rw);
+}
+
 TEST(quant_weight_bytes) {
     weight w = {.format = WF_AFFINE, .rows = 10, .cols = 256, .bits = 3, .group_size = 64, .scale_dtype = DT_BF16};
     CHECK_EQ_INT(weight_bytes(&w), 10 * (96 + 2 * 8));
@@ -510,4 +548,21 @@ TEST(quant_weight_bytes) {
     CHECK_EQ_INT(weight_bytes(&w), 10 * (128 + 16));
     w.format = WF_BF16;
     CHECK_EQ_INT(weight_bytes(&w), 10 * 512);
+}
+
+TEST(quant_tests_again_on_the_avx2_rows) {
+    /* Where the AVX-512 kernels are chosen, the AVX2 rows (what AVX2-only
+       CPUs run) would go untested: run the quant_ tests again in a child with
+       GLMLITE_KERNELS=avx2. There, and on AVX2-only CPUs, this process's own
+       tests already ran on the AVX2 rows. */
+    if (!kernels_avx512() || kernels_active() != kernels_avx512()) return;
+    char self[512], cmd[1400];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    REQUIRE(n > 0);
+    self[n] = 0;
+    snprintf(cmd, sizeof cmd, "GLMLITE_KERNELS=avx2 '%s' quant_ > %s/quant_avx2.log 2>&1", self, test_tmpdir());
+    if (test_run(cmd) == 0) return;
+    test_fail(__FILE__, __LINE__, "quant tests failed with GLMLITE_KERNELS=avx2:");
+    snprintf(cmd, sizeof cmd, "grep -e FAIL -e ': ' %s/quant_avx2.log | grep -v worst", test_tmpdir());
+    test_run(cmd);
 }
