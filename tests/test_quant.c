@@ -510,7 +510,7 @@ TEST(quant_nan_scale_propagates) {
        group 20 and in the last of 36 groups (which the decoders reach in a
        scalar or masked tail); both are NaN through the f32-activation rows,
        the int8-activation rows and the portable path, and rows 0 and 3 stay
-       finite. Run the suite with GLMLITE_KERNELS=avx2 too for the AVX2 rows. */
+       finite (on the AVX2 rows too: quant_tests_again_on_the_avx2_rows). */
     enum { COLS = 36 * 32 };   /* a multiple of 64, as int8 activations need */
     rand_weight rw = make_weight(WF_MXFP4, 0, 0, DT_U8, 4, COLS, 1.0f);
     const int bad_group[2] = {20, 35};
