@@ -126,9 +126,9 @@ typedef struct {
     int8_t *q;           /* [cols] quantized values, natural order */
     float *d;            /* [cols / 32] block scales */
     float *xsum;         /* [cols / group] exact f32 group sums of x (affine) */
-    void *k;             /* the kernel's layout of q (int16, or even/odd split per 64) */
-    float *kd;           /* the kernel's layout of d */
-    int32_t *kc;         /* affine without VNNI: C * sum of q per block, in the kernel's int32 lanes */
+    int8_t *k;           /* 4-bit kinds: q split into even and odd elements per 64 (or 128) */
+    float *kd;           /* 4-bit kinds: d per int32 lane of their kernels */
+    int32_t *kc;         /* 4-bit affine without VNNI: C * sum of q per block, in lane 0 of its 4 */
     float *xres;         /* [cols / group] affine with VNNI: C * (xsum - sum of d * q) per group */
 } quant_act;
 

@@ -23,10 +23,10 @@ static int act_kind(const weight *w) {
 #define ALIGN 32
 static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
-/* q [cols] | k [2 * cols] | d [cols/32] | kd [cols/8] | kc [cols/4] int32 | xsum [cols/32] | xres [cols/32] (affine groups are >= 32) */
+/* q [cols] | k [cols] | d [cols/32] | kd [cols/8] | kc [cols/8] int32 | xsum [cols/32] | xres [cols/32] (affine groups are >= 32) */
 size_t quant_act_bytes(int64_t cols) {
     size_t c = (size_t)cols;
-    return ALIGN + up(c) + up(2 * c) + up(c / 32 * 4) + up(c / 8 * 4) + up(c) + 2 * up(c / 32 * 4);
+    return ALIGN + 2 * up(c) + up(c / 32 * 4) + 2 * up(c / 8 * 4) + 2 * up(c / 32 * 4);
 }
 
 void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act *a) {
@@ -36,10 +36,10 @@ void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act
     a->vnni = 0;
     a->cols = w->cols;
     a->q = (int8_t *)p; p += up(c);
-    a->k = p; p += up(2 * c);
+    a->k = (int8_t *)p; p += up(c);
     a->d = (float *)(void *)p; p += up(c / 32 * 4);
     a->kd = (float *)(void *)p; p += up(c / 8 * 4);
-    a->kc = (int32_t *)(void *)p; p += up(c);
+    a->kc = (int32_t *)(void *)p; p += up(c / 8 * 4);
     a->xsum = (float *)(void *)p; p += up(c / 32 * 4);
     a->xres = (float *)(void *)p;
     quant_act_prepare_avx2(w, x, a);

@@ -444,23 +444,20 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
     int64_t cols = a->cols, nb = cols / QUANT_ACT_BLOCK;
     a->vnni = use_vnni();
     for (int64_t b = 0; b < nb; b++) act_block(x + b * QUANT_ACT_BLOCK, a->q + b * QUANT_ACT_BLOCK, a->d + b);
-    /* C * (sum of q) per block, to subtract from the block's lane 0 (each
-       block's lanes are scaled alike and summed, so one lane may carry it) */
     int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 0;
-    int per = a->kind == QA_A8 ? 8 : 4;   /* int32 lanes per block */
-    if (C && !a->vnni) {   /* the VNNI rows use xres instead (below) */
-        memset(a->kc, 0, (size_t)nb * (size_t)per * sizeof *a->kc);
+    if (a->kind == QA_A4 && !a->vnni) {
+        /* C * (sum of q) per block, to subtract from the block's lane 0 of 4
+           (a block's lanes are scaled alike and summed, so one lane may carry
+           it); the VNNI rows use xres instead (below), the 8-bit rows centre
+           their codes themselves (step32_8bit) */
+        memset(a->kc, 0, (size_t)nb * 4 * sizeof *a->kc);
         for (int64_t b = 0; b < nb; b++) {
             int s = 0;
             for (int i = 0; i < QUANT_ACT_BLOCK; i++) s += a->q[b * QUANT_ACT_BLOCK + i];
-            a->kc[b * per] = C * s;
+            a->kc[b * 4] = C * s;
         }
     }
-    if (a->kind == QA_A8) {   /* int16 copies: the 8-bit kernel multiplies with madd_epi16 */
-        int16_t *k = a->k;
-        for (int64_t c = 0; c < cols; c += 16)
-            _mm256_storeu_si256((__m256i *)(k + c), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a->q + c))));
-    } else {
+    if (a->kind != QA_A8) {   /* the 8-bit rows read q as it is */
         /* 4-bit codes: byte j of 64 elements holds elements 2j (low nibble) and
            2j+1 (high), so per 64 elements the kernel wants the even elements
            (32 bytes) then the odd ones; its scales are [d0 x4, d1 x4] to match
@@ -566,6 +563,18 @@ static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
+/* 32 8-bit codes against 32 activations: int32 lanes of sum((code - 128) * q).
+ * The centred code w = code ^ 0x80 is signed, so maddubs gets |w| (-128 gives
+ * 0x80, read as 128) against q with w's sign: pairs of at most 2 * 128 * 127,
+ * which cannot saturate. Against codes widened to 16 bits for madd_epi16,
+ * with C * sum(q) subtracted per block: 1 thread, rows in L2, +12% (768
+ * columns) to +28% (5120), 2048 columns 33 -> 40 GB/s. */
+static inline __m256i step32_8bit(const uint8_t *codes, const int8_t *q) {
+    __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)codes), _mm256_set1_epi8((char)0x80));
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
 /* Row r against one prepared vector: f32 partial sums per 64 (4-bit) or 32
  * (8-bit) elements, two accumulators so the FMA latency does not bound the
  * loop. sc/bi: the row's group scales and biases as f32. */
@@ -574,18 +583,12 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
     int64_t cols = a->cols;
     __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
     if (kind == QA_A8) {
-        const int16_t *k = a->k;
         int64_t c = 0;
         for (; c < cols; c += 64) {
             if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_T1);
             for (int h = 0; h < 2; h++) {
                 int64_t e = c + 32 * h;
-                __m256i i = _mm256_add_epi32(
-                    _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + e))),
-                                      _mm256_loadu_si256((const __m256i *)(k + e))),
-                    _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + e + 16))),
-                                      _mm256_loadu_si256((const __m256i *)(k + e + 16))));
-                i = _mm256_sub_epi32(i, _mm256_loadu_si256((const __m256i *)(a->kc + e / 4)));
+                __m256i i = step32_8bit(row + e, a->q + e);
                 __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_broadcast_ss(a->d + e / 32));
                 if (h == 0) t0 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t0);
                 else t1 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t1);

@@ -245,6 +245,37 @@ TEST(quant_int8_kernels_match_reference_and_bound) {
     CHECK(bad == 0);
 }
 
+TEST(quant_int8_extreme_codes_and_activations) {
+    /* 8-bit codes 0 and 255 (centred: -128 and 127) against activations of
+       +-127 (every x of a block equal in magnitude): the AVX2 step's pairs
+       reach 2 * 128 * 127, the most its maddubs holds without saturating */
+    if (!quant_using_avx2()) SKIP("no AVX2");
+    enum { COLS = 256 };
+    rand_weight rw = make_weight(WF_AFFINE, 8, 64, DT_BF16, 4, COLS, 1.0f);
+    size_t rs = rw.w.row_stride;
+    for (int i = 0; i < COLS; i++) {
+        rw.data[i] = 0;
+        rw.data[rs + (size_t)i] = 255;
+        rw.data[2 * rs + (size_t)i] = i % 2 ? 255 : 0;
+        rw.data[3 * rs + (size_t)i] = i / 2 % 2 ? 0 : 255;
+    }
+    float x[COLS], y[4];
+    void *scratch = malloc(quant_act_bytes(COLS));
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < COLS; i++) x[i] = v == 0 || i / 2 % 2 ? 1.5f : -1.5f;
+        quant_act a;
+        quant_act_prepare(&rw.w, x, scratch, &a);
+        quant_matmul_rows_q8(&rw.w, 0, 4, &a, 1, y, 4);
+        for (int r = 0; r < 4; r++) {
+            double ref = quant_dot_q8_ref(&rw.w, r, a.q, a.d, x);
+            double tol = ((double)COLS / 32 + 64 + 16) * 0x1p-24 * term_magnitude(&rw.w, r, &a, x) + 1e-30;
+            CHECKF(fabs(y[r] - ref) <= tol, "x%d row %d: %.9g vs reference %.9g (tol %.3g)", v, r, y[r], ref, tol);
+        }
+    }
+    free(scratch);
+    free_weight(&rw);
+}
+
 TEST(quant_int8_coverage) {
     if (!quant_using_avx2()) SKIP("no AVX2");
     rand_weight a6 = make_weight(WF_AFFINE, 6, 64, DT_BF16, 2, 128, 1.0f);
