@@ -51,7 +51,7 @@ static void usage(FILE *f) {
           "  perplexity -f TEXT [-c CTX] [-b N] [--kl-base DIR]   perplexity, KL divergence against a base model\n"
           "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS,\n"
           "        --cache-type f32|bf16 (the latent KV cache; bf16 halves its memory)\n"
-          "        --exact-matmul (quantized weights: decode with f32 activations, not int8 blocks)\n"
+          "        --exact-matmul (quantized weights: decode with f32 activations, not int8 blocks or bf16)\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
           "          --presence-penalty P --frequency-penalty F (defaults: generation_config.json)\n",
           f);

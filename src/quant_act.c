@@ -1,7 +1,8 @@
 /* quant_act.c — int8 activations for decode products (quant.h, "int8
- * activations"): which weights have integer kernels, the scratch layout of a
- * quantized vector, the plain C quantizer and the double-precision reference
- * of the quantized dot, and the dispatch to quant_avx2.c. */
+ * activations"; bf16 ones for mxfp8): which weights have such kernels, the
+ * scratch layout of a prepared vector, the plain C quantizer and the
+ * double-precision reference of the quantized dot, and the dispatch to
+ * quant_avx2.c. */
 #include <string.h>
 
 #include "quant.h"
@@ -11,19 +12,21 @@ int quant_act_supported(const weight *w) {
     switch (w->format) {
     case WF_AFFINE: return (w->bits == 4 || w->bits == 8) && w->biases;
     case WF_NVFP4: case WF_MXFP4: return 1;
+    case WF_MXFP8: return quant_act_fp8_available();
     default: return 0;
     }
 }
 
 static int act_kind(const weight *w) {
     if (w->format == WF_AFFINE) return w->bits == 8 ? QA_A8 : QA_A4;
-    return QA_FP4;
+    return w->format == WF_MXFP8 ? QA_FP8 : QA_FP4;
 }
 
 #define ALIGN 32
 static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
-/* q [cols] | k [cols] | d [cols/32] | kd [cols/8] | kc [cols/8] int32 | xsum [cols/32] | xres [cols/32] (affine groups are >= 32) */
+/* q [cols] | k [cols] | d [cols/32] | kd [cols/8] | kc [cols/8] int32 | xsum [cols/32] | xres [cols/32] (affine
+ * groups are >= 32); mxfp8's xb [cols] bf16 takes the place of q and k */
 size_t quant_act_bytes(int64_t cols) {
     size_t c = (size_t)cols;
     return ALIGN + 2 * up(c) + up(c / 32 * 4) + 2 * up(c / 8 * 4) + 2 * up(c / 32 * 4);
@@ -35,7 +38,9 @@ void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act
     a->kind = act_kind(w);
     a->vnni = 0;
     a->cols = w->cols;
-    a->q = (int8_t *)p; p += up(c);
+    a->q = (int8_t *)p;
+    a->xb = (uint16_t *)(void *)p;   /* 2 * cols bytes: q and k, which mxfp8 does not use */
+    p += up(c);
     a->k = (int8_t *)p; p += up(c);
     a->d = (float *)(void *)p; p += up(c / 32 * 4);
     a->kd = (float *)(void *)p; p += up(c / 8 * 4);
@@ -90,6 +95,14 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
        second part with the exact sums of x (quant.h) */
     int C = w->format == WF_AFFINE ? 1 << (bits - 1) : 0;
     double acc = 0.0;
+    if (w->format == WF_MXFP8) {   /* sum_g s_g * sum_i e4m3(code_i) * bf16(x_i) */
+        for (int64_t g = 0; g < w->cols / gs; g++) {
+            double sum = 0.0;
+            for (int64_t i = g * gs; i < (g + 1) * gs; i++) sum += (double)quant_e4m3(codes[i]) * bf16_to_f32(f32_to_bf16(x[i]));
+            acc += quant_e8m0(sp[g]) * sum;
+        }
+        return acc * quant_global(w);
+    }
     for (int64_t g = 0; g < w->cols / gs; g++) {
         double s;
         if (w->format == WF_AFFINE) s = scale_at(sp + (size_t)g * ss, w->scale_dtype);

@@ -276,13 +276,77 @@ TEST(quant_int8_extreme_codes_and_activations) {
     free_weight(&rw);
 }
 
+/* mxfp8 rows against activations rounded to bf16 (AVX512-BF16; elsewhere
+ * mxfp8 keeps the f32 path, which quant_act_supported says): against the
+ * same arithmetic in double, within f32 summation's bound; against the exact
+ * dot, within the activations' rounding, 2^-9 of each |s_g e4m3_i x_i|, plus
+ * that; batched = single; NaN codes and NaN scales propagate. */
+TEST(quant_fp8_bf16_activations) {
+    rand_weight probe = make_weight(WF_MXFP8, 8, 0, DT_U8, 1, 128, 1.0f);
+    int available = quant_act_fp8_available();
+    CHECK(quant_act_supported(&probe.w) == available);
+    free_weight(&probe);
+    if (!available) return;
+    enum { NX = 3, ROWS = 9 };
+    const int64_t cols_list[] = {64, 1088, 2048};   /* 2, 34 (a partial chunk of 16 scales) and 64 groups */
+    const float globals[] = {1.0f, 0.375f};
+    for (int ci = 0; ci < 3; ci++)
+        for (int gi = 0; gi < 2; gi++) {
+            int64_t cols = cols_list[ci];
+            rand_weight rw = make_weight(WF_MXFP8, 8, 0, DT_U8, ROWS, cols, globals[gi]);
+            if (ci == 2) {   /* a NaN code in row 3, a NaN scale in row 5 */
+                rw.data[3 * rw.w.row_stride + 77] = 0xff;
+                rw.scales[5 * rw.w.scale_stride + 63] = 0xff;
+            }
+            REQUIRE(quant_act_supported(&rw.w));
+            float *x = malloc((size_t)cols * NX * sizeof *x), y[NX * ROWS], y1[ROWS];
+            void *scratch = malloc(quant_act_bytes(cols) * NX);
+            quant_act a[NX];
+            for (int t = 0; t < NX; t++) {
+                make_x(x + (size_t)t * cols, cols, t);
+                quant_act_prepare(&rw.w, x + (size_t)t * cols, (uint8_t *)scratch + (size_t)t * quant_act_bytes(cols), &a[t]);
+            }
+            quant_matmul_rows_q8(&rw.w, 0, ROWS, a, NX, y, ROWS);
+            for (int t = 0; t < NX; t++) {
+                const float *xt = x + (size_t)t * cols;
+                for (int r = 0; r < ROWS; r++) {
+                    float yv = y[t * ROWS + r];
+                    quant_matmul_rows_q8(&rw.w, r, r + 1, &a[t], 1, y1, 1);
+                    CHECKF(!memcmp(&y1[r], &yv, 4), "cols %lld row %d x%d: batched %.9g != single %.9g", (long long)cols, r, t,
+                           yv, y1[r]);
+                    if (ci == 2 && (r == 3 || r == 5)) {
+                        CHECKF(isnan(yv), "row %d: %g, not NaN", r, yv);
+                        continue;
+                    }
+                    double mag = 0, magx = 0;
+                    const uint8_t *row = rw.w.data + (size_t)r * rw.w.row_stride, *sp = rw.w.scales + (size_t)r * rw.w.scale_stride;
+                    for (int64_t i = 0; i < cols; i++) {
+                        double v = fabs((double)quant_e8m0(sp[i / 32]) * quant_e4m3(row[i])) * fabs(globals[gi]);
+                        mag += v * fabs(bf16_to_f32(f32_to_bf16(xt[i])));
+                        magx += v * fabs(xt[i]);
+                    }
+                    double ref = quant_dot_q8_ref(&rw.w, r, NULL, NULL, xt), exact = quant_dot_ref(&rw.w, r, xt);
+                    double tol = ((double)cols / 32 + 48) * 0x1p-24 * mag + 1e-30;
+                    CHECKF(fabs(yv - ref) <= tol, "cols %lld row %d x%d: %.9g vs its reference %.9g (tol %.3g)", (long long)cols,
+                           r, t, yv, ref, tol);
+                    double bound = 0x1p-9 * magx + tol + 0x1p-23 * fabs(exact);
+                    CHECKF(fabs(yv - exact) <= bound, "cols %lld row %d x%d: %.9g vs exact %.9g (bound %.3g)", (long long)cols,
+                           r, t, yv, exact, bound);
+                }
+            }
+            free(scratch);
+            free(x);
+            free_weight(&rw);
+        }
+}
+
 TEST(quant_int8_coverage) {
     if (!quant_using_avx2()) SKIP("no AVX2");
     rand_weight a6 = make_weight(WF_AFFINE, 6, 64, DT_BF16, 2, 128, 1.0f);
     rand_weight fp8 = make_weight(WF_MXFP8, 8, 0, DT_U8, 2, 128, 1.0f);
     rand_weight a4 = make_weight(WF_AFFINE, 4, 32, DT_BF16, 2, 96, 1.0f);   /* cols not a multiple of 64 */
     CHECK(!quant_act_supported(&a6.w));
-    CHECK(!quant_act_supported(&fp8.w));
+    CHECK(quant_act_supported(&fp8.w) == quant_act_fp8_available());   /* bf16 activations (below) */
     CHECK(!quant_act_supported(&a4.w));
     quant_set_fast(0);   /* the portable build has no integer kernels */
     a6.w.bits = 4;
