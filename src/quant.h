@@ -109,6 +109,9 @@ void quant_set_fast(int allow_avx2);
  *                 meets xsum_g, the exact f32 sum of x over group g, and only
  *                 the centred codes meet the quantized x: half the error)
  *   nvfp4/mxfp4:  0.5 * sum_b d_b * sum_{groups g in b} s_g * sum_{i in g} 2*e2m1(code_i) * q_i
+ *                 (the VNNI kernel sums (2*e2m1 + 12) * q and adds s_g * xres_g,
+ *                 xres_g = -12 * d_b * sum_{i in g} q_i, once per group: equal
+ *                 in exact arithmetic)
  * times the global scale. The error against the f32 dot is bounded by
  * |x_i - d_b*q_i| <= d_b/2 per element (up to f32 rounding), i.e. by
  * 0.5 * sum_b d_b * sum_{i in b} |s_g * c_i| (c_i the centred code or the E2M1
@@ -132,7 +135,7 @@ typedef struct {
     int8_t *k;           /* 4-bit kinds: q split into even and odd elements per 64 (or 128) */
     float *kd;           /* 4-bit kinds: d per int32 lane of their kernels */
     int32_t *kc;         /* 4-bit affine without VNNI: C * sum of q per block, in lane 0 of its 4 */
-    float *xres;         /* [cols / group] affine with VNNI: C * (xsum - sum of d * q) per group */
+    float *xres;         /* [cols / group] with VNNI: C * (xsum - sum of d * q) (affine) or -12 * d * sum q (fp4) per group */
     uint16_t *xb;        /* mxfp8: [cols] x rounded to bf16 (the other arrays unused) */
 } quant_act;
 

@@ -25,11 +25,11 @@ static int act_kind(const weight *w) {
 #define ALIGN 32
 static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
-/* q [cols] | k [cols] | d [cols/32] | kd [cols/8] | kc [cols/8] int32 | xsum [cols/32] | xres [cols/32] (affine
- * groups are >= 32); mxfp8's xb [cols] bf16 takes the place of q and k */
+/* q [cols] | k [cols] | d [cols/32] | kd [cols/8] | kc [cols/8] int32 | xsum [cols/32] (affine groups are >= 32)
+ * | xres [cols/16] (nvfp4's groups of 16); mxfp8's xb [cols] bf16 takes the place of q and k */
 size_t quant_act_bytes(int64_t cols) {
     size_t c = (size_t)cols;
-    return ALIGN + 2 * up(c) + up(c / 32 * 4) + 2 * up(c / 8 * 4) + 2 * up(c / 32 * 4);
+    return ALIGN + 2 * up(c) + up(c / 32 * 4) + 2 * up(c / 8 * 4) + up(c / 32 * 4) + up(c / 16 * 4);
 }
 
 void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act *a) {

@@ -493,6 +493,14 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
             _mm256_storeu_ps(a->kd + c / 8, _mm256_set_m128(d1, d0));
         }
     }
+    if (a->vnni && a->kind == QA_FP4) {   /* xres_g = -12 * d_b * sum of q over g, for the table's offset */
+        int gs = quant_format_group(w->format, w->group_size);
+        for (int64_t g = 0; g < cols / gs; g++) {
+            int sq = 0;
+            for (int64_t i = g * gs; i < (g + 1) * gs; i++) sq += a->q[i];
+            a->xres[g] = -12.0f * a->d[g * gs / QUANT_ACT_BLOCK] * (float)sq;
+        }
+    }
     if (w->format != WF_AFFINE) return;
     group_sums(x, cols, w->group_size, a->xsum);
     if (a->vnni) {   /* xres_g = C * (xsum_g - sum over g's blocks of d_b * sum q_b), for the VNNI rows */
@@ -747,14 +755,15 @@ static inline __attribute__((always_inline)) VNNI __m512 e4m3x16_scales(__m128i 
 }
 
 /* 64 nibbles against 64 activations into the int32 lanes of acc: affine
- * codes as they are; E2M1 codes (fp4) as |2 * e2m1| from a table, the
- * unsigned side of vpdpbusd, with the code's sign moved onto the activation
- * (q in [-127, 127], so negating it is exact). */
+ * codes as they are; E2M1 codes (fp4) as 2 * e2m1 + 12 from a table, in
+ * 0..24, the unsigned side of vpdpbusd. The offset's part, 12 * sum(q) per
+ * group, is taken off once per vector (xres). Moving each code's sign onto
+ * the activation instead took a test and a masked subtraction per 64
+ * codes: 1 thread in L2, 2048-column nvfp4 rows 30 -> 34 GB/s, mxfp4 34 -> 41. */
 static inline __attribute__((always_inline)) VNNI __m512i nibble_dot(int fp4, __m512i acc, __m512i nib, __m512i x) {
     if (!fp4) return _mm512_dpbusd_epi32(acc, nib, x);
-    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12));
-    __mmask64 neg = _mm512_test_epi8_mask(nib, _mm512_set1_epi8(8));
-    return _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(lut, nib), _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    return _mm512_dpbusd_epi32(acc, _mm512_shuffle_epi8(lut, nib), x);
 }
 
 /* A row of 4-bit codes against one vector, 128 elements (64 bytes of
@@ -787,6 +796,7 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
         if (fp4) {
             __m128i codes = m == 0xffff ? _mm_loadu_si128((const __m128i *)(sp + g0)) : _mm_maskz_loadu_epi8(m, sp + g0);
             S = gs == 16 ? e4m3x16_scales(codes) : e8m0x16(codes);
+            tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);   /* - s_g * 12 * d_b * sum_g q */
         } else {
             const uint8_t *bp = w->biases + (size_t)r * w->scale_stride;
             S = vnni_scales16(sp, w->scale_dtype, g0, m);
@@ -817,7 +827,7 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
             t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
         }
     }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t, t1), tb));   /* tb is 0 for fp4 */
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t, t1), tb));
     return fp4 ? 0.5f * sum : sum;
 }
 

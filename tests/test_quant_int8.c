@@ -99,7 +99,8 @@ static void scaled_codes_abs(const weight *w, int64_t r, double *out) {
  * bound): |s_g| * d_b * |c_i * q_i| per element (c_i centred), |b_g + C s_g| * |x_i|
  * for the bias term, times |global|. The VNNI kernel regroups the affine sum
  * (quant.h): |s_g| * d_b * |code_i * q_i| + |b_g| * |x_i| + |s_g| * C * (|x_i| +
- * d_b * |q_i|) instead. */
+ * d_b * |q_i|) instead, and takes fp4 codes as 2 e2m1 + 12, the 12 * q taken off
+ * per group: 0.5 * |s_g| * d_b * ((2 e2m1_i + 12) + 12) * |q_i|. */
 static double term_magnitude(const weight *w, int64_t r, const quant_act *a, const float *x) {
     const int8_t *q = a->q;
     const float *d = a->d;
@@ -114,14 +115,17 @@ static double term_magnitude(const weight *w, int64_t r, const quant_act *a, con
         double s = fabs(scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)g * ss));
         double c = w->format == WF_AFFINE ? abs(codes[i] - (1 << (bits - 1))) : abs(E2M1X2[codes[i]]) * 0.5;
         m += s * d[i / 32] * c * abs(q[i]);
-        if (!w->biases) continue;
+        if (!w->biases) {   /* fp4 with VNNI: 0.5 * (2 e2m1 + 12) * q per element, less 0.5 * 12 * q per group */
+            m_vnni += 0.5 * s * d[i / 32] * ((E2M1X2[codes[i]] + 12) + 12) * abs(q[i]);
+            continue;
+        }
         double b = scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss);
         m += fabs(b + s * C) * fabs(x[i]);
         m_vnni += s * d[i / 32] * codes[i] * abs(q[i]) + fabs(b) * fabs(x[i]) + s * C * (fabs(x[i]) + d[i / 32] * abs(q[i]));
     }
     free(codes);
     float g = quant_global(w);
-    return (a->vnni && w->biases ? m_vnni : m) * fabs(g);
+    return (a->vnni ? m_vnni : m) * fabs(g);
 }
 
 static int check_weight(const char *what, rand_weight *rw) {
