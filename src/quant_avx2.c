@@ -775,8 +775,8 @@ static inline __attribute__((always_inline)) VNNI __m512i nibble_dot(int fp4, __
  * do) took a fifth of a 2048-column row's time in L2; this way 4-bit rows ran
  * 14% (2048 columns, groups of 64) to 25-35% (1536) faster there, and
  * 1536-column rows 9-10% faster from DRAM on one thread (2048: +0-3%; on two
- * threads of a busy host, no change). nvfp4/mxfp4 (QA_FP4): 0.5 * sum_b d_b
- * * sum_g s_g * sum(2 * e2m1 * q), as q8_row. */
+ * threads of a busy host, no change). nvfp4/mxfp4 (QA_FP4): 0.5 * sum_g s_g *
+ * (sum_b d_b * sum((2 * e2m1 + 12) * q) + xres_g), which equals q8_row's sum. */
 static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind, int gs, const weight *w, int64_t r,
                                                                         const uint8_t *row, const quant_act *a,
                                                                         const uint8_t *pf) {
