@@ -216,6 +216,15 @@ static inline __attribute__((always_inline)) AVX512 __m512 e8m0x16(__m128i codes
     return _mm512_castsi512_ps(bits);
 }
 
+/* The E8M0 scales of groups g0..g0+n-1 (n <= 16) as f32, the lanes past n
+ * 0: a short chunk is copied out first, so the row's scales are never read
+ * past their end (a masked byte load needs AVX-512BW). */
+static inline __attribute__((always_inline)) AVX512 __m512 e8m0_chunk(const uint8_t *sp, int64_t g0, int64_t n) {
+    uint8_t tail[16] = {0};
+    if (n < 16) memcpy(tail, sp + g0, (size_t)n);
+    return e8m0x16(_mm_loadu_si128((const __m128i *)(n < 16 ? tail : sp + g0)));
+}
+
 /* 16 E4M3 codes (no NaN among them) as f32: the code's bits moved into
  * place, times 2^120 (exact, subnormals included). */
 static inline __attribute__((always_inline)) AVX512 __m512 e4m3x16(const uint8_t *p) {
@@ -268,9 +277,7 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
     __m512 tot = _mm512_setzero_ps(), tot1 = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         int64_t n = ng - g0 < 16 ? ng - g0 : 16, j = 0;
-        uint8_t tail[16] = {0};
-        if (n < 16) memcpy(tail, sp + g0, (size_t)n);   /* never read past the row's scales */
-        __m512 S = e8m0x16(_mm_loadu_si128((const __m128i *)(n < 16 ? tail : sp + g0)));
+        __m512 S = e8m0_chunk(sp, g0, n);
         for (; j + 2 <= n; j += 2) {   /* 64 codes: lanes 0-7 are group j, 8-15 group j + 1 */
             int64_t c = (g0 + j) * 32;
             const uint8_t *p = row + c;
@@ -441,6 +448,13 @@ static int use_vnni(void) {
            __builtin_cpu_supports("avx512vl");
 }
 
+/* The sum of n quantized activations (exact in int). */
+static inline int q_sum(const int8_t *q, int64_t n) {
+    int s = 0;
+    for (int64_t i = 0; i < n; i++) s += q[i];
+    return s;
+}
+
 /* For the mxfp8 rows with bf16 activations (fp8_rows_bf16, below): the bf16
  * bits of the E4M3 magnitudes 0x00..0x7f (0x7f: NaN), built once. */
 static uint16_t e4m3_bf16[128];
@@ -465,11 +479,7 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
            it); the VNNI rows use xres instead (below), the 8-bit rows centre
            their codes themselves (step32_8bit) */
         memset(a->kc, 0, (size_t)nb * 4 * sizeof *a->kc);
-        for (int64_t b = 0; b < nb; b++) {
-            int s = 0;
-            for (int i = 0; i < QUANT_ACT_BLOCK; i++) s += a->q[b * QUANT_ACT_BLOCK + i];
-            a->kc[b * 4] = C * s;
-        }
+        for (int64_t b = 0; b < nb; b++) a->kc[b * 4] = C * q_sum(a->q + b * QUANT_ACT_BLOCK, QUANT_ACT_BLOCK);
     }
     if (a->kind != QA_A8) {   /* the 8-bit rows read q as it is */
         /* 4-bit codes: byte j of 64 elements holds elements 2j (low nibble) and
@@ -495,11 +505,8 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
     }
     if (a->vnni && a->kind == QA_FP4) {   /* xres_g = -12 * d_b * sum of q over g, for the table's offset */
         int gs = quant_format_group(w->format, w->group_size);
-        for (int64_t g = 0; g < cols / gs; g++) {
-            int sq = 0;
-            for (int64_t i = g * gs; i < (g + 1) * gs; i++) sq += a->q[i];
-            a->xres[g] = -12.0f * a->d[g * gs / QUANT_ACT_BLOCK] * (float)sq;
-        }
+        for (int64_t g = 0; g < cols / gs; g++)
+            a->xres[g] = -12.0f * a->d[g * gs / QUANT_ACT_BLOCK] * (float)q_sum(a->q + g * gs, gs);
     }
     if (w->format != WF_AFFINE) return;
     group_sums(x, cols, w->group_size, a->xsum);
@@ -507,11 +514,8 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
         int64_t per_group = w->group_size / QUANT_ACT_BLOCK;
         for (int64_t g = 0; g < cols / w->group_size; g++) {
             float dq = 0.0f;
-            for (int64_t b = g * per_group; b < (g + 1) * per_group; b++) {
-                int sq = 0;
-                for (int i = 0; i < QUANT_ACT_BLOCK; i++) sq += a->q[b * QUANT_ACT_BLOCK + i];
-                dq += a->d[b] * (float)sq;
-            }
+            for (int64_t b = g * per_group; b < (g + 1) * per_group; b++)
+                dq += a->d[b] * (float)q_sum(a->q + b * QUANT_ACT_BLOCK, QUANT_ACT_BLOCK);
             a->xres[g] = (float)C * (a->xsum[g] - dq);
         }
     }
@@ -917,9 +921,7 @@ static BF16ROW float fp8_row_bf16(const weight *w, int64_t r, const uint16_t *xb
     __m512 tot = _mm512_setzero_ps(), tot1 = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         int64_t n = ng - g0 < 16 ? ng - g0 : 16;
-        uint8_t tail[16] = {0};
-        if (n < 16) memcpy(tail, sp + g0, (size_t)n);   /* never read past the row's scales */
-        __m512 S = e8m0x16(_mm_loadu_si128((const __m128i *)(n < 16 ? tail : sp + g0)));
+        __m512 S = e8m0_chunk(sp, g0, n);
         for (int64_t j = 0; j < n; j++) {
             int64_t c = (g0 + j) * 32;
             if (pf && !(c & 32)) _mm_prefetch((const char *)pf + c, _MM_HINT_T1);
