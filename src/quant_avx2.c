@@ -55,23 +55,33 @@ static inline __m256 e2m1_ps(__m256i c) {
     return _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
 }
 
-/* E4M3 codes (int32 lanes) -> values: the 7 magnitude bits placed at the top
- * of an f32 exponent/mantissa and rescaled by 2^120 (this also covers the
- * subnormals exactly); 0x7F/0xFF become NaN. */
-static inline __m256 e4m3_ps(__m256i c) {
-    __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));
-    __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)),
-                             _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));   /* 2^120 */
-    __m256i nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f));
-    v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), _mm256_castsi256_ps(nan));
-    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24);
-    return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
+/* 16 E4M3 codes as fp16 bits whose value is the code's times 2^-8: the sign
+ * and the 7 magnitude bits moved under fp16's sign, exponent and mantissa
+ * (its exponent bias is 8 more, and its subnormals are E4M3's, scaled
+ * alike); NaN codes (0x7F/0xFF) become fp16 NaNs. vcvtph2ps widens them
+ * exactly. Placing the bits in an f32 and multiplying by 2^120 instead, as
+ * e4m3_fast_ps does, makes the subnormal codes f32 denormals, which this CPU
+ * multiplies several times slower: nvfp4 rows whose scales are subnormal
+ * (mlx-lm's and Ollama's nvfp4 have no global scale, so small weights give
+ * them) ran at 12.6-16 GB/s instead of ~30 (1 thread in L2). */
+static inline __m256i e4m3x16_half(__m128i codes) {
+    __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7), _mm256_set1_epi16((short)0xbfff));
+    __m256i nan = _mm256_cmpeq_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(0x3f80));
+    return _mm256_or_si256(h, _mm256_and_si256(nan, _mm256_set1_epi16(0x7c00)));
+}
+
+/* 16 E4M3 codes -> values (NaN codes NaN), as two vectors of 8. */
+static inline void e4m3x16_ps(__m128i codes, __m256 *v0, __m256 *v1) {
+    __m256i h = e4m3x16_half(codes);
+    *v0 = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_set1_ps(256.0f));
+    *v1 = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), _mm256_set1_ps(256.0f));
 }
 
 /* 8 E4M3 codes (the bytes' sign-extended int32 lanes) -> values, without the
  * NaN test: sign and the 7 magnitude bits moved to the top of an f32 and
- * rescaled by 2^120 as in e4m3_ps. NaN codes come out as +-480, so callers
- * check for them first (e4m3_has_nan). */
+ * rescaled by 2^120 (exact, subnormals included, but slow on them; rare among
+ * a group's codes, unlike among nvfp4's scales). NaN codes come out as +-480,
+ * so callers check for them first (e4m3_has_nan). */
 static inline __m256 e4m3_fast_ps(__m256i c) {
     __m256i bits = _mm256_and_si256(_mm256_slli_epi32(c, 20), _mm256_set1_epi32((int)0x87f00000));
     return _mm256_mul_ps(_mm256_castsi256_ps(bits), _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));
@@ -105,8 +115,7 @@ static inline __attribute__((always_inline)) void step16(int kind, const uint8_t
     default: {
         __m128i q = _mm_loadu_si128((const __m128i *)(row + c));
         if (__builtin_expect(e4m3_has_nan(q), 0)) {
-            *v0 = e4m3_ps(_mm256_cvtepu8_epi32(q));
-            *v1 = e4m3_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+            e4m3x16_ps(q, v0, v1);
         } else {
             *v0 = e4m3_fast_ps(_mm256_cvtepi8_epi32(q));
             *v1 = e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
@@ -503,10 +512,17 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
             _mm256_storeu_ps(a->kd + c / 8, _mm256_set_m128(d1, d0));
         }
     }
-    if (a->vnni && a->kind == QA_FP4) {   /* xres_g = -12 * d_b * sum of q over g, for the table's offset */
+    if (a->vnni && a->kind == QA_FP4) {
+        /* fp4 groups (16 or 32) lie in one block: kd holds d per group, which
+           the VNNI rows fold into each chunk's scales (times 2^8 for nvfp4,
+           whose scales they widen at 2^-8, e4m3x16_half); xres_g = -12 * sum
+           of q over g, for the table's offset */
         int gs = quant_format_group(w->format, w->group_size);
-        for (int64_t g = 0; g < cols / gs; g++)
-            a->xres[g] = -12.0f * a->d[g * gs / QUANT_ACT_BLOCK] * (float)q_sum(a->q + g * gs, gs);
+        float unit = w->format == WF_NVFP4 ? 256.0f : 1.0f;
+        for (int64_t g = 0; g < cols / gs; g++) {
+            a->kd[g] = a->d[g * gs / QUANT_ACT_BLOCK] * unit;
+            a->xres[g] = -12.0f * (float)q_sum(a->q + g * gs, gs);
+        }
     }
     if (w->format != WF_AFFINE) return;
     group_sums(x, cols, w->group_size, a->xsum);
@@ -535,8 +551,12 @@ static void fp4_scales(const weight *w, const uint8_t *p, int64_t n, float *out)
     int64_t i = 0;
     switch (w->format) {
     case WF_NVFP4:
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(out + i, e4m3_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i)))));
+        for (; i + 16 <= n; i += 16) {
+            __m256 v0, v1;
+            e4m3x16_ps(_mm_loadu_si128((const __m128i *)(p + i)), &v0, &v1);
+            _mm256_storeu_ps(out + i, v0);
+            _mm256_storeu_ps(out + i + 8, v1);
+        }
         for (; i < n; i++) out[i] = quant_e4m3(p[i]);
         break;
     default:   /* E8M0: 2^(code-127), code 0 -> 2^-127, 0xff -> NaN */
@@ -750,14 +770,6 @@ static inline __attribute__((always_inline)) VNNI float a8_row_vnni(int gs, cons
     return _mm512_reduce_add_ps(_mm512_add_ps(t, t1));
 }
 
-/* 16 E4M3 scale codes as f32, as e4m3_ps (0x7F/0xFF become NaN). */
-static inline __attribute__((always_inline)) VNNI __m512 e4m3x16_scales(__m128i codes) {
-    __m512i c = _mm512_cvtepu8_epi32(codes), mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7f));
-    __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(mag, 20)), _mm512_castsi512_ps(_mm512_set1_epi32(0x7b800000)));
-    v = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
-    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24)));
-}
-
 /* 64 nibbles against 64 activations into the int32 lanes of acc: affine
  * codes as they are; E2M1 codes (fp4) as 2 * e2m1 + 12 from a table, in
  * 0..24, the unsigned side of vpdpbusd. The offset's part, 12 * sum(q) per
@@ -780,7 +792,10 @@ static inline __attribute__((always_inline)) VNNI __m512i nibble_dot(int fp4, __
  * 14% (2048 columns, groups of 64) to 25-35% (1536) faster there, and
  * 1536-column rows 9-10% faster from DRAM on one thread (2048: +0-3%; on two
  * threads of a busy host, no change). nvfp4/mxfp4 (QA_FP4): 0.5 * sum_g s_g *
- * (sum_b d_b * sum((2 * e2m1 + 12) * q) + xres_g), which equals q8_row's sum. */
+ * d_g * (sum((2 * e2m1 + 12) * q) + xres_g), which equals q8_row's sum; each
+ * chunk's scales come with their groups' d (kd) already multiplied in, which
+ * saved a load and a multiply a step (1 thread in L2: nvfp4 +5-19%, mxfp4
+ * +4-6%). */
 static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind, int gs, const weight *w, int64_t r,
                                                                         const uint8_t *row, const quant_act *a,
                                                                         const uint8_t *pf) {
@@ -799,8 +814,9 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
         __m512 S;
         if (fp4) {
             __m128i codes = m == 0xffff ? _mm_loadu_si128((const __m128i *)(sp + g0)) : _mm_maskz_loadu_epi8(m, sp + g0);
-            S = gs == 16 ? e4m3x16_scales(codes) : e8m0x16(codes);
-            tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);   /* - s_g * 12 * d_b * sum_g q */
+            __m512 s = gs == 16 ? _mm512_cvtph_ps(e4m3x16_half(codes)) : e8m0x16(codes);   /* nvfp4's at 2^-8 */
+            S = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, a->kd + g0));
+            tb = _mm512_fmadd_ps(S, _mm512_maskz_loadu_ps(m, a->xres + g0), tb);   /* - s_g * d_b * 12 * sum_g q */
         } else {
             const uint8_t *bp = w->biases + (size_t)r * w->scale_stride;
             S = vnni_scales16(sp, w->scale_dtype, g0, m);
@@ -816,7 +832,8 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
             __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
             __m512i i = nibble_dot(fp4, nibble_dot(fp4, _mm512_setzero_si512(), lo, _mm512_loadu_si512(k + c)), hi,
                                    _mm512_loadu_si512(k + c + 64));
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a->kd + c / 8));
+            __m512 f = _mm512_cvtepi32_ps(i);
+            if (!fp4) f = _mm512_mul_ps(f, _mm512_loadu_ps(a->kd + c / 8));
             if (c & 128) t1 = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t1);
             else t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
         }
@@ -827,7 +844,8 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
             __m512i xe = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(k + c)));
             __m512i xo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(k + c + 32)));
             __m512i i = nibble_dot(fp4, nibble_dot(fp4, _mm512_setzero_si512(), lo, xe), hi, xo);
-            __m512 f = _mm512_maskz_mul_ps(0x00ff, _mm512_cvtepi32_ps(i), _mm512_castps256_ps512(_mm256_loadu_ps(a->kd + c / 8)));
+            __m512 f = fp4 ? _mm512_maskz_mov_ps(0x00ff, _mm512_cvtepi32_ps(i))
+                           : _mm512_maskz_mul_ps(0x00ff, _mm512_cvtepi32_ps(i), _mm512_castps256_ps512(_mm256_loadu_ps(a->kd + c / 8)));
             t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
         }
     }

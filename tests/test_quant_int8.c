@@ -344,6 +344,43 @@ TEST(quant_fp8_bf16_activations) {
         }
 }
 
+/* Row r holds E4M3 code r, as every element of an mxfp8 row (scales 1) and
+ * as every scale of an nvfp4 row (elements 1.0). With x = 127, which the int8
+ * quantizer and bf16 keep exactly, row r's dot is 256 * 127 * e4m3(r) through
+ * the f32 rows and the quantized (or bf16) ones alike: one wrong table entry
+ * or widening among the 256 codes shows, even a small one that a random
+ * row's rounding bound would hide. */
+TEST(quant_every_e4m3_code_through_the_rows) {
+    enum { COLS = 256 };   /* 16 nvfp4 scales: one whole vector of them */
+    float x[COLS], y[256];
+    for (int i = 0; i < COLS; i++) x[i] = 127.0f;
+    for (int f = 0; f < 2; f++) {
+        wformat fmt = f ? WF_NVFP4 : WF_MXFP8;
+        rand_weight rw = make_weight(fmt, f ? 4 : 8, 0, DT_U8, 256, COLS, 1.0f);
+        for (int r = 0; r < 256; r++) {
+            memset(rw.data + (size_t)r * rw.w.row_stride, f ? 0x22 : r, rw.w.row_stride);   /* E2M1 0x2: 1.0 */
+            memset(rw.scales + (size_t)r * rw.w.scale_stride, f ? r : 127, rw.w.scale_stride);
+        }
+        for (int path = 0; path < 2; path++) {
+            if (path == 0) quant_matmul_rows(&rw.w, 0, 256, x, 1, COLS, y, 256);
+            else {
+                if (!quant_act_supported(&rw.w)) continue;
+                void *scratch = malloc(quant_act_bytes(COLS));
+                quant_act a;
+                quant_act_prepare(&rw.w, x, scratch, &a);
+                quant_matmul_rows_q8(&rw.w, 0, 256, &a, 1, y, 256);
+                free(scratch);
+            }
+            for (int r = 0; r < 256; r++) {
+                float want = (float)COLS * 127.0f * quant_e4m3((uint8_t)r);
+                CHECKF(isnan(want) ? isnan(y[r]) : y[r] == want, "%s %s rows, code 0x%02x: %.9g, want %.9g",
+                       f ? "nvfp4" : "mxfp8", path ? "quantized" : "f32", r, y[r], want);
+            }
+        }
+        free_weight(&rw);
+    }
+}
+
 TEST(quant_int8_coverage) {
     if (!quant_using_avx2()) SKIP("no AVX2");
     rand_weight a6 = make_weight(WF_AFFINE, 6, 64, DT_BF16, 2, 128, 1.0f);
