@@ -134,7 +134,7 @@ typedef struct {
     float *xsum;         /* [cols / group] exact f32 group sums of x (affine) */
     int8_t *k;           /* 4-bit kinds: q split into even and odd elements per 64 (or 128) */
     float *kd;           /* 4-bit kinds: d per int32 lane of their kernels; fp4 with VNNI: d per group (x 2^8 for nvfp4) */
-    int32_t *kc;         /* 4-bit affine without VNNI: C * sum of q per block, in lane 0 of its 4 */
+    int32_t *kc;         /* 4-bit kinds without VNNI: their codes' offset times sum q per block (nvfp4: per group), in its first lane */
     float *xres;         /* [cols / group] with VNNI: C * (xsum - sum of d * q) (affine) or -12 * sum q (fp4) per group */
     uint16_t *xb;        /* mxfp8: [cols] x rounded to bf16 (the other arrays unused) */
 } quant_act;

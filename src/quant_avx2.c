@@ -488,14 +488,17 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
     }
     a->vnni = use_vnni();
     for (int64_t b = 0; b < nb; b++) act_block(x + b * QUANT_ACT_BLOCK, a->q + b * QUANT_ACT_BLOCK, a->d + b);
-    int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 0;
-    if (a->kind == QA_A4 && !a->vnni) {
-        /* C * (sum of q) per block, to subtract from the block's lane 0 of 4
-           (a block's lanes are scaled alike and summed, so one lane may carry
-           it); the VNNI rows use xres instead (below), the 8-bit rows centre
-           their codes themselves (step32_8bit) */
-        memset(a->kc, 0, (size_t)nb * 4 * sizeof *a->kc);
-        for (int64_t b = 0; b < nb; b++) a->kc[b * 4] = C * q_sum(a->q + b * QUANT_ACT_BLOCK, QUANT_ACT_BLOCK);
+    int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 12;
+    if (a->kind != QA_A8 && !a->vnni) {
+        /* The 4-bit codes' offset (affine: C = 8; fp4: the table's 12) times
+           the sum of q over each run of elements whose lanes are scaled alike
+           (a block, or nvfp4's group of 16), in the run's first lane (a lane
+           holds 8 elements), to subtract there; the VNNI rows use xres
+           instead (below), the 8-bit rows centre their codes themselves
+           (step32_8bit) */
+        int64_t run = quant_format_group(w->format, w->group_size) == 16 ? 16 : QUANT_ACT_BLOCK;
+        memset(a->kc, 0, (size_t)cols / 8 * sizeof *a->kc);
+        for (int64_t u = 0; u < cols / run; u++) a->kc[u * run / 8] = C * q_sum(a->q + u * run, run);
     }
     if (a->kind != QA_A8) {   /* the 8-bit rows read q as it is */
         /* 4-bit codes: byte j of 64 elements holds elements 2j (low nibble) and
@@ -594,26 +597,25 @@ static inline __m256 lane_scales(int gs, const float *sc, int64_t c) {
 }
 
 /* 64 elements of 4-bit codes against the split activations: int32 lanes of
- * sum(code * q) (affine, codes 0..15: maddubs cannot saturate, 2*15*127 per
- * pair) or of sum(2*e2m1 * q) (fp4: the signed table value's magnitude against
- * q with its sign, <= 2*12*127 per pair). */
+ * sum(code * q) - kc, where the code is the affine code (0..15) or, for fp4,
+ * 2 * e2m1 + 12 from a table (0..24), and kc takes off the offset (8 or 12)
+ * times q's sum (quant_act_prepare_avx2). Unsigned codes need no sign moves
+ * for maddubs, which cannot saturate (pairs of at most 2 * 24 * 127): the
+ * fp4 rows that moved each table value's sign onto q (four vpsignb a step)
+ * ran 14-19% slower (1 thread in L2, nvfp4 and mxfp4). */
 static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k, const int32_t *kc) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256i bytes = _mm256_loadu_si256((const __m256i *)codes);
     __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
     __m256i xe = _mm256_loadu_si256((const __m256i *)k), xo = _mm256_loadu_si256((const __m256i *)(k + 32));
-    __m256i p;
     if (fp4) {
-        const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
-                                             0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
-        __m256i wl = _mm256_shuffle_epi8(lut, lo), wh = _mm256_shuffle_epi8(lut, hi);
-        p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(xe, wl)),
-                             _mm256_maddubs_epi16(_mm256_sign_epi8(wh, wh), _mm256_sign_epi8(xo, wh)));
-    } else {
-        p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xo));
-        return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)kc));
+        const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,
+                                             12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+        lo = _mm256_shuffle_epi8(lut, lo);
+        hi = _mm256_shuffle_epi8(lut, hi);
     }
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xo));
+    return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)kc));
 }
 
 /* 32 8-bit codes against 32 activations: int32 lanes of sum((code - 128) * q).
