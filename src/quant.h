@@ -120,7 +120,7 @@ void quant_set_fast(int allow_avx2);
  * multiple of 64 and at most QUANT_ACT_MAX_COLS, on AVX2 CPUs; every other
  * weight keeps the f32 path (quant_matmul_rows). Non-finite activations give
  * non-finite results, as in the f32 path (d_b becomes inf or NaN).
- * mxfp8 (same column limits, CPUs with AVX512-BF16) takes x rounded to bf16
+ * mxfp8 (same column limits, CPUs with AVX512-BF16 and -VBMI) takes x rounded to bf16
  * instead (QA_FP8, xb): sum_g s_g * sum_{i in g} e4m3(code_i) * bf16(x_i), each
  * |x_i - bf16(x_i)| <= 2^-9 |x_i|. */
 #define QUANT_ACT_BLOCK 32
@@ -136,7 +136,7 @@ typedef struct {
     float *kd;           /* 4-bit kinds: d per int32 lane of their kernels; fp4 with VNNI: d per group (x 2^8 for nvfp4) */
     int32_t *kc;         /* 4-bit kinds without VNNI: their codes' offset times sum q per block (nvfp4: per group), in its first lane */
     float *xres;         /* [cols / group] with VNNI: C * (xsum - sum of d * q) (affine) or -12 * sum q (fp4) per group */
-    uint16_t *xb;        /* mxfp8: [cols] x rounded to bf16 (the other arrays unused) */
+    uint16_t *xb;        /* mxfp8: [cols] x rounded to bf16, in its kernel's order per 64 (the other arrays unused) */
 } quant_act;
 
 /* Nonzero when rows of w can be dotted with int8 activations here. */
@@ -189,7 +189,7 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
 /* int8-activation kernels (kind: QA_* of quant_act.c); prepare fills a's
  * arrays, already pointed into scratch, from x. */
 enum { QA_NONE, QA_A4, QA_A8, QA_FP4, QA_FP8 };
-/* Nonzero where mxfp8 rows have their bf16-activation kernel (AVX512-BF16,
+/* Nonzero where mxfp8 rows have their bf16-activation kernel (AVX512-BF16 and -VBMI,
  * with the AVX-512 kernels in use). */
 int quant_act_fp8_available(void);
 void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a);

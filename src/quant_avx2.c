@@ -927,7 +927,8 @@ static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row
  * of each |x_i|, is the only change from the exact dot (quant.h). */
 #define BF16ROW __attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi,avx2,fma")))
 
-/* The AVX-512 table has round_bf16 only on CPUs with AVX512-BW and -BF16. */
+/* The AVX-512 table has round_bf16 only on CPUs with AVX512-BW and -BF16; the
+ * lookup also needs VBMI (vpermt2b). */
 int quant_act_fp8_available(void) { return kernels_active()->round_bf16 != NULL && __builtin_cpu_supports("avx512vbmi"); }
 
 /* Per 64 elements, x in the order fp8_row_bf16 meets the codes' bf16 words:
