@@ -486,6 +486,40 @@ TEST(quant_dot_fast_matches_ref) {
     if (!quant_using_avx2()) printf("    (no AVX2/FMA on this CPU: only the portable path ran)\n");
 }
 
+/* weight_row_f32 (the vector decode where the CPU has one: AVX-512 or AVX2;
+ * prefill widens quantized rows with it) equals the portable decode bit for
+ * bit, NaN for NaN, for every format the vector decode takes: 37 groups, so
+ * two whole chunks of 16 groups' scales and a partial one; NaN element codes
+ * and NaN scales in some rows. */
+TEST(quant_decode_rows_match_portable) {
+    struct { wformat f; int bits, gs; dtype dt; } cases[] = {
+        {WF_AFFINE, 4, 32, DT_BF16}, {WF_AFFINE, 4, 64, DT_F16}, {WF_AFFINE, 4, 128, DT_F32}, {WF_AFFINE, 8, 32, DT_F32},
+        {WF_AFFINE, 8, 64, DT_BF16}, {WF_AFFINE, 8, 128, DT_F16}, {WF_NVFP4, 0, 0, DT_U8}, {WF_MXFP4, 0, 0, DT_U8},
+        {WF_MXFP8, 0, 0, DT_U8}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t cols = 37 * (int64_t)quant_format_group(cases[i].f, cases[i].gs);
+        rand_weight rw = make_weight(cases[i].f, cases[i].bits, cases[i].gs, cases[i].dt, 5, cols, 0.0f);
+        if (cases[i].f == WF_MXFP8) { rw.data[1 * rw.w.row_stride + 40] = 0x7f; rw.data[2 * rw.w.row_stride + 1000] = 0xff; }
+        if (cases[i].f == WF_NVFP4) rw.scales[3 * rw.w.scale_stride + 20] = 0xff;
+        if (cases[i].f == WF_MXFP4) rw.scales[3 * rw.w.scale_stride + 36] = 0xff;
+        float *fast = malloc((size_t)cols * sizeof *fast), *ref = malloc((size_t)cols * sizeof *ref);
+        for (int r = 0; r < 5; r++) {
+            weight_row_f32(&rw.w, r, fast);
+            quant_decode_span(&rw.w, r, 0, cols, ref);
+            int bad = 0;
+            for (int64_t c = 0; c < cols && bad < 3; c++)
+                if (!same_f32(fast[c], ref[c])) {
+                    bad++;
+                    test_fail(__FILE__, __LINE__, "format %d bits %d group %d dtype %d row %d col %lld: %.9g, portable %.9g",
+                              (int)cases[i].f, cases[i].bits, cases[i].gs, (int)cases[i].dt, r, (long long)c, fast[c], ref[c]);
+                }
+        }
+        free(fast);
+        free(ref);
+        free_weight(&rw);
+    }
+}
+
 TEST(quant_dot_nan_codes_propagate) {
     /* mxfp8 element codes 0x7F and 0xFF are NaN in every path: in a pair of
        groups (row 0) and in an odd last group (row 2) of 3 groups */
