@@ -13,6 +13,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -384,6 +385,30 @@ static AVX512 void decode_row_avx512(int kind, const weight *w, int64_t r, float
  * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
 static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
+/* An mxfp8 row with AVX2: per group of 32 codes one NaN test (a NaN code
+ * makes the dot NaN, whatever x holds) and four 8-code decodes straight from
+ * memory, then the same products and sums, in the same order, as
+ * hot_row(K_FP8), which tested each 16 codes and widened them from one load
+ * (a shift more): 1 thread in L2, 12.5-13.4 -> 18.0-18.6 GB/s. Widening
+ * through fp16 bits (vcvtph2ps) instead was 13-17% slower than hot_row. */
+static float fp8_row_avx2(const weight *w, int64_t r, const float *x) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    __m256 tot = _mm256_setzero_ps();
+    for (int64_t g = 0; g < w->cols / 32; g++) {
+        const uint8_t *p = row + 32 * g;
+        __m256i q = _mm256_loadu_si256((const __m256i *)p);
+        if (__builtin_expect(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(q, low7), low7)) != 0, 0)) return NAN;
+        const float *xc = x + 32 * g;
+        __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(xc), e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))));
+        __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(xc + 8), e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)))));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xc + 16), e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16)))), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xc + 24), e4m3_fast_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24)))), a1);
+        tot = _mm256_fmadd_ps(_mm256_set1_ps(quant_e8m0(sp[g])), _mm256_add_ps(a0, a1), tot);
+    }
+    return hsum(tot);
+}
+
 /* The kind as a constant, so each loop specializes; xr (fp8_x_order) and
  * pf (a row to request ahead, or NULL) are for fp8_row_avx512. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const float *xr,
@@ -392,7 +417,7 @@ static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, c
     case K_A4: return hot_row(K_A4, w, r, x, xsum);
     case K_A8: return hot_row(K_A8, w, r, x, xsum);
     case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, xr, pf) : hot_row(K_FP8, w, r, x, xsum);
+    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, xr, pf) : fp8_row_avx2(w, r, x);
     }
 }
 
