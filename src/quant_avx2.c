@@ -388,10 +388,10 @@ static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
 
 /* An mxfp8 row with AVX2: per group of 32 codes one NaN test (a NaN code
  * makes the dot NaN, whatever x holds) and four 8-code decodes straight from
- * memory, then the same products and sums, in the same order, as
- * hot_row(K_FP8), which tested each 16 codes and widened them from one load
- * (a shift more): 1 thread in L2, 12.5-13.4 -> 18.0-18.6 GB/s. Widening
- * through fp16 bits (vcvtph2ps) instead was 13-17% slower than hot_row. */
+ * memory, then the products and sums hot_row forms, in its order. hot_row
+ * with step16 tested each 16 codes and widened them from one load (a shift
+ * more): 1 thread in L2, 12.5-13.4 -> 18.0-18.6 GB/s. Widening through fp16
+ * bits (vcvtph2ps) instead was 13-17% slower than that. */
 static float fp8_row_avx2(const weight *w, int64_t r, const float *x) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const __m256i low7 = _mm256_set1_epi8(0x7f);
@@ -774,7 +774,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
         }
     }
     float s = hsum(_mm256_add_ps(t0, t1));
-    if (kind == QA_FP4) return 0.5f * s;                           /* the table holds 2*e2m1 */
+    if (kind == QA_FP4) return 0.5f * s;                           /* sums of 2*e2m1 * q (kc took the 12 off) */
     return s + dot_vec(bi, a->xsum, cols / gs);                    /* + sum_g b_g * xsum_g */
 }
 
