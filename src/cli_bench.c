@@ -19,6 +19,22 @@
 #include "profile.h"
 #include "threads.h"
 
+/* Which kernels ran, for the report: the table's name and, with AVX-512, the
+ * extensions the quantized rows (VNNI; VBMI for mxfp8) and the bf16 rows and
+ * attention (BF16) take where the CPU has them. */
+static void kernels_text(char *buf, size_t n) {
+    const char *name = kernels_active()->name;
+    int avx512 = strcmp(name, "avx512") == 0;
+#if defined(__x86_64__) || defined(__i386__)
+    snprintf(buf, n, "%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
+             avx512 && __builtin_cpu_supports("avx512bf16") ? "+bf16" : "",
+             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "");
+#else
+    (void)avx512;
+    snprintf(buf, n, "%s", name);
+#endif
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -225,25 +241,26 @@ int cmd_bench(int argc, char **argv) {
         double head = (double)c->vocab_size * c->hidden_size;
         double gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) / n_prompt * pm / 1e9;
         double peak = measure_fma_peak(threads);
-        char pp_name[32], tg_name[48];
+        char pp_name[32], tg_name[48], kernels[64];
+        kernels_text(kernels, sizeof kernels);
         snprintf(pp_name, sizeof pp_name, "pp%d", n_prompt);
         if (depth) snprintf(tg_name, sizeof tg_name, "tg%d @ d%d", n_gen, depth);
         else snprintf(tg_name, sizeof tg_name, "tg%d", n_gen);
         if (json) {
-            printf("{\"test\":\"%s\",\"n_prompt\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,\"gflops\":%.2f,"
-                   "\"machine_gflops\":%.2f,\"flops_fraction\":%.3f,\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
-                   pp_name, n_prompt, threads, pm, ps, gflops, peak, gflops / peak, st.weight_bytes, rss_gb * 1e9);
-            printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":%d,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
-                   "\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,\"bandwidth_fraction_stddev\":%.3f,"
-                   "\"peak_rss_bytes\":%.0f}\n",
-                   n_gen, n_gen, depth, threads, tm, ts, bytes, bytes * tm / 1e9, bwm, fm, fs, rss_gb * 1e9);
+            printf("{\"test\":\"%s\",\"n_prompt\":%d,\"threads\":%d,\"kernels\":\"%s\",\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
+                   "\"gflops\":%.2f,\"machine_gflops\":%.2f,\"flops_fraction\":%.3f,\"model_bytes\":%zu,\"peak_rss_bytes\":%.0f}\n",
+                   pp_name, n_prompt, threads, kernels, pm, ps, gflops, peak, gflops / peak, st.weight_bytes, rss_gb * 1e9);
+            printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":%d,\"threads\":%d,\"kernels\":\"%s\",\"avg_ts\":%.3f,"
+                   "\"stddev_ts\":%.3f,\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,\"bandwidth_fraction\":%.3f,"
+                   "\"bandwidth_fraction_stddev\":%.3f,\"peak_rss_bytes\":%.0f}\n",
+                   n_gen, n_gen, depth, threads, kernels, tm, ts, bytes, bytes * tm / 1e9, bwm, fm, fs, rss_gb * 1e9);
             if (depth)
                 printf("{\"test\":\"tg%d\",\"n_gen\":%d,\"depth\":0,\"threads\":%d,\"avg_ts\":%.3f,\"stddev_ts\":%.3f,"
                        "\"depth_ratio\":%.4f,\"depth_ratio_stddev\":%.4f}\n",
                        n_gen, n_gen, threads, t0m, t0s, qm, qs);
         } else {
-            printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d\n", dir, c->model_type,
-                   c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads);
+            printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, threads %d, kernels %s\n", dir,
+                   c->model_type, c->num_hidden_layers, st.weight_bytes / 1e9, st.active_weight_bytes / 1e9, threads, kernels);
             printf("machine (same threads): read bandwidth %.1f ± %.1f GB/s (after each generation run), f32 FMA peak %.1f "
                    "GFLOP/s\n\n", bwm, bws, peak);
             printf("| test | t/s | GFLOP/s | of FMA peak | GB/s | of machine GB/s |\n|---|---|---|---|---|---|\n");

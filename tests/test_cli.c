@@ -183,6 +183,10 @@ TEST(cli_bench_json_fields) {
     CHECK(json_get_double(json_get(json_root(tg0), "depth_ratio"), &v) && v > 0);
     json_free(tg0);
     CHECK_STR(json_get_str(json_get(json_root(pp), "test")), "pp8");
+    for (int i = 0; i < 2; i++) {   /* which kernels ran: the table's name first */
+        const char *k = json_get_str(json_get(json_root(i ? tg : pp), "kernels"));
+        CHECKF(k && (!strncmp(k, "avx512", 6) || !strcmp(k, "avx2") || !strcmp(k, "reference")), "kernels %s", k ? k : "(none)");
+    }
     CHECK_STR(json_get_str(json_get(json_root(tg), "test")), "tg4");
     const char *pp_keys[] = {"avg_ts", "stddev_ts", "gflops", "machine_gflops"};
     const char *tg_keys[] = {"avg_ts", "stddev_ts", "bytes_per_token", "gbs", "machine_gbs", "depth", "bandwidth_fraction"};
