@@ -13,6 +13,7 @@
 #include "generate.h"
 #include "glm.h"
 #include "json.h"
+#include "kernels.h"
 
 typedef struct {
     const char *model_dir;
@@ -172,6 +173,9 @@ static int cmd_info(const cli_opts *o) {
            st.active_weight_bytes / 1e9, c->num_experts_per_tok);
     printf("kv cache          %zu bytes per token (%d layers x %d floats)\n", st.kv_bytes_per_token, c->num_hidden_layers,
            c->kv_lora_rank + c->qk_rope_head_dim);
+    char kernels[64];
+    kernels_describe(kernels, sizeof kernels);
+    printf("kernels           %s (this CPU)\n", kernels);
     int ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
     glm_session_options so = {.n_ctx = ctx};
     double kv = (double)st.kv_bytes_per_token * ctx, scratch = (double)glm_session_bytes(m, &so) - kv;

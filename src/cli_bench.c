@@ -19,22 +19,6 @@
 #include "profile.h"
 #include "threads.h"
 
-/* Which kernels ran, for the report: the table's name and, with AVX-512, the
- * extensions the quantized rows (VNNI; VBMI for mxfp8) and the bf16 rows and
- * attention (BF16) take where the CPU has them. */
-static void kernels_text(char *buf, size_t n) {
-    const char *name = kernels_active()->name;
-    int avx512 = strcmp(name, "avx512") == 0;
-#if defined(__x86_64__) || defined(__i386__)
-    snprintf(buf, n, "%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
-             avx512 && __builtin_cpu_supports("avx512bf16") ? "+bf16" : "",
-             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "");
-#else
-    (void)avx512;
-    snprintf(buf, n, "%s", name);
-#endif
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -242,7 +226,7 @@ int cmd_bench(int argc, char **argv) {
         double gflops = 2.0 * ((st.active_weight_elems - head) * n_prompt + head) / n_prompt * pm / 1e9;
         double peak = measure_fma_peak(threads);
         char pp_name[32], tg_name[48], kernels[64];
-        kernels_text(kernels, sizeof kernels);
+        kernels_describe(kernels, sizeof kernels);
         snprintf(pp_name, sizeof pp_name, "pp%d", n_prompt);
         if (depth) snprintf(tg_name, sizeof tg_name, "tg%d @ d%d", n_gen, depth);
         else snprintf(tg_name, sizeof tg_name, "tg%d", n_gen);

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,6 +143,19 @@ static void choose_kernels(void) {
 const kernel_table *kernels_active(void) {
     pthread_once(&choose_once, choose_kernels);
     return chosen_table;
+}
+
+void kernels_describe(char *buf, size_t n) {
+    const char *name = kernels_active()->name;
+    int avx512 = strcmp(name, "avx512") == 0;
+#if defined(__x86_64__) || defined(__i386__)
+    snprintf(buf, n, "%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
+             avx512 && __builtin_cpu_supports("avx512bf16") ? "+bf16" : "",
+             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "");
+#else
+    (void)avx512;
+    snprintf(buf, n, "%s", name);
+#endif
 }
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {

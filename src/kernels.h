@@ -91,6 +91,10 @@ const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA
 const kernel_table *kernels_avx512(void);
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
 const kernel_table *kernels_active(void);
+/* The active table's name and, with AVX-512, the extensions the quantized
+ * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16) take
+ * where the CPU has them: "avx512+vnni+bf16+vbmi", "avx2", "reference". */
+void kernels_describe(char *buf, size_t n);
 
 /* Vector operations (scalar; not hot enough to need variants). silu is also
  * the reference of the swiglu kernel. */

@@ -160,6 +160,7 @@ TEST(cli_logits_and_info) {
     CHECK(strstr(out, "glm4_moe_lite") && strstr(out, "kv cache"));
     CHECK(strstr(out, "480 bytes per token"));   /* 3 layers x (32 + 8) floats x 4 bytes */
     CHECK(strstr(out, "GB scratch"));
+    CHECK(strstr(out, "kernels           avx") || strstr(out, "kernels           reference"));
     free(out);
 }
 
