@@ -109,9 +109,9 @@ void quant_set_fast(int allow_avx2);
  *                 meets xsum_g, the exact f32 sum of x over group g, and only
  *                 the centred codes meet the quantized x: half the error)
  *   nvfp4/mxfp4:  0.5 * sum_b d_b * sum_{groups g in b} s_g * sum_{i in g} 2*e2m1(code_i) * q_i
- *                 (the VNNI kernel sums (2*e2m1 + 12) * q and adds s_g * xres_g,
- *                 xres_g = -12 * d_b * sum_{i in g} q_i, once per group: equal
- *                 in exact arithmetic)
+ *                 (the VNNI kernel sums (2*e2m1 + 12) * q and adds xres_g =
+ *                 -12 * sum_{i in g} q_i before scaling by s_g * d_b, once per
+ *                 group: equal in exact arithmetic)
  * times the global scale. The error against the f32 dot is bounded by
  * |x_i - d_b*q_i| <= d_b/2 per element (up to f32 rounding), i.e. by
  * 0.5 * sum_b d_b * sum_{i in b} |s_g * c_i| (c_i the centred code or the E2M1

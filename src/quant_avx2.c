@@ -212,7 +212,7 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
  * through a cross-lane shuffle, keeps two accumulator chains, and decodes
  * each 16 groups' E8M0 scales in one vector. A group at a time, with a NaN
  * test per 16 codes and the scale decoded in scalar code, one thread read
- * 8-15 GB/s of rows from DRAM; now 16-18. The same values as hot_row(K_FP8) (exact decode; NaN codes
+ * 8-15 GB/s of rows from DRAM; now 16-18. The same values as fp8_row_avx2 (exact decode; NaN codes
  * through quant_e4m3), summed in 16 lanes. pf: the row to request a line of
  * per 64 bytes, or NULL (the AVX2 rows, at half this speed, gain nothing
  * from it). */
@@ -315,17 +315,25 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
     return _mm512_reduce_add_ps(_mm512_add_ps(tot, tot1));
 }
 
+/* 16 affine group scales (or biases) from group g of p as f32. */
+static inline __attribute__((always_inline)) AVX512 __m512 affine_scales16(const uint8_t *p, dtype dt, int64_t g) {
+    switch (dt) {
+    case DT_F32: return _mm512_loadu_ps(p + 4 * g);
+    case DT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * g)));
+    default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * g))), 16));
+    }
+}
+
+/* 16 E4M3 codes from p as f32, exactly (through fp16 bits, e4m3x16_half). */
+static inline __attribute__((always_inline)) AVX512 __m512 e4m3x16_f32(const uint8_t *p) {
+    return _mm512_mul_ps(_mm512_cvtph_ps(e4m3x16_half(_mm_loadu_si128((const __m128i *)p))), _mm512_set1_ps(256.0f));
+}
+
 /* The scales of a row's groups g0..g0+15 as f32, for the decode below. */
 static inline __attribute__((always_inline)) AVX512 __m512 scales16(const weight *w, const uint8_t *p, int64_t g0) {
     switch (w->format) {
-    case WF_AFFINE:
-        switch (w->scale_dtype) {
-        case DT_F32: return _mm512_loadu_ps(p + 4 * g0);
-        case DT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * g0)));
-        default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * g0))), 16));
-        }
-    case WF_NVFP4:
-        return _mm512_mul_ps(_mm512_cvtph_ps(e4m3x16_half(_mm_loadu_si128((const __m128i *)(p + g0)))), _mm512_set1_ps(256.0f));
+    case WF_AFFINE: return affine_scales16(p, w->scale_dtype, g0);
+    case WF_NVFP4: return e4m3x16_f32(p + g0);
     default: return e8m0x16(_mm_loadu_si128((const __m128i *)(p + g0)));
     }
 }
@@ -334,8 +342,7 @@ static inline __attribute__((always_inline)) AVX512 __m512 scales16(const weight
  * 4-bit codes put in element order by one byte unpack). */
 static inline __attribute__((always_inline)) AVX512 __m512 codes16(int kind, const uint8_t *row, int64_t c) {
     if (kind == K_A8) return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c))));
-    if (kind == K_FP8)
-        return _mm512_mul_ps(_mm512_cvtph_ps(e4m3x16_half(_mm_loadu_si128((const __m128i *)(row + c)))), _mm512_set1_ps(256.0f));
+    if (kind == K_FP8) return e4m3x16_f32(row + c);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     __m128i b = _mm_loadl_epi64((const __m128i *)(row + c / 2));
     __m512i n = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(b, m4), _mm_and_si128(_mm_srli_epi16(b, 4), m4)));
@@ -382,9 +389,9 @@ static AVX512 void decode_row_avx512(int kind, const weight *w, int64_t r, float
     }
 }
 
-/* The AVX-512 mxfp8 row where the kernels in use are the AVX-512 ones (so
- * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
-static int fp8_use_avx512(void) { return kernels_active() == kernels_avx512(); }
+/* The AVX-512 rows and decode where the kernels in use are the AVX-512 ones
+ * (so GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
+static int avx512_rows(void) { return kernels_active() == kernels_avx512(); }
 
 /* An mxfp8 row with AVX2: per group of 32 codes one NaN test (a NaN code
  * makes the dot NaN, whatever x holds) and four 8-code decodes straight from
@@ -418,7 +425,7 @@ static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, c
     case K_A4: return hot_row(K_A4, w, r, x, xsum);
     case K_A8: return hot_row(K_A8, w, r, x, xsum);
     case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return fp8_use_avx512() ? fp8_row_avx512(w, r, x, xr, pf) : fp8_row_avx2(w, r, x);
+    default: return avx512_rows() ? fp8_row_avx512(w, r, x, xr, pf) : fp8_row_avx2(w, r, x);
     }
 }
 
@@ -459,7 +466,7 @@ static void fp4_scales(const weight *w, const uint8_t *p, int64_t n, float *out)
 int quant_decode_row_avx2(const weight *w, int64_t r, float *out) {
     int kind = hot_kind(w);
     if (kind < 0) return -1;
-    if (kernels_active() == kernels_avx512()) {   /* the kind as a constant, so each loop specializes */
+    if (avx512_rows()) {   /* the kind as a constant, so each loop specializes */
         switch (kind) {
         case K_A4: decode_row_avx512(K_A4, w, r, out); break;
         case K_A8: decode_row_avx512(K_A8, w, r, out); break;
@@ -507,7 +514,7 @@ float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
     if (kind < 0 || w->cols > MAX_ROW) return generic_row(w, row, x) * quant_global(w);
     float xsum[MAX_GROUPS], xr[MAX_ROW];
     if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
-    if (kind == K_FP8 && fp8_use_avx512()) fp8_x_order(x, w->cols, xr);
+    if (kind == K_FP8 && avx512_rows()) fp8_x_order(x, w->cols, xr);
     return hot_row_any(kind, w, row, x, xsum, xr, NULL) * quant_global(w);
 }
 
@@ -521,7 +528,7 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
         return;
     }
     float xsum[MAX_GROUPS], xr[MAX_ROW];
-    int fp8 = kind == K_FP8 && fp8_use_avx512();   /* the one row here that streams */
+    int fp8 = kind == K_FP8 && avx512_rows();   /* the one row here that streams */
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
         if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
@@ -556,10 +563,9 @@ static inline void act_block(const float *x, int8_t *q, float *d) {
     _mm256_storeu_si256((__m256i *)q, p);
 }
 
-/* VNNI where the AVX-512 kernels are in use and the CPU has it (so
- * GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
+/* VNNI where the AVX-512 rows are in use and the CPU has it. */
 static int use_vnni(void) {
-    return kernels_active() == kernels_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+    return avx512_rows() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl");
 }
 
@@ -827,11 +833,7 @@ static inline VNNI __m512 vnni_group_scales(int gs, const float *sc, int64_t c) 
  * (the others 0 and not read). A full mask takes plain loads: masked ones
  * for every 16 streamed 8-bit rows 5-9% slower from DRAM. */
 static inline __attribute__((always_inline)) VNNI __m512 vnni_scales16(const uint8_t *p, dtype dt, int64_t g, __mmask16 m) {
-    if (m == 0xffff) switch (dt) {
-        case DT_F32: return _mm512_loadu_ps(p + 4 * g);
-        case DT_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * g)));
-        default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * g))), 16));
-        }
+    if (m == 0xffff) return affine_scales16(p, dt, g);
     switch (dt) {
     case DT_F32: return _mm512_maskz_loadu_ps(m, p + 4 * g);
     case DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * g));
