@@ -33,6 +33,7 @@ help:
 # called only after a CPU check, so the binary runs on any x86-64.
 $(BUILD)/obj/kernels_avx2.o: EXTRA := -mavx2 -mfma -mf16c
 $(BUILD)/obj/quant_avx2.o: EXTRA := -mavx2 -mfma -mf16c
+$(BUILD)/obj/quant_x16.o: EXTRA := -mavx2 -mfma -mf16c
 
 $(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
 	$(CC) $(BASE) $(CFLAGS) $(EXTRA) -c $< -o $@

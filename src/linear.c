@@ -10,7 +10,9 @@
  * gemm_bf16_xt (bf16 rows, widened as read) or gemm_f32_xt (other rows,
  * widened or decoded a block at a time) multiplies them, with no sums across
  * lanes. Each output is one FMA chain in column order, so prefill and decode
- * agree to rounding, not bit for bit. */
+ * agree to rounding, not bit for bit. Affine-quantized rows, where the CPU
+ * has AVX-512 VNNI, take the vectors quantized to int16 instead (quant.h,
+ * "16-bit activations") and integer products at twice the FMA rate. */
 #include "linear.h"
 
 #include "kernels.h"
@@ -135,9 +137,16 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
         return;
     }
     float *xt = row_scratch + linear_rows_scratch_floats(n, w->cols);
-    int pass = linear_pass_tokens(n, w->cols);
+    int pass = linear_pass_tokens(n, w->cols), x16 = quant_x16_supported(w);
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
+        if (x16) {
+            quant_x16 a;
+            quant_x16_layout(xt, m, w->cols, w->group_size, &a);
+            quant_x16_prepare(x + (size_t)t0 * x_stride, x_stride, 0, w->cols, &a);
+            quant_x16_matmul_rows(w, row0, row1, &a, y + (size_t)t0 * y_stride, y_stride, row_scratch);
+            continue;
+        }
         pack_columns(x + (size_t)t0 * x_stride, m, x_stride, 0, w->cols, xt);
         linear_rows_xt(k, w, row0, row1, xt, m, y + (size_t)t0 * y_stride, y_stride, row_scratch);
     }
@@ -171,6 +180,7 @@ typedef struct {
     size_t scratch_stride;
     const quant_act *act[LINEAR_MAX_WEIGHTS];   /* the quantized vectors per weight, or NULL */
     const float *xt;                            /* the transposed vectors (4 or more), or NULL */
+    const quant_x16 *x16;                       /* or the vectors quantized to int16 for every weight, or NULL */
 } linear_job;
 
 static void linear_task(void *ctx, int task, int thread) {
@@ -184,6 +194,7 @@ static void linear_task(void *ctx, int task, int thread) {
     if (r0 >= r1) return;
     float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
     if (j->act[k]) quant_matmul_rows_q8(w, r0, r1, j->act[k], j->n, j->y[k], j->y_stride);
+    else if (j->x16) quant_x16_matmul_rows(w, r0, r1, j->x16, j->y[k], j->y_stride, row_scratch);
     else if (j->xt) linear_rows_xt(kernels_active(), w, r0, r1, j->xt, j->n, j->y[k], j->y_stride, row_scratch);
     else linear_rows(w, r0, r1, j->x[k], j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
 }
@@ -194,13 +205,26 @@ typedef struct {
     size_t x_stride;
     int64_t cols, cols_per_task;
     float *xt;
+    const quant_x16 *x16;   /* quantize into this instead of transposing into xt */
 } pack_job;
 
 static void pack_task(void *ctx, int task, int thread) {
     (void)thread;
     pack_job *j = ctx;
     int64_t c0 = (int64_t)task * j->cols_per_task, c1 = c0 + j->cols_per_task;
-    pack_columns(j->x, j->n, j->x_stride, c0, c1 < j->cols ? c1 : j->cols, j->xt);
+    if (c1 > j->cols) c1 = j->cols;
+    if (j->x16) quant_x16_prepare(j->x, j->x_stride, c0, c1, j->x16);
+    else pack_columns(j->x, j->n, j->x_stride, c0, c1, j->xt);
+}
+
+/* With 4 or more vectors: the group size of the 16-bit activations every
+ * weight of a call takes, or 0 when none takes them (f32 columns for all);
+ * -1 when they differ, so one quantized input cannot serve them all. */
+static int x16_group(int count, const weight *const *w) {
+    int group = quant_x16_supported(w[0]) ? w[0]->group_size : 0;
+    for (int k = 1; k < count; k++)
+        if ((quant_x16_supported(w[k]) ? w[k]->group_size : 0) != group) return -1;
+    return group;
 }
 
 /* Two weights quantize one input the same way when they share its width,
@@ -257,16 +281,24 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
        transposed once (column ranges spread over the threads) and shared by
        every task */
     int64_t cols = w[0]->cols;
-    int pass = linear_pass_tokens(n, cols);
-    int64_t cols_per = ((cols + threads - 1) / threads + 15) & ~(int64_t)15;
-    if (cols_per <= 0) cols_per = 16;
+    int pass = linear_pass_tokens(n, cols), group = x16_group(count, w);
+    if (group < 0) group = 0;   /* not from linear_many, which calls linear() for each such weight */
+    int64_t unit = group ? group : 16;   /* a task's columns: whole groups, or 16-column blocks */
+    int64_t cols_per = ((cols + threads - 1) / threads + unit - 1) / unit * unit;
+    if (cols_per <= 0) cols_per = unit;
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
-        pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed};
+        quant_x16 a;
+        pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed, NULL};
+        if (group) {
+            quant_x16_layout(packed, m, cols, group, &a);
+            pj.x16 = j.x16 = &a;
+        } else {
+            j.xt = packed;
+        }
         pool_run(pool, pack_task, &pj, (int)((cols + cols_per - 1) / cols_per));
         j.n = m;
         for (int k = 0; k < count; k++) j.y[k] = y[k] + (size_t)t0 * y_stride;
-        j.xt = packed;
         pool_run(pool, linear_task, &j, all_tasks);
     }
 }
@@ -276,12 +308,13 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
     linear_weights(pool, 1, &w, &x, n, x_stride, &y, y_stride, scratch, scratch_stride, packed);
 }
 
-/* With 4 or more vectors the weights share one transposition only when they
- * share one input (SwiGLU's gate and up). */
+/* With 4 or more vectors the weights share one transposed (or quantized)
+ * input only when they have one input (SwiGLU's gate and up) that they take
+ * alike. */
 static int one_input(int count, const weight *const *w, const float *const *x) {
     for (int k = 1; k < count; k++)
         if (x[k] != x[0] || w[k]->cols != w[0]->cols) return 0;
-    return 1;
+    return x16_group(count, w) >= 0;
 }
 
 void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,

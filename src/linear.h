@@ -4,6 +4,7 @@
 #define GLM_LINEAR_H
 
 #include "kernels.h"
+#include "quant.h"
 #include "tensor.h"
 #include "threads.h"
 
@@ -41,9 +42,12 @@ void linear_many(thread_pool *pool, int count, const weight *const *w, const flo
                  float *const *y, size_t y_stride, float *scratch, size_t scratch_stride, float *packed);
 
 /* Floats of one thread's scratch: a block of partial sums [LINEAR_ROW_BLOCK][np]
- * and a block of rows widened to f32 (whole rows, for quantized formats). */
+ * and a block of rows widened to f32 (whole rows, for quantized formats), or
+ * what the 16-bit-activation products take (quant.h). */
 static inline size_t linear_rows_scratch_floats(int n, int64_t cols) {
-    return (size_t)LINEAR_ROW_BLOCK * ((size_t)gemm_xt_lanes(n) + (size_t)(cols > LINEAR_KC ? cols : LINEAR_KC));
+    size_t f32 = (size_t)LINEAR_ROW_BLOCK * ((size_t)gemm_xt_lanes(n) + (size_t)(cols > LINEAR_KC ? cols : LINEAR_KC));
+    size_t x16 = quant_x16_scratch_floats(n, cols);
+    return f32 > x16 ? f32 : x16;
 }
 
 /* The transposed vectors are read again for every block of rows, so a pass

@@ -157,6 +157,51 @@ void quant_matmul_rows_q8(const weight *w, int64_t row0, int64_t row1, const qua
 void quant_act_quantize(const float *x, int64_t cols, int8_t *q, float *d);
 double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const float *d, const float *x);
 
+/* ---- 16-bit activations (prefill) ------------------------------------------
+ * Products of affine-quantized rows with 4 or more vectors (prefill), on CPUs
+ * with AVX-512 VNNI, quantize the vectors per weight group to int16 and
+ * multiply exact integer sums (vpdpwssd: two multiply-adds per lane and
+ * instruction, twice an f32 FMA's). For group g of gs columns and vector t:
+ * amax = max |x_i|, d = amax / 32767, id = amax ? 32767 / amax : 0 (f32
+ * divisions), q_i = x_i * id (f32 product) rounded to nearest even, and
+ * xsum = the f32 sum of x over the group in element order. Then, with
+ * c_i = code_i - C the centred code (C = 2^(bits-1)), acc = 0 and f32
+ * operations in this order, for each group of the row:
+ *   acc = fma((float)(sum_i c_i * q_i) * d, s_g, acc)
+ *   acc = fma(xsum, b_g + C * s_g, acc)
+ * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128). The error
+ * against the f32 dot is bounded by |x_i - d*q_i| <= d/2 per element:
+ * 0.5 * sum_g d_g * |s_g| * sum_i |c_i| (centring halves it, as for int8),
+ * ~1.5e-5 of the group's largest activation per element (int8 blocks, for
+ * decode, are ~4e-3). Weights with a global scale or exact_act keep the f32
+ * products. */
+#define QUANT_X16_ROWS 32
+typedef struct {
+    int n, np;          /* vectors, and lanes: n rounded up to 16 (the lanes past n are 0) */
+    int group;
+    int64_t cols;
+    int16_t *q;         /* [cols/2][np][2]: per column pair, each lane's two values */
+    float *d, *xsum;    /* [cols/group][np] */
+} quant_x16;
+/* Nonzero where the kernels exist (and quant_set_fast and quant_x16_allow
+ * allow them); for a weight, also that it is affine without a global scale
+ * or exact_act. Tests turn the path off with quant_x16_allow(0) to compare. */
+void quant_x16_allow(int on);
+int quant_x16_available(void);
+int quant_x16_supported(const weight *w);
+/* Bytes for n prepared vectors of cols columns (any alignment); the layout
+ * in them; columns [c0, c1) (group multiples) of x[n][x_stride] quantized
+ * into it. */
+size_t quant_x16_bytes(int n, int64_t cols, int group);
+void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a);
+void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a);
+/* y[t * y_stride + r] for r in [row0, row1), t < a->n, as defined above;
+ * scratch: quant_x16_scratch_floats(n, cols) floats. Each result depends
+ * only on its row and vector. */
+size_t quant_x16_scratch_floats(int n, int64_t cols);
+void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
+                           size_t y_stride, float *scratch);
+
 /* ---- quantizer ------------------------------------------------------------ */
 /* One row of cols (a multiple of the group) in MLX's algorithms:
  *  WF_AFFINE (bits 2..8 but 7, group 32/64/128, scale_dtype F32/F16/BF16):

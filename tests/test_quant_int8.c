@@ -1,9 +1,10 @@
-/* test_quant_int8.c — the int8-activation decode path (quant.h, "int8
- * activations"; linear.c): the activation quantizer against an independent
- * formula, the AVX2 integer kernels against the plain double-precision
- * reference of the same quantized arithmetic, the quantized dot against the
- * exact f32-activation dot within the derived bound, batched = single-vector
- * results, and linear() on 1 and 2 threads. */
+/* test_quant_int8.c — quantized activations (quant.h; linear.c). The int8
+ * decode path: the activation quantizer against an independent formula, the
+ * AVX2 integer kernels against the plain double-precision reference of the
+ * same quantized arithmetic, the quantized dot against the exact
+ * f32-activation dot within the derived bound, batched = single-vector
+ * results, and linear() on 1 and 2 threads. The 16-bit prefill path (at the
+ * end): its definition bit for bit, its bound, threads, passes and sharing. */
 #include "test.h"
 
 #include <stdint.h>
@@ -425,10 +426,11 @@ TEST(quant_int8_linear_threads_and_exact_switch) {
     free_weight(&rw);
 }
 
-/* The batched product on quantized rows: the bits of the reference kernel
- * on the rows from weight_row_f32, for several groups, widths the fast
- * decoder does not cover (3 and 6 bits), global scales, and every fp
- * format, with 2 threads. */
+/* The batched product on quantized rows with f32 activations (exact_act;
+ * affine rows otherwise take 16-bit ones where the CPU has AVX-512 VNNI,
+ * test_quant_x16.c): the bits of the reference kernel on the rows from
+ * weight_row_f32, for several groups, widths the fast decoder does not
+ * cover (3 and 6 bits), global scales, and every fp format, with 2 threads. */
 TEST(quant_int8_batched_column_blocks_match_whole_rows) {
     struct { wformat f; int bits, gs; dtype dt; float global; } cases[] = {
         {WF_AFFINE, 4, 64, DT_BF16, 1.0f}, {WF_AFFINE, 8, 32, DT_F16, 1.0f}, {WF_AFFINE, 4, 128, DT_F32, 1.0f},
@@ -445,6 +447,7 @@ TEST(quant_int8_batched_column_blocks_match_whole_rows) {
     thread_pool *p2 = pool_new(2);
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         rand_weight rw = make_weight(cases[k].f, cases[k].bits, cases[k].gs, cases[k].dt, rows, cols, cases[k].global);
+        rw.w.exact_act = 1;
         for (int r = 0; r < rows; r++) weight_row_f32(&rw.w, r, wf + (size_t)r * cols);
         kernels_reference()->gemm_f32_xt(wf, (size_t)cols, rows, xt, n, cols, acc, 1);
         linear(p2, &rw.w, x, n, cols, y, rows, scratch, ss, packed);
@@ -544,4 +547,197 @@ TEST(quant_int8_linear_many_matches_linears) {
     for (int k = 0; k < COUNT; k++) { free_weight(&rw[k]); free(y[k]); }
     for (int i = 0; i < 3; i++) free(xs[i]);
     free(ref); free(scratch); free(packed);
+}
+
+/* ---- 16-bit activations (prefill; quant.h) ---------------------------------- */
+
+/* quant.h's definition of the prepared vectors, in plain C. */
+static void x16_expected(const float *x, int64_t cols, int gs, int16_t *q, float *d, float *xsum) {
+    for (int64_t g = 0; g < cols / gs; g++) {
+        float amax = 0.0f, sum = 0.0f;
+        for (int i = 0; i < gs; i++) {
+            amax = fmaxf(amax, fabsf(x[g * gs + i]));
+            sum += x[g * gs + i];
+        }
+        float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        d[g] = amax / 32767.0f;
+        xsum[g] = sum;
+        for (int i = 0; i < gs; i++) q[g * gs + i] = (int16_t)rintf(x[g * gs + i] * id);
+    }
+}
+
+/* quant.h's definition of one output from those vectors: exact integer sums
+ * of the centred codes, then per group fma(sum * d, s, acc) and
+ * fma(xsum, b + C * s, acc) in f32. */
+static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, const float *d, const float *xsum) {
+    int gs = w->group_size;
+    size_t ss = w->scale_dtype == DT_F32 ? 4 : 2;
+    uint8_t *codes = malloc((size_t)w->cols);
+    quant_unpack_row(w->data + (size_t)r * w->row_stride, w->bits, w->cols, codes);
+    float acc = 0.0f;
+    int C = 1 << (w->bits - 1);
+    for (int64_t g = 0; g < w->cols / gs; g++) {
+        int64_t sum = 0;
+        for (int i = 0; i < gs; i++) sum += (int64_t)(codes[g * gs + i] - C) * q[g * gs + i];
+        if (sum != (int32_t)sum) test_fail(__FILE__, __LINE__, "integer sum %lld past int32", (long long)sum);
+        float s = (float)scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)g * ss);
+        float b = (float)scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss);
+        acc = fmaf((float)(int32_t)sum * d[g], s, acc);
+        acc = fmaf(xsum[g], b + (float)C * s, acc);
+    }
+    free(codes);
+    return acc;
+}
+
+/* The prepared vectors (two column ranges, as two threads would) and the
+ * kernels' outputs equal the definition bit for bit, for every affine width,
+ * group and scale type, row counts off the tiles' sizes, column counts off
+ * the column blocks', and 4-50 vectors (1-3 vectors of 16 lanes per tile,
+ * idle lanes). Against the f64 dot of the dequantized row, each output is
+ * within the activations' bound 0.5 * sum_g d_g |s_g| sum_i |code_i - C|
+ * plus f32 rounding. Without the kernels (no AVX-512 VNNI), no weight takes them. */
+TEST(quant_x16_matches_definition_and_bound) {
+    rand_weight probe = make_weight(WF_AFFINE, 4, 64, DT_BF16, 1, 64, 1.0f);
+    int avail = quant_x16_available();
+    CHECK(quant_x16_supported(&probe.w) == avail);
+    free_weight(&probe);
+    if (!avail) return;
+    struct { int bits, gs; dtype dt; int rows, cols, n; } cases[] = {
+        {4, 64, DT_BF16, 45, 768, 37}, {8, 32, DT_F16, 33, 320, 4}, {4, 128, DT_F32, 17, 640, 50},
+        {2, 32, DT_BF16, 40, 96, 16}, {3, 64, DT_BF16, 9, 256, 17}, {5, 128, DT_F16, 31, 384, 33},
+        {6, 32, DT_BF16, 12, 512, 48}, {8, 128, DT_BF16, 64, 1024, 20},
+    };
+    double worst = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int rows = cases[k].rows, cols = cases[k].cols, n = cases[k].n, gs = cases[k].gs, ng = cols / gs;
+        rand_weight rw = make_weight(WF_AFFINE, cases[k].bits, gs, cases[k].dt, rows, cols, 1.0f);
+        float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4), *wf = malloc((size_t)cols * 4);
+        for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+        void *buf = malloc(quant_x16_bytes(n, cols, gs));
+        float *scratch = malloc(quant_x16_scratch_floats(n, cols) * 4);
+        quant_x16 a;
+        quant_x16_layout(buf, n, cols, gs, &a);
+        int64_t half = (int64_t)(ng / 2) * gs;
+        quant_x16_prepare(x, (size_t)cols, 0, half, &a);
+        quant_x16_prepare(x, (size_t)cols, half, cols, &a);
+        int16_t *q = malloc((size_t)cols * 2);
+        float *d = malloc((size_t)ng * 4), *xs = malloc((size_t)ng * 4);
+        int prep_ok = 1;
+        for (int t = 0; t < a.np; t++) {
+            if (t < n) x16_expected(x + (size_t)t * cols, cols, gs, q, d, xs);
+            else { memset(q, 0, (size_t)cols * 2); memset(d, 0, (size_t)ng * 4); memset(xs, 0, (size_t)ng * 4); }
+            for (int c = 0; c < cols; c++) prep_ok &= a.q[((size_t)c / 2 * (size_t)a.np + (size_t)t) * 2 + (size_t)(c & 1)] == q[c];
+            for (int g = 0; g < ng; g++)
+                prep_ok &= !memcmp(&a.d[(size_t)g * a.np + t], &d[g], 4) && !memcmp(&a.xsum[(size_t)g * a.np + t], &xs[g], 4);
+        }
+        CHECKF(prep_ok, "case %zu: prepared vectors differ from the definition", k);
+        quant_x16_matmul_rows(&rw.w, 0, rows, &a, y, (size_t)rows, scratch);
+        int same = 1;
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * cols;
+            x16_expected(xt, cols, gs, q, d, xs);
+            for (int r = 0; r < rows; r++) {
+                float want = x16_expected_dot(&rw.w, r, q, d, xs), got = y[(size_t)t * rows + r];
+                same &= !memcmp(&want, &got, 4);
+                /* the bound: each x_i is d_g * q_i within d_g / 2 */
+                uint8_t *codes = malloc((size_t)cols);
+                quant_unpack_row(rw.w.data + (size_t)r * rw.w.row_stride, rw.w.bits, cols, codes);
+                weight_row_f32(&rw.w, r, wf);
+                double exact = 0, bound = 0, mag = 0;
+                size_t ss = rw.w.scale_dtype == DT_F32 ? 4 : 2;
+                for (int i = 0; i < cols; i++) {
+                    exact += (double)wf[i] * xt[i];
+                    mag += fabs((double)wf[i] * xt[i]);
+                    double s = scale_of(&rw.w, rw.w.scales + (size_t)r * rw.w.scale_stride + (size_t)(i / gs) * ss);
+                    bound += 0.5 * d[i / gs] * fabs(s) * abs(codes[i] - (1 << (rw.w.bits - 1)));
+                }
+                free(codes);
+                double err = fabs((double)got - exact), allowed = bound + 1e-6 * mag;
+                if (allowed > 0 && err / allowed > worst) worst = err / allowed;
+                CHECKF(err <= allowed, "case %zu row %d vector %d: |%g - %g| > %g", k, r, t, got, exact, allowed);
+            }
+        }
+        CHECKF(same, "case %zu (%d-bit, group %d): outputs differ from the definition", k, cases[k].bits, gs);
+        free(x); free(y); free(wf); free(buf); free(scratch); free(q); free(d); free(xs);
+        free_weight(&rw);
+    }
+    printf("    worst |x16 - exact| / (bound + f32 rounding) = %.3f\n", worst);
+}
+
+/* Non-finite activations make their vector's outputs non-finite (as the f32
+ * path does) and leave the other vectors' alone. */
+TEST(quant_x16_non_finite_activations) {
+    if (!quant_x16_available()) return;
+    int rows = 20, cols = 256, n = 6;
+    rand_weight rw = make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, cols, 1.0f);
+    float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    x[1 * cols + 70] = NAN;
+    x[3 * cols + 5] = INFINITY;
+    x[4 * cols + 200] = -INFINITY;
+    float *scratch = malloc((linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols)) * 4);
+    linear_rows(&rw.w, 0, rows, x, n, (size_t)cols, y, (size_t)rows, scratch);
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            int bad = t == 1 || t == 3 || t == 4;
+            CHECKF(bad ? !isfinite(y[t * rows + r]) : isfinite(y[t * rows + r]), "vector %d row %d: %g", t, r, y[t * rows + r]);
+        }
+    free(x); free(y); free(scratch);
+    free_weight(&rw);
+}
+
+/* linear() with 16-bit activations: 1 and 2 threads and linear_rows agree bit
+ * for bit, over two passes of tokens (a wide input); linear_many over a gate
+ * and up of one group shares one prepared input and gives two linear()s'
+ * bits; exact_act = 1 takes the f32 path instead. */
+TEST(quant_x16_linear_threads_passes_and_sharing) {
+    if (!quant_x16_available()) return;
+    int rows = 40, cols = 5120, n = 200;
+    CHECK(linear_pass_tokens(n, cols) < n);
+    rand_weight g = make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, cols, 1.0f);
+    rand_weight u = make_weight(WF_AFFINE, 8, 64, DT_BF16, rows + 8, cols, 1.0f);
+    size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
+    float *x = malloc((size_t)n * cols * 4), *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
+    size_t ys = (size_t)rows + 8, yb = (size_t)n * ys * 4;
+    float *y1 = malloc(yb), *y2 = malloc(yb), *y3 = malloc(yb), *y4 = malloc(yb);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
+    linear(p1, &g.w, x, n, cols, y1, ys, scratch, ss, packed);
+    linear(p2, &g.w, x, n, cols, y2, ys, scratch, ss, packed);
+    linear_rows(&g.w, 0, rows, x, n, cols, y3, ys, scratch);
+    int same12 = 1, same13 = 1;
+    for (int t = 0; t < n; t++) {
+        same12 &= !memcmp(y1 + t * ys, y2 + t * ys, (size_t)rows * 4);
+        same13 &= !memcmp(y1 + t * ys, y3 + t * ys, (size_t)rows * 4);
+    }
+    CHECK(same12 && same13);
+    linear(p2, &u.w, x, n, cols, y3, ys, scratch, ss, packed);
+    const weight *w[2] = {&g.w, &u.w};
+    const float *in[2] = {x, x};
+    float *out[2] = {y2, y4};
+    linear_many(p2, 2, w, in, n, cols, out, ys, scratch, ss, packed);
+    int gate = 1;
+    for (int t = 0; t < n; t++) gate &= !memcmp(y1 + t * ys, y2 + t * ys, (size_t)rows * 4);
+    CHECK(gate);
+    CHECK(!memcmp(y3, y4, yb));
+    g.w.exact_act = 1;
+    linear(p2, &g.w, x, n, cols, y2, ys, scratch, ss, packed);
+    quant_matmul_rows(&g.w, 0, rows, x, n, cols, y3, ys);
+    double num = 0, den = 0;
+    int exact_same = 1;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            double e = (double)y1[t * ys + r] - y2[t * ys + r];
+            num += e * e;
+            den += (double)y2[t * ys + r] * y2[t * ys + r];
+            exact_same &= fabsf(y2[t * ys + r] - y3[t * ys + r]) <= 1e-4f * (1.0f + fabsf(y3[t * ys + r]));
+        }
+    printf("    x16 vs f32 activations, 200 vectors of 5120: relative L2 %.3g\n", sqrt(num / den));
+    CHECK(exact_same);
+    CHECK(num > 0 && sqrt(num / den) < 1e-3);
+    pool_free(p1);
+    pool_free(p2);
+    free(x); free(scratch); free(packed); free(y1); free(y2); free(y3); free(y4);
+    free_weight(&g);
+    free_weight(&u);
 }

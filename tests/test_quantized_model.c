@@ -108,9 +108,11 @@ static float *decode_logits_of(glm_model *m, const int32_t *ids, int n) { return
 /* Worst per-position relative L2 of the engine's logits against
  * tools/reference.py --dequantize on dir; -1 on failure. mode 0: prefill on
  * the exact path; 1: token-by-token decode, exact path; 2: token-by-token
- * decode with int8 activations (the default); 3: as 2 on one thread. */
+ * decode with int8 activations (the default); 3: as 2 on one thread; 4:
+ * prefill as by default (16-bit activations for affine weights where the
+ * CPU has AVX-512 VNNI); 5: as 4 on one thread. */
 static double vs_dequantized_reference_mode(const char *dir, int mode, float **keep, double *per_pos) {
-    glm_model *m = load_with(dir, mode == 3 ? 1 : 2, mode < 2);
+    glm_model *m = load_with(dir, mode == 3 || mode == 5 ? 1 : 2, mode < 2);
     if (!m) return -1;
     int V = glm_model_config(m)->vocab_size;
     int32_t ids[SEQ];
@@ -121,7 +123,7 @@ static double vs_dequantized_reference_mode(const char *dir, int mode, float **k
     snprintf(cmd, sizeof cmd, "%s tools/reference.py --dequantize --model %s --tokens %s --out %s", test_python(), dir, toks,
              path);
     double worst = -1;
-    float *got = mode ? decode_logits_of(m, ids, SEQ) : logits_of(m, ids, SEQ);
+    float *got = mode == 0 || mode >= 4 ? logits_of(m, ids, SEQ) : decode_logits_of(m, ids, SEQ);
     size_t len = 0;
     struct stat st;
     double *ref = stat(path, &st) == 0 || test_run(cmd) == 0 ? (double *)test_read_file(path, &len) : NULL;
@@ -557,5 +559,50 @@ TEST(qmodel_int8_activation_decode_matches_reference) {
         CHECKF(has_kernel == (memcmp(ex, q2, nb) != 0), "%s: int8 path %s", TYPES[k],
                has_kernel ? "not taken" : "taken without a kernel");
         free(ex); free(q2); free(q1);
+    }
+}
+
+/* Prefill as by default, where the CPU has the 16-bit-activation kernels
+ * (quant.h), against prefill without them: the affine models' logits move,
+ * by ~1e-4 at most positions (relative L2; the products with fewer than 4
+ * tokens, an expert's few, take int8 activations either way, and their
+ * rounding turns a small change into a larger one, as does a near-tie in the
+ * router now and then), so the median position must stay within 1e-3 and
+ * every one within 1e-2; the float64 reference is no further than without
+ * them (plus 1e-3); the same bits on 1 and 2 threads. The fp formats do not
+ * take them. test_quant_int8.c checks the products themselves. */
+TEST(qmodel_prefill_16bit_activations) {
+    if (!quant_x16_available()) return;   /* then no weight takes them: test_quant_int8.c */
+    for (int k = 0; k < 5; k++) {
+        const char *dir = quantized(TYPES[k]);
+        REQUIREF(dir, "quantize %s", TYPES[k]);
+        float *off = NULL, *p2 = NULL, *p1 = NULL;
+        quant_x16_allow(0);
+        double e_off = vs_dequantized_reference_mode(dir, 4, &off, NULL);
+        quant_x16_allow(1);
+        double e2 = vs_dequantized_reference_mode(dir, 4, &p2, NULL);
+        vs_dequantized_reference_mode(dir, 5, &p1, NULL);
+        REQUIRE(off && p2 && p1);
+        int V = 512;   /* tinyq's vocabulary */
+        double moved[SEQ];
+        for (int t = 0; t < SEQ; t++) {
+            double num = 0, den = 0;
+            for (int v = 0; v < V; v++) {
+                double d = (double)p2[t * V + v] - off[t * V + v];
+                num += d * d;
+                den += (double)off[t * V + v] * off[t * V + v];
+            }
+            moved[t] = sqrt(num / den);
+        }
+        qsort(moved, SEQ, sizeof *moved, cmp_double);
+        int affine = k < 2;
+        printf("    %-6s prefill with 16-bit activations: moved median %.3g, worst %.3g; vs float64 reference %.3g "
+               "(%.3g without)\n", TYPES[k], moved[SEQ / 2], moved[SEQ - 1], e2, e_off);
+        if (affine) CHECKF(moved[0] > 0 && moved[SEQ / 2] < 1e-3 && moved[SEQ - 1] < 1e-2, "%s: moved median %.3g, worst %.3g",
+                           TYPES[k], moved[SEQ / 2], moved[SEQ - 1]);
+        else CHECKF(moved[SEQ - 1] == 0, "%s: moved %.3g", TYPES[k], moved[SEQ - 1]);
+        CHECKF(e2 >= 0 && e2 < e_off + 1e-3, "%s: %.3g against the reference, %.3g without", TYPES[k], e2, e_off);
+        CHECKF(!memcmp(p1, p2, (size_t)SEQ * V * sizeof(float)), "%s: prefill logits differ between 1 and 2 threads", TYPES[k]);
+        free(off); free(p2); free(p1);
     }
 }

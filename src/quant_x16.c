@@ -1,0 +1,255 @@
+/* quant_x16.c — prefill products of affine-quantized rows with 16-bit
+ * activations (quant.h, "16-bit activations"): the vectors quantized per
+ * group to int16 and laid out with tokens in vector lanes, a block of rows
+ * decoded to int16 codes, and tiles of rows x 16-token vectors multiplied
+ * with vpdpwssd (AVX-512 VNNI), two multiply-adds per int32 lane and
+ * instruction where an f32 FMA does one. Compiled with -mavx2 -mfma -mf16c;
+ * the AVX-512 code is chosen only after a CPU check (quant_x16_available). */
+#include "quant.h"
+
+#include <string.h>
+
+#include "kernels.h"
+
+#define ALIGN 64
+static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static size_t lanes(int n) { return (size_t)(n + 15) & ~(size_t)15; }
+
+/* q [cols/2][np][2] int16 | d [ng][np] | xsum [ng][np] */
+size_t quant_x16_bytes(int n, int64_t cols, int group) {
+    size_t np = lanes(n), ng = (size_t)(cols / group);
+    return ALIGN + up(np * (size_t)cols * 2) + 2 * up(ng * np * 4);
+}
+
+void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a) {
+    size_t np = lanes(n), ng = (size_t)(cols / group);
+    uint8_t *p = (uint8_t *)(((uintptr_t)buf + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
+    a->n = n;
+    a->np = (int)np;
+    a->cols = cols;
+    a->group = group;
+    a->q = (int16_t *)p;
+    p += up(np * (size_t)cols * 2);
+    a->d = (float *)p;
+    p += up(ng * np * 4);
+    a->xsum = (float *)p;
+}
+
+/* A row block's buffers in scratch, each laid out so that a tile reaches its
+ * rows at fixed offsets from one pointer (no register per row):
+ * sums [lanes / 48][rows][48] f32, codes [cols / X16_KC][rows][X16_KC]
+ * int16, scales and biases [groups][rows] f32, and a row's codes as bytes
+ * (widths other than 4 and 8 bits). */
+#define X16_KC 256
+#define X16_LANES 48
+static size_t codes_elems(int64_t cols) { return (size_t)QUANT_X16_ROWS * (size_t)((cols + X16_KC - 1) / X16_KC * X16_KC); }
+static size_t acc_floats(int n) { return (size_t)QUANT_X16_ROWS * ((lanes(n) + X16_LANES - 1) / X16_LANES * X16_LANES); }
+
+size_t quant_x16_scratch_floats(int n, int64_t cols) {
+    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * (size_t)QUANT_X16_ROWS * (size_t)(cols / 32) +
+           (size_t)cols / 4;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#define X16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+
+static int allowed = 1;
+void quant_x16_allow(int on) { allowed = on; }
+
+int quant_x16_available(void) {
+    return allowed && quant_using_avx2() && kernels_active() == kernels_avx512() &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
+int quant_x16_supported(const weight *w) {
+    return w->format == WF_AFFINE && w->biases && !w->exact_act && quant_global(w) == 1.0f && w->cols > 0 &&
+           w->cols % w->group_size == 0 && quant_x16_available();
+}
+
+/* Columns [c0, c1) of the n vectors (group multiples). Per 16 tokens and
+ * group: the group transposed into an f32 tile (tokens in lanes), its
+ * maximum magnitude and sum column by column (each lane's sum in element
+ * order), then each column pair's two int16 values per lane. */
+X16 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
+    int gs = a->group;
+    size_t np = (size_t)a->np;
+    float tile[128][16];
+    for (size_t t0 = 0; t0 < np; t0 += 16) {
+        size_t tn = (size_t)a->n - t0 < 16 ? (size_t)a->n - t0 : 16;
+        for (int64_t g0 = c0; g0 < c1; g0 += gs) {
+            for (int c = 0; c < gs; c++) {
+                for (size_t t = 0; t < tn; t++) tile[c][t] = x[(t0 + t) * x_stride + (size_t)g0 + (size_t)c];
+                for (size_t t = tn; t < 16; t++) tile[c][t] = 0.0f;
+            }
+            __m512 amax = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
+            for (int c = 0; c < gs; c++) {
+                __m512 v = _mm512_loadu_ps(tile[c]);
+                amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+                sum = _mm512_add_ps(sum, v);
+            }
+            size_t g = (size_t)(g0 / gs);
+            __mmask16 nz = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(32767.0f), amax);
+            _mm512_storeu_ps(a->d + g * np + t0, _mm512_div_ps(amax, _mm512_set1_ps(32767.0f)));
+            _mm512_storeu_ps(a->xsum + g * np + t0, sum);
+            for (int c = 0; c < gs; c += 2) {
+                __m512i lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c]), id));
+                __m512i hi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c + 1]), id));
+                __m512i pair = _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16));
+                _mm512_storeu_si512(a->q + (((size_t)g0 + (size_t)c) / 2 * np + t0) * 2, pair);
+            }
+        }
+    }
+}
+
+/* Row r's codes centred (code - 2^(bits-1), int16) into row i of each
+ * column block of codes: 4- and 8-bit 32 at a time; other widths unpacked
+ * into bytes first. */
+static X16 void row_codes(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    int64_t cols = w->cols;
+    if (w->bits != 4 && w->bits != 8) quant_unpack_row(row, w->bits, cols, bytes);
+    __m512i centre = _mm512_set1_epi16((short)(1 << (w->bits - 1)));
+    for (int64_t c = 0; c < cols; c += 32) {
+        int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
+        __m512i v;
+        if (w->bits == 4) {
+            v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
+            v = _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)),
+                                _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0xf0)), 12));
+        } else {
+            v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w->bits == 8 ? row + c : bytes + c)));
+        }
+        _mm512_storeu_si512(out, _mm512_sub_epi16(v, centre));
+    }
+}
+
+/* acc += pairwise products of w and x (vpdpwssd), in place: GCC 12 copies
+ * the accumulator of the intrinsic into a new register at every use. */
+static inline __attribute__((always_inline)) X16 __m512i dpwssd(__m512i acc, __m512i w, __m512i x) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+}
+
+/* MR rows x NV vectors of 16 tokens over groups [g0, g1) of a column block:
+ * per column pair NV loads and MR broadcasts feed MR * NV vpdpwssd; per
+ * group each exact integer sum meets its scales in f32, in the order of
+ * quant.h's definition, into acc. w: the tile's first row in the block's
+ * codes (rows X16_KC apart, from the block's first column c0); sg/bg: its
+ * first row's scales (rows 1 apart, groups QUANT_X16_ROWS apart); acc: its
+ * first row's sums (rows X16_LANES apart). */
+static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w, int64_t c0, const float *sg,
+                                                               const float *bg, const quant_x16 *a, size_t t0,
+                                                               int64_t g0, int64_t g1, float *acc, const int MR,
+                                                               const int NV) {
+    size_t np = (size_t)a->np;
+    int gs = a->group;
+    for (int64_t g = g0; g < g1; g++) {
+        __m512i s[24][3];
+        _Pragma("GCC unroll 24")
+        for (int i = 0; i < MR; i++)
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < NV; j++) s[i][j] = _mm512_setzero_si512();
+        const int16_t *wp = w + (g * gs - c0);
+        const int16_t *xp = a->q + ((size_t)(g * gs) / 2 * np + t0) * 2;
+        for (int c = 0; c < gs; c += 2, wp += 2, xp += 2 * np) {
+            __m512i xv[3];
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < NV; j++) xv[j] = _mm512_loadu_si512(xp + 32 * j);
+            _Pragma("GCC unroll 24")
+            for (int i = 0; i < MR; i++) {
+                int32_t pair;
+                memcpy(&pair, wp + i * X16_KC, 4);
+                __m512i wb = _mm512_set1_epi32(pair);
+                _Pragma("GCC unroll 3")
+                for (int j = 0; j < NV; j++) s[i][j] = dpwssd(s[i][j], wb, xv[j]);
+            }
+        }
+        __m512 dv[3], xs[3];
+        _Pragma("GCC unroll 3")
+        for (int j = 0; j < NV; j++) {
+            dv[j] = _mm512_loadu_ps(a->d + (size_t)g * np + t0 + 16 * j);
+            xs[j] = _mm512_loadu_ps(a->xsum + (size_t)g * np + t0 + 16 * j);
+        }
+        const float *sgg = sg + (size_t)g * QUANT_X16_ROWS, *bgg = bg + (size_t)g * QUANT_X16_ROWS;
+        _Pragma("GCC unroll 24")
+        for (int i = 0; i < MR; i++) {
+            __m512 sv = _mm512_set1_ps(sgg[i]), bv = _mm512_set1_ps(bgg[i]);
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < NV; j++) {
+                float *ap = acc + i * X16_LANES + 16 * j;
+                __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[i][j]), dv[j]), sv, _mm512_loadu_ps(ap));
+                _mm512_storeu_ps(ap, _mm512_fmadd_ps(xs[j], bv, v));
+            }
+        }
+    }
+}
+
+#define X16_TILES(MR, NV)                                                                                       \
+    for (; i + (MR) <= rows; i += (MR))                                                                         \
+    x16_tile(block + (size_t)i * X16_KC, c0, sg + i, bg + i, a, t0, g0, g1, accg + (size_t)i * X16_LANES, MR, NV)
+
+static X16 void scales_f32(const uint8_t *p, dtype d, size_t ng, float *out) {
+    switch (d) {
+    case DT_F32: for (size_t g = 0; g < ng; g++) memcpy(out + g * QUANT_X16_ROWS, p + 4 * g, 4); break;
+    case DT_F16: for (size_t g = 0; g < ng; g++) out[g * QUANT_X16_ROWS] = f16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8)); break;
+    default: for (size_t g = 0; g < ng; g++) out[g * QUANT_X16_ROWS] = bf16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8)); break;
+    }
+}
+
+X16 void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
+                               size_t y_stride, float *scratch) {
+    size_t np = (size_t)a->np, ng = (size_t)(w->cols / a->group);
+    int64_t cols = w->cols, kc = X16_KC;
+    float *acc = (float *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
+    int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
+    float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + (size_t)QUANT_X16_ROWS * ng;
+    uint8_t *bytes = (uint8_t *)(bg + (size_t)QUANT_X16_ROWS * ng);
+    float centre = (float)(1 << (w->bits - 1));
+    for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
+        int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
+        for (int i = 0; i < rows; i++) {
+            row_codes(w, r + i, codes, i, bytes);
+            const uint8_t *sp = w->scales + (size_t)(r + i) * w->scale_stride, *bp = w->biases + (size_t)(r + i) * w->scale_stride;
+            scales_f32(sp, w->scale_dtype, ng, sg + i);
+            scales_f32(bp, w->scale_dtype, ng, bg + i);
+            for (size_t g = 0; g < ng; g++) bg[g * QUANT_X16_ROWS + i] += centre * sg[g * QUANT_X16_ROWS + i];
+        }
+        memset(acc, 0, acc_floats(a->n) * sizeof *acc);
+        for (int64_t c0 = 0; c0 < cols; c0 += kc) {
+            const int16_t *block = codes + (size_t)(c0 / kc) * QUANT_X16_ROWS * X16_KC;
+            int64_t g0 = c0 / a->group, g1 = (c0 + kc < cols ? c0 + kc : cols) / a->group;
+            for (size_t t0 = 0; t0 < np; t0 += X16_LANES) {
+                int nv = np - t0 < X16_LANES ? (int)(np - t0) / 16 : 3, i = 0;
+                float *accg = acc + t0 / X16_LANES * QUANT_X16_ROWS * X16_LANES;
+                switch (nv) {
+                case 3: X16_TILES(8, 3); X16_TILES(1, 3); break;
+                case 2: X16_TILES(12, 2); X16_TILES(8, 2); X16_TILES(1, 2); break;
+                default: X16_TILES(16, 1); X16_TILES(8, 1); X16_TILES(1, 1); break;
+                }
+            }
+        }
+        for (int t = 0; t < a->n; t++) {
+            const float *at = acc + (size_t)t / X16_LANES * QUANT_X16_ROWS * X16_LANES + (size_t)t % X16_LANES;
+            for (int i = 0; i < rows; i++) y[(size_t)t * y_stride + (size_t)(r + i)] = at[(size_t)i * X16_LANES];
+        }
+    }
+}
+
+#else   /* no AVX2 at compile time: never available */
+
+void quant_x16_allow(int on) { (void)on; }
+int quant_x16_available(void) { return 0; }
+int quant_x16_supported(const weight *w) { (void)w; return 0; }
+void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
+    (void)x; (void)x_stride; (void)c0; (void)c1; (void)a;
+}
+void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
+                           size_t y_stride, float *scratch) {
+    (void)w; (void)row0; (void)row1; (void)a; (void)y; (void)y_stride; (void)scratch;
+}
+
+#endif
