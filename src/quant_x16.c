@@ -1,10 +1,12 @@
 /* quant_x16.c — prefill products of affine-quantized rows with 16-bit
  * activations (quant.h, "16-bit activations"): the vectors quantized per
  * group to int16 and laid out with tokens in vector lanes, a block of rows
- * decoded to int16 codes, and tiles of rows x 16-token vectors multiplied
- * with vpdpwssd (AVX-512 VNNI), two multiply-adds per int32 lane and
- * instruction where an f32 FMA does one. Compiled with -mavx2 -mfma -mf16c;
- * the AVX-512 code is chosen only after a CPU check (quant_x16_available). */
+ * decoded to centred int16 codes, and tiles of rows x token vectors
+ * multiplied with vpdpwssd, two multiply-adds per int32 lane and
+ * instruction where an f32 FMA does one: 512-bit (AVX-512 VNNI) with the
+ * AVX-512 kernels, 256-bit (AVX-VNNI) with the AVX2 ones. Both give the same
+ * bits. Compiled with -mavx2 -mfma -mf16c; either is chosen only after a
+ * CPU check (quant_x16_available). */
 #include "quant.h"
 
 #include <string.h>
@@ -52,16 +54,31 @@ size_t quant_x16_scratch_floats(int n, int64_t cols) {
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
+#include <cpuid.h>
 #include <immintrin.h>
 
+/* The AVX-512 kernels, and the 256-bit ones for CPUs with AVX-VNNI but not
+ * the AVX-512 kernels (Intel's cores since Alder Lake; GLMLITE_KERNELS=avx2). */
 #define X16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define X16Y __attribute__((target("avxvnni,avx2,fma")))
 
 static int allowed = 1;
 void quant_x16_allow(int on) { allowed = on; }
 
+static int use_zmm(void) {
+    return kernels_active() == kernels_avx512() && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
+/* AVX-VNNI: CPUID leaf 7, subleaf 1, EAX bit 4 (read directly: not every
+ * compiler's __builtin_cpu_supports knows it). */
+static int has_avx_vnni(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 4 & 1);
+}
+
 int quant_x16_available(void) {
-    return allowed && quant_using_avx2() && kernels_active() == kernels_avx512() &&
-           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    return allowed && quant_using_avx2() && (use_zmm() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
 }
 
 int quant_x16_supported(const weight *w) {
@@ -69,12 +86,56 @@ int quant_x16_supported(const weight *w) {
            w->cols % w->group_size == 0 && quant_x16_available();
 }
 
-/* Columns [c0, c1) of the n vectors (group multiples). Per 16 tokens and
- * group: the group transposed into an f32 tile (tokens in lanes), its
+/* One group of 16 vectors, transposed into tile (tokens in lanes): its
  * maximum magnitude and sum column by column (each lane's sum in element
- * order), then each column pair's two int16 values per lane. */
-X16 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
-    int gs = a->group;
+ * order), d and xsum for the lanes, then each column pair's two int16
+ * values per lane at q (the pair's line, from the first of the 16 lanes). */
+static X16 void group_zmm(float (*tile)[16], int gs, float *d, float *xsum, int16_t *q, size_t np) {
+    __m512 amax = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
+    for (int c = 0; c < gs; c++) {
+        __m512 v = _mm512_loadu_ps(tile[c]);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        sum = _mm512_add_ps(sum, v);
+    }
+    __mmask16 nz = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ);
+    __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(32767.0f), amax);
+    _mm512_storeu_ps(d, _mm512_div_ps(amax, _mm512_set1_ps(32767.0f)));
+    _mm512_storeu_ps(xsum, sum);
+    for (int c = 0; c < gs; c += 2) {
+        __m512i lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c]), id));
+        __m512i hi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c + 1]), id));
+        _mm512_storeu_si512(q + (size_t)c / 2 * np * 2,
+                            _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16)));
+    }
+}
+
+/* The same, 8 lanes at a time (the same values bit for bit). */
+static X16Y void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t *q, size_t np) {
+    for (int h = 0; h < 16; h += 8) {
+        __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
+        const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        for (int c = 0; c < gs; c++) {
+            __m256 v = _mm256_loadu_ps(tile[c] + h);
+            amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs));
+            sum = _mm256_add_ps(sum, v);
+        }
+        __m256 nz = _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ);
+        __m256 id = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(32767.0f), amax));
+        _mm256_storeu_ps(d + h, _mm256_div_ps(amax, _mm256_set1_ps(32767.0f)));
+        _mm256_storeu_ps(xsum + h, sum);
+        for (int c = 0; c < gs; c += 2) {
+            __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tile[c] + h), id));
+            __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tile[c + 1] + h), id));
+            _mm256_storeu_si256((__m256i *)(q + ((size_t)c / 2 * np + (size_t)h) * 2),
+                                _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(hi, 16)));
+        }
+    }
+}
+
+/* Columns [c0, c1) of the n vectors (group multiples), per 16 tokens and
+ * group. */
+void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
+    int gs = a->group, zmm = use_zmm();
     size_t np = (size_t)a->np;
     float tile[128][16];
     for (size_t t0 = 0; t0 < np; t0 += 16) {
@@ -84,23 +145,10 @@ X16 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t 
                 for (size_t t = 0; t < tn; t++) tile[c][t] = x[(t0 + t) * x_stride + (size_t)g0 + (size_t)c];
                 for (size_t t = tn; t < 16; t++) tile[c][t] = 0.0f;
             }
-            __m512 amax = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
-            for (int c = 0; c < gs; c++) {
-                __m512 v = _mm512_loadu_ps(tile[c]);
-                amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
-                sum = _mm512_add_ps(sum, v);
-            }
             size_t g = (size_t)(g0 / gs);
-            __mmask16 nz = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ);
-            __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(32767.0f), amax);
-            _mm512_storeu_ps(a->d + g * np + t0, _mm512_div_ps(amax, _mm512_set1_ps(32767.0f)));
-            _mm512_storeu_ps(a->xsum + g * np + t0, sum);
-            for (int c = 0; c < gs; c += 2) {
-                __m512i lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c]), id));
-                __m512i hi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c + 1]), id));
-                __m512i pair = _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16));
-                _mm512_storeu_si512(a->q + (((size_t)g0 + (size_t)c) / 2 * np + t0) * 2, pair);
-            }
+            int16_t *q = a->q + ((size_t)g0 / 2 * np + t0) * 2;
+            if (zmm) group_zmm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
+            else group_ymm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
         }
     }
 }
@@ -108,7 +156,7 @@ X16 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t 
 /* Row r's codes centred (code - 2^(bits-1), int16) into row i of each
  * column block of codes: 4- and 8-bit 32 at a time; other widths unpacked
  * into bytes first. */
-static X16 void row_codes(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
+static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
     if (w->bits != 4 && w->bits != 8) quant_unpack_row(row, w->bits, cols, bytes);
@@ -116,14 +164,32 @@ static X16 void row_codes(const weight *w, int64_t r, int16_t *codes, int i, uin
     for (int64_t c = 0; c < cols; c += 32) {
         int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
         __m512i v;
-        if (w->bits == 4) {
+        if (w->bits == 4) {   /* a byte's two nibbles become one 32-bit lane's two codes */
             v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
-            v = _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)),
-                                _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0xf0)), 12));
+            v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
         } else {
             v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w->bits == 8 ? row + c : bytes + c)));
         }
         _mm512_storeu_si512(out, _mm512_sub_epi16(v, centre));
+    }
+}
+
+/* The same, 16 at a time. */
+static X16Y void row_codes_ymm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
+    const uint8_t *row = w->data + (size_t)r * w->row_stride;
+    int64_t cols = w->cols;
+    if (w->bits != 4 && w->bits != 8) quant_unpack_row(row, w->bits, cols, bytes);
+    __m256i centre = _mm256_set1_epi16((short)(1 << (w->bits - 1)));
+    for (int64_t c = 0; c < cols; c += 16) {
+        int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
+        __m256i v;
+        if (w->bits == 4) {
+            v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2)));
+            v = _mm256_and_si256(_mm256_or_si256(v, _mm256_slli_epi32(v, 12)), _mm256_set1_epi32(0x000f000f));
+        } else {
+            v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w->bits == 8 ? row + c : bytes + c)));
+        }
+        _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi16(v, centre));
     }
 }
 
@@ -188,11 +254,88 @@ static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w,
     }
 }
 
-#define X16_TILES(MR, NV)                                                                                       \
-    for (; i + (MR) <= rows; i += (MR))                                                                         \
-    x16_tile(block + (size_t)i * X16_KC, c0, sg + i, bg + i, a, t0, g0, g1, accg + (size_t)i * X16_LANES, MR, NV)
+static inline __attribute__((always_inline)) X16Y __m256i dpwssd_ymm(__m256i acc, __m256i w, __m256i x) {
+    __asm__("%{vex%} vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(w), "x"(x));
+    return acc;
+}
 
-static X16 void scales_f32(const uint8_t *p, dtype d, size_t ng, float *out) {
+/* x16_tile with 256-bit vectors of 8 tokens (16 registers: MR * NV <= 12). */
+static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_t *w, int64_t c0, const float *sg,
+                                                                    const float *bg, const quant_x16 *a, size_t t0,
+                                                                    int64_t g0, int64_t g1, float *acc, const int MR,
+                                                                    const int NV) {
+    size_t np = (size_t)a->np;
+    int gs = a->group;
+    for (int64_t g = g0; g < g1; g++) {
+        __m256i s[6][3];
+        _Pragma("GCC unroll 6")
+        for (int i = 0; i < MR; i++)
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < NV; j++) s[i][j] = _mm256_setzero_si256();
+        const int16_t *wp = w + (g * gs - c0);
+        const int16_t *xp = a->q + ((size_t)(g * gs) / 2 * np + t0) * 2;
+        for (int c = 0; c < gs; c += 2, wp += 2, xp += 2 * np) {
+            __m256i xv[3];
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < NV; j++) xv[j] = _mm256_loadu_si256((const __m256i *)(xp + 16 * j));
+            _Pragma("GCC unroll 6")
+            for (int i = 0; i < MR; i++) {
+                int32_t pair;
+                memcpy(&pair, wp + i * X16_KC, 4);
+                __m256i wb = _mm256_set1_epi32(pair);
+                _Pragma("GCC unroll 3")
+                for (int j = 0; j < NV; j++) s[i][j] = dpwssd_ymm(s[i][j], wb, xv[j]);
+            }
+        }
+        const float *sgg = sg + (size_t)g * QUANT_X16_ROWS, *bgg = bg + (size_t)g * QUANT_X16_ROWS;
+        _Pragma("GCC unroll 3")
+        for (int j = 0; j < NV; j++) {
+            __m256 dv = _mm256_loadu_ps(a->d + (size_t)g * np + t0 + 8 * j);
+            __m256 xs = _mm256_loadu_ps(a->xsum + (size_t)g * np + t0 + 8 * j);
+            _Pragma("GCC unroll 6")
+            for (int i = 0; i < MR; i++) {
+                float *ap = acc + i * X16_LANES + 8 * j;
+                __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i][j]), dv), _mm256_set1_ps(sgg[i]),
+                                           _mm256_loadu_ps(ap));
+                _mm256_storeu_ps(ap, _mm256_fmadd_ps(xs, _mm256_set1_ps(bgg[i]), v));
+            }
+        }
+    }
+}
+
+#define X16_TILES(TILE, MR, NV)                                                                          \
+    for (; i + (MR) <= rows; i += (MR))                                                                  \
+    TILE(block + (size_t)i * X16_KC, c0, sg + i, bg + i, a, tl, g0, g1, accl + (size_t)i * X16_LANES, MR, NV)
+
+/* Every row tile of a block of rows over one column block, for the 48 lanes
+ * from t0 (the vectors there: 1-3 of 16 tokens). */
+static X16 void block_zmm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
+                          size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
+    int nv = (size_t)a->np - t0 < X16_LANES ? (int)((size_t)a->np - t0) / 16 : 3, i = 0;
+    size_t tl = t0;
+    float *accl = accg;
+    switch (nv) {
+    case 3: X16_TILES(x16_tile, 8, 3); X16_TILES(x16_tile, 1, 3); break;
+    case 2: X16_TILES(x16_tile, 12, 2); X16_TILES(x16_tile, 8, 2); X16_TILES(x16_tile, 1, 2); break;
+    default: X16_TILES(x16_tile, 16, 1); X16_TILES(x16_tile, 8, 1); X16_TILES(x16_tile, 1, 1); break;
+    }
+}
+
+/* The same with vectors of 8 tokens (2, 4 or 6 of them), in runs of 3
+ * (tiles of 4 rows) or 2 (tiles of 6 rows). */
+static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
+                           size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
+    int nv = (size_t)a->np - t0 < X16_LANES ? (int)((size_t)a->np - t0) / 8 : 6, run = nv % 3 ? 2 : 3;
+    for (int j0 = 0; j0 < nv; j0 += run) {
+        int i = 0;
+        size_t tl = t0 + 8 * (size_t)j0;
+        float *accl = accg + 8 * j0;
+        if (run == 3) { X16_TILES(x16_tile_ymm, 4, 3); X16_TILES(x16_tile_ymm, 1, 3); }
+        else { X16_TILES(x16_tile_ymm, 6, 2); X16_TILES(x16_tile_ymm, 1, 2); }
+    }
+}
+
+static void scales_f32(const uint8_t *p, dtype d, size_t ng, float *out) {
     switch (d) {
     case DT_F32: for (size_t g = 0; g < ng; g++) memcpy(out + g * QUANT_X16_ROWS, p + 4 * g, 4); break;
     case DT_F16: for (size_t g = 0; g < ng; g++) out[g * QUANT_X16_ROWS] = f16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8)); break;
@@ -200,10 +343,11 @@ static X16 void scales_f32(const uint8_t *p, dtype d, size_t ng, float *out) {
     }
 }
 
-X16 void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
-                               size_t y_stride, float *scratch) {
+void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
+                           size_t y_stride, float *scratch) {
     size_t np = (size_t)a->np, ng = (size_t)(w->cols / a->group);
     int64_t cols = w->cols, kc = X16_KC;
+    int zmm = use_zmm();
     float *acc = (float *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + (size_t)QUANT_X16_ROWS * ng;
@@ -212,7 +356,8 @@ X16 void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, cons
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
-            row_codes(w, r + i, codes, i, bytes);
+            if (zmm) row_codes_zmm(w, r + i, codes, i, bytes);
+            else row_codes_ymm(w, r + i, codes, i, bytes);
             const uint8_t *sp = w->scales + (size_t)(r + i) * w->scale_stride, *bp = w->biases + (size_t)(r + i) * w->scale_stride;
             scales_f32(sp, w->scale_dtype, ng, sg + i);
             scales_f32(bp, w->scale_dtype, ng, bg + i);
@@ -223,13 +368,9 @@ X16 void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, cons
             const int16_t *block = codes + (size_t)(c0 / kc) * QUANT_X16_ROWS * X16_KC;
             int64_t g0 = c0 / a->group, g1 = (c0 + kc < cols ? c0 + kc : cols) / a->group;
             for (size_t t0 = 0; t0 < np; t0 += X16_LANES) {
-                int nv = np - t0 < X16_LANES ? (int)(np - t0) / 16 : 3, i = 0;
                 float *accg = acc + t0 / X16_LANES * QUANT_X16_ROWS * X16_LANES;
-                switch (nv) {
-                case 3: X16_TILES(8, 3); X16_TILES(1, 3); break;
-                case 2: X16_TILES(12, 2); X16_TILES(8, 2); X16_TILES(1, 2); break;
-                default: X16_TILES(16, 1); X16_TILES(8, 1); X16_TILES(1, 1); break;
-                }
+                if (zmm) block_zmm(block, c0, sg, bg, a, t0, g0, g1, accg, rows);
+                else block_ymm(block, c0, sg, bg, a, t0, g0, g1, accg, rows);
             }
         }
         for (int t = 0; t < a->n; t++) {
