@@ -56,6 +56,7 @@ size_t quant_x16_scratch_floats(int n, int64_t cols) {
 #if defined(__AVX2__) && defined(__FMA__)
 #include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
 
 /* The AVX-512 kernels, and the 256-bit ones for CPUs with AVX-VNNI but not
  * the AVX-512 kernels (Intel's cores since Alder Lake; GLMLITE_KERNELS=avx2). */
@@ -71,10 +72,17 @@ static int use_zmm(void) {
 }
 
 /* AVX-VNNI: CPUID leaf 7, subleaf 1, EAX bit 4 (read directly: not every
- * compiler's __builtin_cpu_supports knows it). */
-static int has_avx_vnni(void) {
+ * compiler's __builtin_cpu_supports knows it), once (a CPUID can cost a
+ * virtual machine an exit). */
+static pthread_once_t vnni_once = PTHREAD_ONCE_INIT;
+static int avx_vnni;
+static void read_avx_vnni(void) {
     unsigned eax, ebx, ecx, edx;
-    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 4 & 1);
+    avx_vnni = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 4 & 1);
+}
+static int has_avx_vnni(void) {
+    pthread_once(&vnni_once, read_avx_vnni);
+    return avx_vnni;
 }
 
 int quant_x16_available(void) {
@@ -113,10 +121,10 @@ static X16 void group_zmm(float (*tile)[16], int gs, float *d, float *xsum, int1
 static X16Y void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t *q, size_t np) {
     for (int h = 0; h < 16; h += 8) {
         __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
-        const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
         for (int c = 0; c < gs; c++) {
             __m256 v = _mm256_loadu_ps(tile[c] + h);
-            amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs));
+            amax = _mm256_max_ps(amax, _mm256_and_ps(v, magnitude));
             sum = _mm256_add_ps(sum, v);
         }
         __m256 nz = _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ);
