@@ -39,18 +39,20 @@ void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a) {
 }
 
 /* A row block's buffers in scratch, each laid out so that a tile reaches its
- * rows at fixed offsets from one pointer (no register per row):
- * sums [lanes / 48][rows][48] f32, codes [cols / X16_KC][rows][X16_KC]
- * int16, scales and biases [groups][rows] f32, and a row's codes as bytes
- * (widths other than 4 and 8 bits). */
+ * rows at fixed offsets from one pointer (no register per row), and each
+ * row's part is written in runs: sums [lanes / 48][rows][48] f32, codes
+ * [cols / X16_KC][rows][X16_KC] int16, scales and biases
+ * [groups / X16_SG][rows][X16_SG] f32, and a row's codes as bytes (widths
+ * other than 4 and 8 bits). */
 #define X16_KC 256
 #define X16_LANES 48
+#define X16_SG 16
 static size_t codes_elems(int64_t cols) { return (size_t)QUANT_X16_ROWS * (size_t)((cols + X16_KC - 1) / X16_KC * X16_KC); }
 static size_t acc_floats(int n) { return (size_t)QUANT_X16_ROWS * ((lanes(n) + X16_LANES - 1) / X16_LANES * X16_LANES); }
+static size_t scale_floats(size_t ng) { return (size_t)QUANT_X16_ROWS * ((ng + X16_SG - 1) / X16_SG * X16_SG); }
 
 size_t quant_x16_scratch_floats(int n, int64_t cols) {
-    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * (size_t)QUANT_X16_ROWS * (size_t)(cols / 32) +
-           (size_t)cols / 4;
+    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * scale_floats((size_t)cols / 32) + (size_t)cols / 4;
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -213,8 +215,8 @@ static inline __attribute__((always_inline)) X16 __m512i dpwssd(__m512i acc, __m
  * group each exact integer sum meets its scales in f32, in the order of
  * quant.h's definition, into acc. w: the tile's first row in the block's
  * codes (rows X16_KC apart, from the block's first column c0); sg/bg: its
- * first row's scales (rows 1 apart, groups QUANT_X16_ROWS apart); acc: its
- * first row's sums (rows X16_LANES apart). */
+ * first row's scales and biases (rows X16_SG apart); acc: its first row's
+ * sums (rows X16_LANES apart). */
 static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w, int64_t c0, const float *sg,
                                                                const float *bg, const quant_x16 *a, size_t t0,
                                                                int64_t g0, int64_t g1, float *acc, const int MR,
@@ -248,10 +250,11 @@ static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w,
             dv[j] = _mm512_loadu_ps(a->d + (size_t)g * np + t0 + 16 * j);
             xs[j] = _mm512_loadu_ps(a->xsum + (size_t)g * np + t0 + 16 * j);
         }
-        const float *sgg = sg + (size_t)g * QUANT_X16_ROWS, *bgg = bg + (size_t)g * QUANT_X16_ROWS;
+        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
+        const float *sgg = sg + at, *bgg = bg + at;
         _Pragma("GCC unroll 24")
         for (int i = 0; i < MR; i++) {
-            __m512 sv = _mm512_set1_ps(sgg[i]), bv = _mm512_set1_ps(bgg[i]);
+            __m512 sv = _mm512_set1_ps(sgg[i * X16_SG]), bv = _mm512_set1_ps(bgg[i * X16_SG]);
             _Pragma("GCC unroll 3")
             for (int j = 0; j < NV; j++) {
                 float *ap = acc + i * X16_LANES + 16 * j;
@@ -295,7 +298,8 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
                 for (int j = 0; j < NV; j++) s[i][j] = dpwssd_ymm(s[i][j], wb, xv[j]);
             }
         }
-        const float *sgg = sg + (size_t)g * QUANT_X16_ROWS, *bgg = bg + (size_t)g * QUANT_X16_ROWS;
+        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
+        const float *sgg = sg + at, *bgg = bg + at;
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) {
             __m256 dv = _mm256_loadu_ps(a->d + (size_t)g * np + t0 + 8 * j);
@@ -303,9 +307,9 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
             _Pragma("GCC unroll 6")
             for (int i = 0; i < MR; i++) {
                 float *ap = acc + i * X16_LANES + 8 * j;
-                __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i][j]), dv), _mm256_set1_ps(sgg[i]),
+                __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i][j]), dv), _mm256_set1_ps(sgg[i * X16_SG]),
                                            _mm256_loadu_ps(ap));
-                _mm256_storeu_ps(ap, _mm256_fmadd_ps(xs, _mm256_set1_ps(bgg[i]), v));
+                _mm256_storeu_ps(ap, _mm256_fmadd_ps(xs, _mm256_set1_ps(bgg[i * X16_SG]), v));
             }
         }
     }
@@ -313,7 +317,8 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
 
 #define X16_TILES(TILE, MR, NV)                                                                          \
     for (; i + (MR) <= rows; i += (MR))                                                                  \
-    TILE(block + (size_t)i * X16_KC, c0, sg + i, bg + i, a, tl, g0, g1, accl + (size_t)i * X16_LANES, MR, NV)
+    TILE(block + (size_t)i * X16_KC, c0, sg + (size_t)i * X16_SG, bg + (size_t)i * X16_SG, a, tl, g0, g1,       \
+         accl + (size_t)i * X16_LANES, MR, NV)
 
 /* Every row tile of a block of rows over one column block, for the 48 lanes
  * from t0 (the vectors there: 1-3 of 16 tokens). */
@@ -343,11 +348,42 @@ static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, co
     }
 }
 
-static void scales_f32(const uint8_t *p, dtype d, size_t ng, float *out) {
+/* 8 scales (or biases) from p, group g on, as f32. */
+static __m256 factors8(const uint8_t *p, dtype d, size_t g) {
     switch (d) {
-    case DT_F32: for (size_t g = 0; g < ng; g++) memcpy(out + g * QUANT_X16_ROWS, p + 4 * g, 4); break;
-    case DT_F16: for (size_t g = 0; g < ng; g++) out[g * QUANT_X16_ROWS] = f16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8)); break;
-    default: for (size_t g = 0; g < ng; g++) out[g * QUANT_X16_ROWS] = bf16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8)); break;
+    case DT_F32: return _mm256_loadu_ps((const float *)(const void *)(p + 4 * g));
+    case DT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * g)));
+    default:   /* a bf16 is the upper half of its f32 */
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * g))), 16));
+    }
+}
+
+static float factor(const uint8_t *p, dtype d, size_t g) {
+    switch (d) {
+    case DT_F32: { float f; memcpy(&f, p + 4 * g, 4); return f; }
+    case DT_F16: return f16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8));
+    default: return bf16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8));
+    }
+}
+
+/* Row r's scales and biases (the biases plus C times the scale: the centred
+ * codes' part) as f32 into row i of sg and bg, 8 groups at a time but for a
+ * last run (read no further than the row's scales). */
+static void row_factors(const weight *w, int64_t r, int i, size_t ng, float centre, float *sg, float *bg) {
+    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
+    for (size_t g = 0; g < ng;) {
+        size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG + g % X16_SG;
+        if (ng - g >= 8) {
+            __m256 s8 = factors8(sp, w->scale_dtype, g), b8 = factors8(bp, w->scale_dtype, g);
+            _mm256_storeu_ps(sg + at, s8);
+            _mm256_storeu_ps(bg + at, _mm256_add_ps(b8, _mm256_mul_ps(_mm256_set1_ps(centre), s8)));
+            g += 8;
+        } else {
+            float s1 = factor(sp, w->scale_dtype, g);
+            sg[at] = s1;
+            bg[at] = factor(bp, w->scale_dtype, g) + centre * s1;
+            g++;
+        }
     }
 }
 
@@ -358,18 +394,15 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
     int zmm = use_zmm();
     float *acc = (float *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
-    float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + (size_t)QUANT_X16_ROWS * ng;
-    uint8_t *bytes = (uint8_t *)(bg + (size_t)QUANT_X16_ROWS * ng);
+    float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
+    uint8_t *bytes = (uint8_t *)(bg + scale_floats(ng));
     float centre = (float)(1 << (w->bits - 1));
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
             if (zmm) row_codes_zmm(w, r + i, codes, i, bytes);
             else row_codes_ymm(w, r + i, codes, i, bytes);
-            const uint8_t *sp = w->scales + (size_t)(r + i) * w->scale_stride, *bp = w->biases + (size_t)(r + i) * w->scale_stride;
-            scales_f32(sp, w->scale_dtype, ng, sg + i);
-            scales_f32(bp, w->scale_dtype, ng, bg + i);
-            for (size_t g = 0; g < ng; g++) bg[g * QUANT_X16_ROWS + i] += centre * sg[g * QUANT_X16_ROWS + i];
+            row_factors(w, r + i, i, ng, centre, sg, bg);
         }
         memset(acc, 0, acc_floats(a->n) * sizeof *acc);
         for (int64_t c0 = 0; c0 < cols; c0 += kc) {
