@@ -11,8 +11,9 @@
  * widened or decoded a block at a time) multiplies them, with no sums across
  * lanes. Each output is one FMA chain in column order, so prefill and decode
  * agree to rounding, not bit for bit. Affine-quantized rows, where the CPU
- * has AVX-512 VNNI or AVX-VNNI, take the vectors quantized to int16 instead (quant.h,
- * "16-bit activations") and integer products at twice the FMA rate. */
+ * has AVX-512 VNNI or AVX-VNNI, take the vectors quantized to int16 instead
+ * (quant.h, "16-bit activations") and integer products at twice the FMA
+ * rate. */
 #include "linear.h"
 
 #include "kernels.h"

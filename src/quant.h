@@ -160,9 +160,9 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
 /* ---- 16-bit activations (prefill) ------------------------------------------
  * Products of affine-quantized rows with 4 or more vectors (prefill), on CPUs
  * with AVX-512 VNNI (or AVX-VNNI, with the AVX2 kernels), quantize the
- * vectors per weight group to int16 and
- * multiply exact integer sums (vpdpwssd: two multiply-adds per lane and
- * instruction, twice an f32 FMA's). For group g of gs columns and vector t:
+ * vectors per weight group to int16 and multiply exact integer sums
+ * (vpdpwssd: two multiply-adds per lane and instruction, twice an f32
+ * FMA's). For group g of gs columns and vector t:
  * amax = max |x_i|, d = amax / 32767, id = amax ? 32767 / amax : 0 (f32
  * divisions), q_i = x_i * id (f32 product) rounded to nearest even, and
  * xsum = the f32 sum of x over the group in element order. Then, with
