@@ -138,12 +138,12 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
         return;
     }
     float *xt = row_scratch + linear_rows_scratch_floats(n, w->cols);
-    int pass = linear_pass_tokens(n, w->cols), x16 = quant_x16_supported(w);
+    int pass = linear_pass_tokens(n, w->cols), x16 = quant_x16_group(w);
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
         if (x16) {
             quant_x16 a;
-            quant_x16_layout(xt, m, w->cols, w->group_size, &a);
+            quant_x16_layout(xt, m, w->cols, x16, &a);
             quant_x16_prepare(x + (size_t)t0 * x_stride, x_stride, 0, w->cols, &a);
             quant_x16_matmul_rows(w, row0, row1, &a, y + (size_t)t0 * y_stride, y_stride, row_scratch);
             continue;
@@ -222,9 +222,9 @@ static void pack_task(void *ctx, int task, int thread) {
  * weight of a call takes, or 0 when none takes them (f32 columns for all);
  * -1 when they differ, so one quantized input cannot serve them all. */
 static int x16_group(int count, const weight *const *w) {
-    int group = quant_x16_supported(w[0]) ? w[0]->group_size : 0;
+    int group = quant_x16_group(w[0]);
     for (int k = 1; k < count; k++)
-        if ((quant_x16_supported(w[k]) ? w[k]->group_size : 0) != group) return -1;
+        if (quant_x16_group(w[k]) != group) return -1;
     return group;
 }
 

@@ -158,24 +158,29 @@ void quant_act_quantize(const float *x, int64_t cols, int8_t *q, float *d);
 double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const float *d, const float *x);
 
 /* ---- 16-bit activations (prefill) ------------------------------------------
- * Products of affine-quantized rows with 4 or more vectors (prefill), on CPUs
- * with AVX-512 VNNI (or AVX-VNNI, with the AVX2 kernels), quantize the
- * vectors per weight group to int16 and multiply exact integer sums
+ * Products of affine, nvfp4 and mxfp4 rows with 4 or more vectors (prefill),
+ * on CPUs with AVX-512 VNNI (or AVX-VNNI, with the AVX2 kernels), quantize
+ * the vectors per weight group to int16 and multiply exact integer sums
  * (vpdpwssd: two multiply-adds per lane and instruction, twice an f32
- * FMA's). For group g of gs columns and vector t:
- * amax = max |x_i|, d = amax / 32767, id = amax ? 32767 / amax : 0 (f32
- * divisions), q_i = x_i * id (f32 product) rounded to nearest even, and
- * xsum = the f32 sum of x over the group in element order. Then, with
- * c_i = code_i - C the centred code (C = 2^(bits-1)), acc = 0 and f32
- * operations in this order, for each group of the row:
+ * FMA's). For group g of gs columns and vector t: amax = max |x_i|,
+ * d = amax / 32767, id = amax ? 32767 / amax : 0 (f32 divisions), q_i =
+ * x_i * id (f32 product) rounded to nearest even, and xsum = the f32 sum of
+ * x over the group in element order. Each weight is an integer c_i times a
+ * group factor s_g plus a group bias b_g:
+ *   affine: c_i = code_i - C (centred, C = 2^(bits-1)), s_g the scale,
+ *           b_g = bias + C * s_g (f32), for weights without a global scale;
+ *   fp4:    c_i = 2 * E2M1(code_i) (-12..12), s_g = 0.5 * scale (times the
+ *           global scale, one f32 product, when it is not 1), b_g = 0.
+ * Then, with acc = 0 and f32 operations in this order, for each group:
  *   acc = fma((float)(sum_i c_i * q_i) * d, s_g, acc)
- *   acc = fma(xsum, b_g + C * s_g, acc)
- * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128). The error
- * against the f32 dot is bounded by |x_i - d*q_i| <= d/2 per element:
+ *   acc = fma(xsum, b_g, acc)
+ * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128; the second
+ * step keeps a non-finite x's NaN for fp4 too). The error against the f32
+ * dot is bounded by |x_i - d*q_i| <= d/2 per element:
  * 0.5 * sum_g d_g * |s_g| * sum_i |c_i| (centring halves it, as for int8),
  * ~1.5e-5 of the group's largest activation per element (int8 blocks, for
- * decode, are ~4e-3). Weights with a global scale or exact_act keep the f32
- * products. */
+ * decode, are ~4e-3). mxfp8 (E4M3 values are not small integers) and
+ * weights with exact_act keep the f32 products. */
 #define QUANT_X16_ROWS 32
 typedef struct {
     int n, np;          /* vectors, and lanes: n rounded up to 16 (the lanes past n are 0) */
@@ -185,11 +190,12 @@ typedef struct {
     float *d, *xsum;    /* [cols/group][np] */
 } quant_x16;
 /* Nonzero where the kernels exist (and quant_set_fast and quant_x16_allow
- * allow them); for a weight, also that it is affine without a global scale
- * or exact_act. Tests turn the path off with quant_x16_allow(0) to compare. */
+ * allow them); tests turn the path off with quant_x16_allow(0) to compare.
+ * quant_x16_group: the group size of the vectors a weight takes, or 0 when
+ * it keeps f32 ones. */
 void quant_x16_allow(int on);
 int quant_x16_available(void);
-int quant_x16_supported(const weight *w);
+int quant_x16_group(const weight *w);
 /* Bytes for n prepared vectors of cols columns (any alignment); the layout
  * in them; columns [c0, c1) (group multiples) of x[n][x_stride] quantized
  * into it. */

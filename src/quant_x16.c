@@ -52,7 +52,7 @@ static size_t acc_floats(int n) { return (size_t)QUANT_X16_ROWS * ((lanes(n) + X
 static size_t scale_floats(size_t ng) { return (size_t)QUANT_X16_ROWS * ((ng + X16_SG - 1) / X16_SG * X16_SG); }
 
 size_t quant_x16_scratch_floats(int n, int64_t cols) {
-    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * scale_floats((size_t)cols / 32) + (size_t)cols / 4;
+    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * scale_floats((size_t)cols / 16) + (size_t)cols / 4;
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -91,9 +91,12 @@ int quant_x16_available(void) {
     return allowed && quant_using_avx2() && (use_zmm() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
 }
 
-int quant_x16_supported(const weight *w) {
-    return w->format == WF_AFFINE && w->biases && !w->exact_act && quant_global(w) == 1.0f && w->cols > 0 &&
-           w->cols % w->group_size == 0 && quant_x16_available();
+int quant_x16_group(const weight *w) {
+    int fp4 = w->format == WF_NVFP4 || w->format == WF_MXFP4;
+    if (!(fp4 || (w->format == WF_AFFINE && w->biases && quant_global(w) == 1.0f))) return 0;
+    int group = quant_format_group(w->format, w->group_size);
+    if (w->exact_act || w->cols <= 0 || group <= 0 || w->cols % group || !quant_x16_available()) return 0;
+    return group;
 }
 
 /* One group of 16 vectors, transposed into tile (tokens in lanes): its
@@ -169,16 +172,19 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
 static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
-    if (w->bits != 4 && w->bits != 8) quant_unpack_row(row, w->bits, cols, bytes);
-    __m512i centre = _mm512_set1_epi16((short)(1 << (w->bits - 1)));
+    int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE;
+    if (bits != 4 && bits != 8) quant_unpack_row(row, bits, cols, bytes);
+    __m512i centre = _mm512_set1_epi16((short)(fp4 ? 0 : 1 << (bits - 1)));
+    const __m512i e2m1x2 = _mm512_broadcast_i64x4(_mm256_setr_epi16(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
     for (int64_t c = 0; c < cols; c += 32) {
         int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
         __m512i v;
-        if (w->bits == 4) {   /* a byte's two nibbles become one 32-bit lane's two codes */
+        if (bits == 4) {   /* a byte's two nibbles become one 32-bit lane's two codes */
             v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
             v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
+            if (fp4) v = _mm512_permutexvar_epi16(v, e2m1x2);
         } else {
-            v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w->bits == 8 ? row + c : bytes + c)));
+            v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(bits == 8 ? row + c : bytes + c)));
         }
         _mm512_storeu_si512(out, _mm512_sub_epi16(v, centre));
     }
@@ -188,16 +194,22 @@ static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i,
 static X16Y void row_codes_ymm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
-    if (w->bits != 4 && w->bits != 8) quant_unpack_row(row, w->bits, cols, bytes);
-    __m256i centre = _mm256_set1_epi16((short)(1 << (w->bits - 1)));
+    int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE;
+    if (bits != 4 && bits != 8) quant_unpack_row(row, bits, cols, bytes);
+    __m256i centre = _mm256_set1_epi16((short)(fp4 ? 0 : 1 << (bits - 1)));
+    const __m128i e2m1x2 = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
     for (int64_t c = 0; c < cols; c += 16) {
         int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
         __m256i v;
-        if (w->bits == 4) {
+        if (fp4) {   /* the nibbles in order as bytes, their values by table, widened */
+            __m128i b = _mm_loadl_epi64((const __m128i *)(row + c / 2));
+            __m128i n = _mm_unpacklo_epi8(_mm_and_si128(b, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15)));
+            v = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(e2m1x2, n));
+        } else if (bits == 4) {
             v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2)));
             v = _mm256_and_si256(_mm256_or_si256(v, _mm256_slli_epi32(v, 12)), _mm256_set1_epi32(0x000f000f));
         } else {
-            v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w->bits == 8 ? row + c : bytes + c)));
+            v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bits == 8 ? row + c : bytes + c)));
         }
         _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi16(v, centre));
     }
@@ -371,6 +383,16 @@ static float factor(const uint8_t *p, dtype d, size_t g) {
  * last run (read no further than the row's scales). */
 static void row_factors(const weight *w, int64_t r, int i, size_t ng, float centre, float *sg, float *bg) {
     const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
+    if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1, so half the scale, times the global one */
+        float global = quant_global(w);
+        for (size_t g = 0; g < ng; g++) {
+            size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG + g % X16_SG;
+            float half = 0.5f * (w->format == WF_NVFP4 ? quant_e4m3(sp[g]) : quant_e8m0(sp[g]));
+            sg[at] = global != 1.0f ? half * global : half;
+            bg[at] = 0.0f;   /* fma(xsum, 0, acc): a non-finite x still makes the output NaN */
+        }
+        return;
+    }
     for (size_t g = 0; g < ng;) {
         size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG + g % X16_SG;
         if (ng - g >= 8) {
@@ -396,7 +418,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
     uint8_t *bytes = (uint8_t *)(bg + scale_floats(ng));
-    float centre = (float)(1 << (w->bits - 1));
+    float centre = (float)(1 << (w->bits - 1));   /* affine only */
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
@@ -425,7 +447,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
 
 void quant_x16_allow(int on) { (void)on; }
 int quant_x16_available(void) { return 0; }
-int quant_x16_supported(const weight *w) { (void)w; return 0; }
+int quant_x16_group(const weight *w) { (void)w; return 0; }
 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
     (void)x; (void)x_stride; (void)c0; (void)c1; (void)a;
 }

@@ -566,51 +566,75 @@ static void x16_expected(const float *x, int64_t cols, int gs, int16_t *q, float
     }
 }
 
-/* quant.h's definition of one output from those vectors: exact integer sums
- * of the centred codes, then per group fma(sum * d, s, acc) and
- * fma(xsum, b + C * s, acc) in f32. */
-static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, const float *d, const float *xsum) {
-    int gs = w->group_size;
-    size_t ss = w->scale_dtype == DT_F32 ? 4 : 2;
+/* quant.h's weight integers c_i and group factors s_g, b_g for row r:
+ * affine centred codes, scale, bias + C * scale; fp4 2 * E2M1, half the
+ * scale (times the global one), 0. */
+static void x16_expected_weights(const weight *w, int64_t r, int *c, float *sg, float *bg) {
+    int bits = quant_format_bits(w->format, w->bits), gs = quant_format_group(w->format, w->group_size);
+    size_t ss = w->format != WF_AFFINE ? 1 : w->scale_dtype == DT_F32 ? 4 : 2;
     uint8_t *codes = malloc((size_t)w->cols);
-    quant_unpack_row(w->data + (size_t)r * w->row_stride, w->bits, w->cols, codes);
-    float acc = 0.0f;
-    int C = 1 << (w->bits - 1);
+    quant_unpack_row(w->data + (size_t)r * w->row_stride, bits, w->cols, codes);
+    int C = w->format == WF_AFFINE ? 1 << (bits - 1) : 0;
+    for (int64_t i = 0; i < w->cols; i++) c[i] = w->format == WF_AFFINE ? codes[i] - C : (int)(2.0f * e2m1_to_f32(codes[i]));
     for (int64_t g = 0; g < w->cols / gs; g++) {
-        int64_t sum = 0;
-        for (int i = 0; i < gs; i++) sum += (int64_t)(codes[g * gs + i] - C) * q[g * gs + i];
-        if (sum != (int32_t)sum) test_fail(__FILE__, __LINE__, "integer sum %lld past int32", (long long)sum);
         float s = (float)scale_of(w, w->scales + (size_t)r * w->scale_stride + (size_t)g * ss);
-        float b = (float)scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss);
-        acc = fmaf((float)(int32_t)sum * d[g], s, acc);
-        acc = fmaf(xsum[g], b + (float)C * s, acc);
+        if (w->format == WF_AFFINE) {
+            sg[g] = s;
+            bg[g] = (float)scale_of(w, w->biases + (size_t)r * w->scale_stride + (size_t)g * ss) + (float)C * s;
+        } else {
+            sg[g] = quant_global(w) != 1.0f ? 0.5f * s * quant_global(w) : 0.5f * s;
+            bg[g] = 0.0f;
+        }
     }
     free(codes);
+}
+
+/* quant.h's definition of one output from those vectors: exact integer
+ * sums, then per group fma(sum * d, s, acc) and fma(xsum, b, acc) in f32. */
+static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, const float *d, const float *xsum) {
+    int gs = quant_format_group(w->format, w->group_size);
+    int *c = malloc((size_t)w->cols * sizeof *c);
+    float *sg = malloc((size_t)w->cols * 4), *bg = malloc((size_t)w->cols * 4);
+    x16_expected_weights(w, r, c, sg, bg);
+    float acc = 0.0f;
+    for (int64_t g = 0; g < w->cols / gs; g++) {
+        int64_t sum = 0;
+        for (int i = 0; i < gs; i++) sum += (int64_t)c[g * gs + i] * q[g * gs + i];
+        if (sum != (int32_t)sum) test_fail(__FILE__, __LINE__, "integer sum %lld past int32", (long long)sum);
+        acc = fmaf((float)(int32_t)sum * d[g], sg[g], acc);
+        acc = fmaf(xsum[g], bg[g], acc);
+    }
+    free(c); free(sg); free(bg);
     return acc;
 }
 
 /* The prepared vectors (two column ranges, as two threads would) and the
  * kernels' outputs equal the definition bit for bit, for every affine width,
- * group and scale type, row counts off the tiles' sizes, column counts off
- * the column blocks', and 4-50 vectors (1-3 vectors of 16 lanes per tile,
- * idle lanes). Against the f64 dot of the dequantized row, each output is
- * within the activations' bound 0.5 * sum_g d_g |s_g| sum_i |code_i - C|
- * plus f32 rounding. Without the kernels (no AVX-512 VNNI), no weight takes them. */
+ * group and scale type, nvfp4 (with and without a global scale) and mxfp4,
+ * row counts off the tiles' sizes, column counts off the column blocks', and
+ * 4-50 vectors (1-3 vectors of 16 lanes per tile, idle lanes). Against the
+ * f64 dot of the dequantized row, each output is within the activations'
+ * bound 0.5 * sum_g d_g |s_g| sum_i |c_i| plus f32 rounding. Without the
+ * kernels (no AVX-512 VNNI or AVX-VNNI), no weight takes them. */
 TEST(quant_x16_matches_definition_and_bound) {
     rand_weight probe = make_weight(WF_AFFINE, 4, 64, DT_BF16, 1, 64, 1.0f);
     int avail = quant_x16_available();
-    CHECK(quant_x16_supported(&probe.w) == avail);
+    CHECK(quant_x16_group(&probe.w) == (avail ? 64 : 0));
     free_weight(&probe);
     if (!avail) return;
-    struct { int bits, gs; dtype dt; int rows, cols, n; } cases[] = {
-        {4, 64, DT_BF16, 45, 768, 37}, {8, 32, DT_F16, 33, 320, 4}, {4, 128, DT_F32, 17, 640, 50},
-        {2, 32, DT_BF16, 40, 96, 16}, {3, 64, DT_BF16, 9, 256, 17}, {5, 128, DT_F16, 31, 384, 33},
-        {6, 32, DT_BF16, 12, 512, 48}, {8, 128, DT_F32, 64, 1024, 20},
+    struct { wformat f; int bits, gs; dtype dt; int rows, cols, n; float global; } cases[] = {
+        {WF_AFFINE, 4, 64, DT_BF16, 45, 768, 37, 1}, {WF_AFFINE, 8, 32, DT_F16, 33, 320, 4, 1},
+        {WF_AFFINE, 4, 128, DT_F32, 17, 640, 50, 1}, {WF_AFFINE, 2, 32, DT_BF16, 40, 96, 16, 1},
+        {WF_AFFINE, 3, 64, DT_BF16, 9, 256, 17, 1}, {WF_AFFINE, 5, 128, DT_F16, 31, 384, 33, 1},
+        {WF_AFFINE, 6, 32, DT_BF16, 12, 512, 48, 1}, {WF_AFFINE, 8, 128, DT_F32, 64, 1024, 20, 1},
+        {WF_NVFP4, 4, 16, DT_U8, 45, 768, 37, 1}, {WF_NVFP4, 4, 16, DT_U8, 20, 272, 5, 0.37f},
+        {WF_MXFP4, 4, 32, DT_U8, 33, 576, 48, 1},
     };
     double worst = 0;
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         int rows = cases[k].rows, cols = cases[k].cols, n = cases[k].n, gs = cases[k].gs, ng = cols / gs;
-        rand_weight rw = make_weight(WF_AFFINE, cases[k].bits, gs, cases[k].dt, rows, cols, 1.0f);
+        rand_weight rw = make_weight(cases[k].f, cases[k].bits, gs, cases[k].dt, rows, cols, cases[k].global);
+        CHECKF(quant_x16_group(&rw.w) == gs, "case %zu: group %d", k, quant_x16_group(&rw.w));
         float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4), *wf = malloc((size_t)cols * 4);
         for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
         void *buf = malloc(quant_x16_bytes(n, cols, gs));
@@ -621,8 +645,8 @@ TEST(quant_x16_matches_definition_and_bound) {
         quant_x16_prepare(x, (size_t)cols, 0, half, &a);
         quant_x16_prepare(x, (size_t)cols, half, cols, &a);
         int16_t *q = malloc((size_t)cols * 2);
-        float *d = malloc((size_t)ng * 4), *xs = malloc((size_t)ng * 4);
-        int prep_ok = 1;
+        float *d = malloc((size_t)ng * 4), *xs = malloc((size_t)ng * 4), *sg = malloc((size_t)ng * 4), *bg = malloc((size_t)ng * 4);
+        int *c = malloc((size_t)cols * sizeof *c), prep_ok = 1;
         for (int t = 0; t < a.np; t++) {
             if (t < n) x16_expected(x + (size_t)t * cols, cols, gs, q, d, xs);
             else { memset(q, 0, (size_t)cols * 2); memset(d, 0, (size_t)ng * 4); memset(xs, 0, (size_t)ng * 4); }
@@ -640,25 +664,22 @@ TEST(quant_x16_matches_definition_and_bound) {
                 float want = x16_expected_dot(&rw.w, r, q, d, xs), got = y[(size_t)t * rows + r];
                 same &= !memcmp(&want, &got, 4);
                 /* the bound: each x_i is d_g * q_i within d_g / 2 */
-                uint8_t *codes = malloc((size_t)cols);
-                quant_unpack_row(rw.w.data + (size_t)r * rw.w.row_stride, rw.w.bits, cols, codes);
+                x16_expected_weights(&rw.w, r, c, sg, bg);
                 weight_row_f32(&rw.w, r, wf);
                 double exact = 0, bound = 0, mag = 0;
-                size_t ss = rw.w.scale_dtype == DT_F32 ? 4 : 2;
                 for (int i = 0; i < cols; i++) {
                     exact += (double)wf[i] * xt[i];
                     mag += fabs((double)wf[i] * xt[i]);
-                    double s = scale_of(&rw.w, rw.w.scales + (size_t)r * rw.w.scale_stride + (size_t)(i / gs) * ss);
-                    bound += 0.5 * d[i / gs] * fabs(s) * abs(codes[i] - (1 << (rw.w.bits - 1)));
+                    bound += 0.5 * d[i / gs] * fabs((double)sg[i / gs]) * abs(c[i]);
                 }
-                free(codes);
                 double err = fabs((double)got - exact), allowed = bound + 1e-6 * mag;
                 if (allowed > 0 && err / allowed > worst) worst = err / allowed;
                 CHECKF(err <= allowed, "case %zu row %d vector %d: |%g - %g| > %g", k, r, t, got, exact, allowed);
             }
         }
-        CHECKF(same, "case %zu (%d-bit, group %d): outputs differ from the definition", k, cases[k].bits, gs);
-        free(x); free(y); free(wf); free(buf); free(scratch); free(q); free(d); free(xs);
+        CHECKF(same, "case %zu (format %d, %d-bit, group %d): outputs differ from the definition", k, (int)cases[k].f,
+               cases[k].bits, gs);
+        free(x); free(y); free(wf); free(buf); free(scratch); free(q); free(d); free(xs); free(sg); free(bg); free(c);
         free_weight(&rw);
     }
     printf("    worst |x16 - exact| / (bound + f32 rounding) = %.3f\n", worst);
@@ -669,21 +690,25 @@ TEST(quant_x16_matches_definition_and_bound) {
 TEST(quant_x16_non_finite_activations) {
     if (!quant_x16_available()) return;
     int rows = 20, cols = 256, n = 6;
-    rand_weight rw = make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, cols, 1.0f);
     float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4);
     for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
     x[1 * cols + 70] = NAN;
     x[3 * cols + 5] = INFINITY;
     x[4 * cols + 200] = -INFINITY;
     float *scratch = malloc((linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols)) * 4);
-    linear_rows(&rw.w, 0, rows, x, n, (size_t)cols, y, (size_t)rows, scratch);
-    for (int t = 0; t < n; t++)
-        for (int r = 0; r < rows; r++) {
-            int bad = t == 1 || t == 3 || t == 4;
-            CHECKF(bad ? !isfinite(y[t * rows + r]) : isfinite(y[t * rows + r]), "vector %d row %d: %g", t, r, y[t * rows + r]);
-        }
+    for (int k = 0; k < 2; k++) {
+        rand_weight rw = k ? make_weight(WF_NVFP4, 4, 0, DT_U8, rows, cols, 1.0f) : make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, cols, 1.0f);
+        CHECK(quant_x16_group(&rw.w) > 0);
+        linear_rows(&rw.w, 0, rows, x, n, (size_t)cols, y, (size_t)rows, scratch);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < rows; r++) {
+                int bad = t == 1 || t == 3 || t == 4;
+                CHECKF(bad ? !isfinite(y[t * rows + r]) : isfinite(y[t * rows + r]), "weight %d vector %d row %d: %g", k, t,
+                       r, y[t * rows + r]);
+            }
+        free_weight(&rw);
+    }
     free(x); free(y); free(scratch);
-    free_weight(&rw);
 }
 
 /* linear() with 16-bit activations: 1 and 2 threads and linear_rows agree bit
