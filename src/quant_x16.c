@@ -180,7 +180,8 @@ static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i,
         int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
         __m512i v;
         if (bits == 4) {   /* a byte's two nibbles become one 32-bit lane's two codes */
-            v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + c / 2)));
+            __mmask16 m = cols - c >= 32 ? 0xffff : (__mmask16)((1u << (cols - c) / 2) - 1);   /* nvfp4: 16 may end a row */
+            v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, row + c / 2));
             v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
             if (fp4) v = _mm512_permutexvar_epi16(v, e2m1x2);
         } else {
@@ -418,7 +419,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
     uint8_t *bytes = (uint8_t *)(bg + scale_floats(ng));
-    float centre = (float)(1 << (w->bits - 1));   /* affine only */
+    float centre = w->format == WF_AFFINE ? (float)(1 << (w->bits - 1)) : 0.0f;   /* affine only */
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
