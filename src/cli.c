@@ -28,7 +28,7 @@ typedef struct {
     int think;               /* 1 on (default), 0 off */
     int no_special;          /* tokenize: do not match special-token literals */
     int kv_bf16;             /* --cache-type bf16 */
-    int exact_matmul;        /* --exact-matmul: f32 activations for quantized weights in decode */
+    int exact_matmul;        /* --exact-matmul: f32 activations for quantized weights */
     sampler_params sp;
     unsigned set;            /* which sampler fields the user gave */
 } cli_opts;
@@ -52,7 +52,7 @@ static void usage(FILE *f) {
           "  perplexity -f TEXT [-c CTX] [-b N] [--kl-base DIR]   perplexity, KL divergence against a base model\n"
           "common: -m DIR (default: models/demo beside the binary), -t THREADS, -c CTX, -n MAX_TOKENS,\n"
           "        --cache-type f32|bf16 (the latent KV cache; bf16 halves its memory)\n"
-          "        --exact-matmul (quantized weights: decode with f32 activations, not int8 blocks or bf16)\n"
+          "        --exact-matmul (quantized weights: f32 activations, not int8 blocks or bf16 in decode, int16 in prefill)\n"
           "sampling: --temp T --top-p P --top-k K --min-p P --seed S --repeat-penalty R\n"
           "          --presence-penalty P --frequency-penalty F (defaults: generation_config.json)\n",
           f);

@@ -15,7 +15,7 @@ typedef struct glm_session glm_session;
 
 typedef struct {
     int n_threads;            /* 0 = all online CPUs */
-    int exact_matmul;         /* quantized weights: keep f32 activations in decode (else int8 blocks, ~1e-3 relative) */
+    int exact_matmul;         /* quantized weights: keep f32 activations (else int8 blocks in decode, ~1e-3 relative; int16 in prefill) */
 } glm_load_options;
 
 /* Loads config.json (+ generation_config.json) and binds every weight of DIR,

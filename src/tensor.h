@@ -38,8 +38,8 @@ typedef struct {
     const uint8_t *scales, *biases;
     size_t scale_stride;       /* bytes between rows of scales (and biases) */
     float global_scale;
-    /* 1: products with few vectors keep f32 activations instead of int8
-       blocks (linear.h; glm_load_options.exact_matmul) */
+    /* 1: products keep f32 activations instead of int8 blocks (few
+       vectors) or int16 (prefill) (linear.h; glm_load_options.exact_matmul) */
     int exact_act;
 } weight;
 
