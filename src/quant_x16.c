@@ -166,53 +166,83 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
     }
 }
 
-/* Row r's codes centred (code - 2^(bits-1), int16) into row i of each
- * column block of codes: 4- and 8-bit 32 at a time; other widths unpacked
- * into bytes first. */
+/* 32 nibbles (16 bytes at p, the first `bytes` of them read) as int16: each
+ * byte's two nibbles become one 32-bit lane's two values, E2M1 codes (FP4)
+ * as 2 * E2M1 by table. */
+static inline __attribute__((always_inline)) X16 __m512i nibbles32(const uint8_t *p, int bytes, const int FP4) {
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << bytes) - 1), p));
+    v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
+    if (!FP4) return v;
+    const __m512i e2m1x2 = _mm512_broadcast_i64x4(_mm256_setr_epi16(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
+    return _mm512_permutexvar_epi16(v, e2m1x2);
+}
+
+/* Row r's weight integers (affine: code - 2^(bits-1); fp4: 2 * E2M1) into
+ * row i of each column block of codes, 32 at a time; widths other than 4
+ * and 8 bits unpacked into bytes first. */
 static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
     int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE;
-    if (bits != 4 && bits != 8) quant_unpack_row(row, bits, cols, bytes);
     __m512i centre = _mm512_set1_epi16((short)(fp4 ? 0 : 1 << (bits - 1)));
-    const __m512i e2m1x2 = _mm512_broadcast_i64x4(_mm256_setr_epi16(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
-    for (int64_t c = 0; c < cols; c += 32) {
-        int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
-        __m512i v;
-        if (bits == 4) {   /* a byte's two nibbles become one 32-bit lane's two codes */
-            __mmask16 m = cols - c >= 32 ? 0xffff : (__mmask16)((1u << (cols - c) / 2) - 1);   /* nvfp4: 16 may end a row */
-            v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, row + c / 2));
-            v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
-            if (fp4) v = _mm512_permutexvar_epi16(v, e2m1x2);
+    if (bits != 4 && bits != 8) {
+        quant_unpack_row(row, bits, cols, bytes);
+        row = bytes;
+        bits = 8;
+    }
+    for (int64_t c0 = 0; c0 < cols; c0 += X16_KC) {
+        int16_t *out = codes + ((size_t)(c0 / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC;
+        int n = cols - c0 < X16_KC ? (int)(cols - c0) : X16_KC;   /* a multiple of 32, or of 16 for nvfp4 */
+        const uint8_t *p = row + (bits == 8 ? c0 : c0 / 2);
+        if (bits == 8) {
+            for (int c = 0; c < n; c += 32)
+                _mm512_storeu_si512(out + c, _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + c))), centre));
+        } else if (fp4) {
+            for (int c = 0; c < n; c += 32) _mm512_storeu_si512(out + c, nibbles32(p + c / 2, n - c >= 32 ? 16 : (n - c) / 2, 1));
         } else {
-            v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(bits == 8 ? row + c : bytes + c)));
+            for (int c = 0; c < n; c += 32)
+                _mm512_storeu_si512(out + c, _mm512_sub_epi16(nibbles32(p + c / 2, 16, 0), centre));
         }
-        _mm512_storeu_si512(out, _mm512_sub_epi16(v, centre));
     }
 }
 
-/* The same, 16 at a time. */
-static X16Y void row_codes_ymm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
+/* 16 values from 8 bytes at p: nibbles (each byte's two becoming one 32-bit
+ * lane's two values; E2M1 codes as 2 * E2M1 by table) or, for 8-bit codes,
+ * 16 bytes widened. */
+static inline __attribute__((always_inline)) __m256i values16(const uint8_t *p, const int KIND) {
+    if (KIND == 8) return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    if (KIND == 4) {
+        __m256i v = _mm256_cvtepu8_epi32(b);
+        return _mm256_and_si256(_mm256_or_si256(v, _mm256_slli_epi32(v, 12)), _mm256_set1_epi32(0x000f000f));
+    }
+    /* fp4: the nibbles in order as bytes, their values by table, widened */
+    const __m128i e2m1x2 = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    __m128i n = _mm_unpacklo_epi8(_mm_and_si128(b, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15)));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(e2m1x2, n));
+}
+
+/* row_codes_zmm 16 at a time. */
+static void row_codes_ymm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
     int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE;
-    if (bits != 4 && bits != 8) quant_unpack_row(row, bits, cols, bytes);
     __m256i centre = _mm256_set1_epi16((short)(fp4 ? 0 : 1 << (bits - 1)));
-    const __m128i e2m1x2 = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
-    for (int64_t c = 0; c < cols; c += 16) {
-        int16_t *out = codes + ((size_t)(c / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC + c % X16_KC;
-        __m256i v;
-        if (fp4) {   /* the nibbles in order as bytes, their values by table, widened */
-            __m128i b = _mm_loadl_epi64((const __m128i *)(row + c / 2));
-            __m128i n = _mm_unpacklo_epi8(_mm_and_si128(b, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15)));
-            v = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(e2m1x2, n));
-        } else if (bits == 4) {
-            v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c / 2)));
-            v = _mm256_and_si256(_mm256_or_si256(v, _mm256_slli_epi32(v, 12)), _mm256_set1_epi32(0x000f000f));
-        } else {
-            v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bits == 8 ? row + c : bytes + c)));
-        }
-        _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi16(v, centre));
+    if (bits != 4 && bits != 8) {
+        quant_unpack_row(row, bits, cols, bytes);
+        row = bytes;
+        bits = 8;
+    }
+    for (int64_t c0 = 0; c0 < cols; c0 += X16_KC) {
+        int16_t *out = codes + ((size_t)(c0 / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC;
+        int n = cols - c0 < X16_KC ? (int)(cols - c0) : X16_KC;
+        const uint8_t *p = row + (bits == 8 ? c0 : c0 / 2);
+        if (bits == 8)
+            for (int c = 0; c < n; c += 16) _mm256_storeu_si256((__m256i *)(out + c), _mm256_sub_epi16(values16(p + c, 8), centre));
+        else if (fp4)
+            for (int c = 0; c < n; c += 16) _mm256_storeu_si256((__m256i *)(out + c), values16(p + c / 2, 0));
+        else
+            for (int c = 0; c < n; c += 16) _mm256_storeu_si256((__m256i *)(out + c), _mm256_sub_epi16(values16(p + c / 2, 4), centre));
     }
 }
 
