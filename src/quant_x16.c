@@ -123,7 +123,7 @@ static X16 void group_zmm(float (*tile)[16], int gs, float *d, float *xsum, int1
 }
 
 /* The same, 8 lanes at a time (the same values bit for bit). */
-static X16Y void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t *q, size_t np) {
+static void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t *q, size_t np) {
     for (int h = 0; h < 16; h += 8) {
         __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
         const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
