@@ -238,6 +238,13 @@ float quant_dot_avx2(const weight *w, int64_t row, const float *x);
 int quant_decode_row_avx2(const weight *w, int64_t r, float *out);
 void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const float *x, int n_x,
                             size_t x_stride, float *y, size_t y_stride);
+/* Nonzero where the AVX-512 kernels are in use and the CPU has VNNI (with
+ * BW and VL): the int8 rows' and quant_x16.c's 512-bit kernels. */
+int quant_avx512_vnni(void);
+/* Row r's group factors as f32 (affine 4/8-bit or other widths, nvfp4,
+ * mxfp4): sc the scales; bi, for affine, the biases plus C * scale
+ * (C = 2^(bits-1), the centred codes' common part). */
+void quant_row_factors_avx2(const weight *w, int64_t r, float *sc, float *bi);
 /* int8-activation kernels (kind: QA_* of quant_act.c); prepare fills a's
  * arrays, already pointed into scratch, from x. */
 enum { QA_NONE, QA_A4, QA_A8, QA_FP4, QA_FP8 };

@@ -563,8 +563,7 @@ static inline void act_block(const float *x, int8_t *q, float *d) {
     _mm256_storeu_si256((__m256i *)q, p);
 }
 
-/* VNNI where the AVX-512 rows are in use and the CPU has it. */
-static int use_vnni(void) {
+int quant_avx512_vnni(void) {
     return avx512_rows() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl");
 }
@@ -598,7 +597,7 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
         fp8_x_order_bf16(a->xb, cols);
         return;
     }
-    a->vnni = use_vnni();
+    a->vnni = quant_avx512_vnni();
     for (int64_t b = 0; b < nb; b++) act_block(x + b * QUANT_ACT_BLOCK, a->q + b * QUANT_ACT_BLOCK, a->d + b);
     int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 12;
     if (a->kind != QA_A8 && !a->vnni) {
@@ -785,9 +784,9 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
 }
 
 /* A row's group scales as f32 in sc and, for the affine kinds, its biases
- * plus the centred codes' common part (C * scale) in bi, in one pass (three
- * passes took a quarter of a 4-bit row's time in cache). Mul then add, as
- * the scalar tail: no FMA, the same bits. */
+ * plus the centred codes' common part (C * scale, C = 2^(bits-1)) in bi, in
+ * one pass (three passes took a quarter of a 4-bit row's time in cache). Mul
+ * then add, as the scalar tail: no FMA, the same bits. */
 static inline __attribute__((always_inline)) void row_factors(int kind, const weight *w, int64_t r, int64_t ng, float *sc,
                                                               float *bi) {
     const uint8_t *sp = w->scales + (size_t)r * w->scale_stride;
@@ -797,7 +796,7 @@ static inline __attribute__((always_inline)) void row_factors(int kind, const we
     }
     const uint8_t *bp = w->biases + (size_t)r * w->scale_stride;
     dtype dt = w->scale_dtype;
-    float C = kind == QA_A8 ? 128.0f : 8.0f;
+    float C = (float)(1 << (w->bits - 1));
     int64_t g = 0;
     for (; g + 8 <= ng; g += 8) {
         __m256 s = affine_scales8(sp, dt, g);
@@ -808,6 +807,10 @@ static inline __attribute__((always_inline)) void row_factors(int kind, const we
         sc[g] = load_scale(sp + (size_t)g * scale_size(dt), dt);
         bi[g] = load_scale(bp + (size_t)g * scale_size(dt), dt) + C * sc[g];
     }
+}
+
+void quant_row_factors_avx2(const weight *w, int64_t r, float *sc, float *bi) {
+    row_factors(w->format == WF_AFFINE ? QA_A4 : QA_FP4, w, r, w->cols / quant_format_group(w->format, w->group_size), sc, bi);
 }
 
 /* ---- the affine kinds with AVX-512 VNNI: vpdpbusd multiplies 64 unsigned
@@ -1118,6 +1121,8 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
 }
 
 int quant_act_fp8_available(void) { return 0; }
+int quant_avx512_vnni(void) { return 0; }
+void quant_row_factors_avx2(const weight *w, int64_t r, float *sc, float *bi) { (void)w; (void)r; (void)sc; (void)bi; }
 void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) { (void)w; (void)x; (void)a; }
 void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
                                size_t y_stride) {

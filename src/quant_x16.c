@@ -42,8 +42,8 @@ void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a) {
  * rows at fixed offsets from one pointer (no register per row), and each
  * row's part is written in runs: sums [lanes / 48][rows][48] f32, codes
  * [cols / X16_KC][rows][X16_KC] int16, scales and biases
- * [groups / X16_SG][rows][X16_SG] f32, and a row's codes as bytes (widths
- * other than 4 and 8 bits). */
+ * [groups / X16_SG][rows][X16_SG] f32; then one row's scales and biases as
+ * converted, and its codes as bytes (widths other than 4 and 8 bits). */
 #define X16_KC 256
 #define X16_LANES 48
 #define X16_SG 16
@@ -52,7 +52,8 @@ static size_t acc_floats(int n) { return (size_t)QUANT_X16_ROWS * ((lanes(n) + X
 static size_t scale_floats(size_t ng) { return (size_t)QUANT_X16_ROWS * ((ng + X16_SG - 1) / X16_SG * X16_SG); }
 
 size_t quant_x16_scratch_floats(int n, int64_t cols) {
-    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * scale_floats((size_t)cols / 16) + (size_t)cols / 4;
+    return ALIGN / 4 + acc_floats(n) + codes_elems(cols) / 2 + 2 * scale_floats((size_t)cols / 16) + 2 * (size_t)cols / 16 +
+           (size_t)cols / 4;
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -67,11 +68,6 @@ size_t quant_x16_scratch_floats(int n, int64_t cols) {
 
 static int allowed = 1;
 void quant_x16_allow(int on) { allowed = on; }
-
-static int use_zmm(void) {
-    return kernels_active() == kernels_avx512() && __builtin_cpu_supports("avx512vnni") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-}
 
 /* AVX-VNNI: CPUID leaf 7, subleaf 1, EAX bit 4 (read directly: not every
  * compiler's __builtin_cpu_supports knows it), once (a CPUID can cost a
@@ -88,7 +84,7 @@ static int has_avx_vnni(void) {
 }
 
 int quant_x16_available(void) {
-    return allowed && quant_using_avx2() && (use_zmm() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
+    return allowed && quant_using_avx2() && (quant_avx512_vnni() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
 }
 
 int quant_x16_group(const weight *w) {
@@ -148,7 +144,7 @@ static void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t 
 /* Columns [c0, c1) of the n vectors (group multiples), per 16 tokens and
  * group. */
 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
-    int gs = a->group, zmm = use_zmm();
+    int gs = a->group, zmm = quant_avx512_vnni();
     size_t np = (size_t)a->np;
     float tile[128][16];
     for (size_t t0 = 0; t0 < np; t0 += 16) {
@@ -391,51 +387,28 @@ static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, co
     }
 }
 
-/* 8 scales (or biases) from p, group g on, as f32. */
-static __m256 factors8(const uint8_t *p, dtype d, size_t g) {
-    switch (d) {
-    case DT_F32: return _mm256_loadu_ps((const float *)(const void *)(p + 4 * g));
-    case DT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * g)));
-    default:   /* a bf16 is the upper half of its f32 */
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * g))), 16));
-    }
-}
-
-static float factor(const uint8_t *p, dtype d, size_t g) {
-    switch (d) {
-    case DT_F32: { float f; memcpy(&f, p + 4 * g, 4); return f; }
-    case DT_F16: return f16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8));
-    default: return bf16_to_f32((uint16_t)(p[2 * g] | p[2 * g + 1] << 8));
-    }
-}
-
-/* Row r's scales and biases (the biases plus C times the scale: the centred
- * codes' part) as f32 into row i of sg and bg, 8 groups at a time but for a
- * last run (read no further than the row's scales). */
-static void row_factors(const weight *w, int64_t r, int i, size_t ng, float centre, float *sg, float *bg) {
-    const uint8_t *sp = w->scales + (size_t)r * w->scale_stride, *bp = w->biases + (size_t)r * w->scale_stride;
-    if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1, so half the scale, times the global one */
+/* Row r's group factors (quant.h's s_g, b_g) into row i of sg and bg, in
+ * runs of X16_SG groups: the int8 rows' conversion (quant_row_factors_avx2,
+ * into rs and rb, a row's worth each), then for fp4 half the scale, times
+ * the global one, and no bias. */
+static void row_factors(const weight *w, int64_t r, int i, size_t ng, float *rs, float *rb, float *sg, float *bg) {
+    quant_row_factors_avx2(w, r, rs, rb);
+    if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1 */
         float global = quant_global(w);
         for (size_t g = 0; g < ng; g++) {
-            size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG + g % X16_SG;
-            float half = 0.5f * (w->format == WF_NVFP4 ? quant_e4m3(sp[g]) : quant_e8m0(sp[g]));
-            sg[at] = global != 1.0f ? half * global : half;
-            bg[at] = 0.0f;   /* fma(xsum, 0, acc): a non-finite x still makes the output NaN */
+            rs[g] = 0.5f * rs[g];
+            if (global != 1.0f) rs[g] = rs[g] * global;
+            rb[g] = 0.0f;   /* fma(xsum, 0, acc): a non-finite x still makes the output NaN */
         }
-        return;
     }
-    for (size_t g = 0; g < ng;) {
-        size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG + g % X16_SG;
-        if (ng - g >= 8) {
-            __m256 s8 = factors8(sp, w->scale_dtype, g), b8 = factors8(bp, w->scale_dtype, g);
-            _mm256_storeu_ps(sg + at, s8);
-            _mm256_storeu_ps(bg + at, _mm256_add_ps(b8, _mm256_mul_ps(_mm256_set1_ps(centre), s8)));
-            g += 8;
+    for (size_t g = 0; g < ng; g += X16_SG) {
+        size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG;
+        if (ng - g >= X16_SG) {   /* a constant size: copied inline */
+            memcpy(sg + at, rs + g, X16_SG * sizeof *rs);
+            memcpy(bg + at, rb + g, X16_SG * sizeof *rb);
         } else {
-            float s1 = factor(sp, w->scale_dtype, g);
-            sg[at] = s1;
-            bg[at] = factor(bp, w->scale_dtype, g) + centre * s1;
-            g++;
+            memcpy(sg + at, rs + g, (ng - g) * sizeof *rs);
+            memcpy(bg + at, rb + g, (ng - g) * sizeof *rb);
         }
     }
 }
@@ -444,18 +417,18 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
                            size_t y_stride, float *scratch) {
     size_t np = (size_t)a->np, ng = (size_t)(w->cols / a->group);
     int64_t cols = w->cols, kc = X16_KC;
-    int zmm = use_zmm();
+    int zmm = quant_avx512_vnni();
     float *acc = (float *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
-    uint8_t *bytes = (uint8_t *)(bg + scale_floats(ng));
-    float centre = w->format == WF_AFFINE ? (float)(1 << (w->bits - 1)) : 0.0f;   /* affine only */
+    float *rs = bg + scale_floats(ng), *rb = rs + ng;
+    uint8_t *bytes = (uint8_t *)(rb + ng);
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
             if (zmm) row_codes_zmm(w, r + i, codes, i, bytes);
             else row_codes_ymm(w, r + i, codes, i, bytes);
-            row_factors(w, r + i, i, ng, centre, sg, bg);
+            row_factors(w, r + i, i, ng, rs, rb, sg, bg);
         }
         memset(acc, 0, acc_floats(a->n) * sizeof *acc);
         for (int64_t c0 = 0; c0 < cols; c0 += kc) {
