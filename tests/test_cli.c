@@ -201,3 +201,36 @@ TEST(cli_bench_json_fields) {
     json_free(tg);
     free(out);
 }
+
+/* llama-bench's lists: every combination of -t and --depth for each -n, the
+ * prompt tests skipped by -p 0; and the malformed lists rejected. */
+TEST(cli_bench_lists_and_skips) {
+    const char *dir = test_fixture_model("tiny", "bf16");
+    REQUIRE(dir);
+    char cmd[1024], *out;
+    snprintf(cmd, sizeof cmd, "%s bench -m %s -p 0 -n 2 -t 1,2 -d 0,4 -r 1 -o jsonl", glmlite(), dir);
+    REQUIRE(run_capture(cmd, &out) == 0);
+    /* per thread count: tg2 at depth 0, tg2 at depth 4, its depth-0 companion */
+    const int want[6][2] = {{1, 0}, {1, 4}, {1, 0}, {2, 0}, {2, 4}, {2, 0}};
+    char *line = out;
+    int n = 0;
+    for (char *nl; line && (nl = strchr(line, '\n')); line = nl + 1, n++) {
+        *nl = 0;
+        json_doc *d = json_parse(line, strlen(line), NULL, 0);
+        REQUIRE(d);
+        double threads = -1, depth = -1, n_prompt = -1;
+        CHECK_STR(json_get_str(json_get(json_root(d), "test")), "tg2");
+        CHECK(json_get_double(json_get(json_root(d), "threads"), &threads));
+        CHECK(json_get_double(json_get(json_root(d), "n_depth"), &depth));
+        CHECK(json_get_double(json_get(json_root(d), "n_prompt"), &n_prompt) && n_prompt == 0);
+        if (n < 6) CHECKF(threads == want[n][0] && depth == want[n][1], "line %d: threads %g depth %g", n, threads, depth);
+        json_free(d);
+    }
+    CHECK_EQ_INT(n, 6);
+    free(out);
+    const char *bad[] = {"-p 0 -n 0", "-p 8,,16", "-p 8,", "-n -1", "-t 1,x", "-d 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", "-o csv"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "%s bench -m %s %s 2>/dev/null", glmlite(), dir, bad[i]);
+        CHECKF(test_run(cmd) == 2, "bench %s", bad[i]);
+    }
+}
