@@ -10,10 +10,10 @@
  * gemm_bf16_xt (bf16 rows, widened as read) or gemm_f32_xt (other rows,
  * widened or decoded a block at a time) multiplies them, with no sums across
  * lanes. Each output is one FMA chain in column order, so prefill and decode
- * agree to rounding, not bit for bit. Affine-quantized rows, where the CPU
- * has AVX-512 VNNI or AVX-VNNI, take the vectors quantized to int16 instead
- * (quant.h, "16-bit activations") and integer products at twice the FMA
- * rate. */
+ * agree to rounding, not bit for bit. Quantized rows, where the CPU has
+ * AVX-512 VNNI or AVX-VNNI, take the vectors quantized to int16 instead
+ * (quant.h, "16-bit activations"; mxfp8 rows with AVX512-BF16: rounded to
+ * bf16) and pair products at twice the FMA rate. */
 #include "linear.h"
 
 #include "kernels.h"
@@ -218,9 +218,10 @@ static void pack_task(void *ctx, int task, int thread) {
     else pack_columns(j->x, j->n, j->x_stride, c0, c1, j->xt);
 }
 
-/* With 4 or more vectors: the group size of the 16-bit activations every
- * weight of a call takes, or 0 when none takes them (f32 columns for all);
- * -1 when they differ, so one quantized input cannot serve them all. */
+/* With 4 or more vectors: the key (group size, bf16 or int16) of the 16-bit
+ * activations every weight of a call takes, or 0 when none takes them (f32
+ * columns for all); -1 when they differ, so one quantized input cannot
+ * serve them all. */
 static int x16_group(int count, const weight *const *w) {
     int group = quant_x16_group(w[0]);
     for (int k = 1; k < count; k++)

@@ -179,28 +179,36 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * dot is bounded by |x_i - d*q_i| <= d/2 per element:
  * 0.5 * sum_g d_g * |s_g| * sum_i |c_i| (centring halves it, as for int8),
  * ~1.5e-5 of the group's largest activation per element (int8 blocks, for
- * decode, are ~4e-3). mxfp8 (E4M3 values are not small integers) and
- * weights with exact_act keep the f32 products. */
+ * decode, are ~4e-3).
+ * mxfp8 (E4M3 values are not small integers), on CPUs with AVX512-BF16 as
+ * well: the vectors rounded to bf16 (vcvtneps2bf16: nearest even, f32
+ * denormals to 0), a relative error of at most 2^-9 per element, and each
+ * weight's E4M3 value, exact in bf16, multiplied in pairs (vdpbf16ps: two
+ * exact products per f32 lane and instruction); per group of 32 the f32 sum
+ * of its 32 products (16 pair steps per lane) meets the E8M0 scale:
+ * acc = fma(sum, s_g, acc). Weights with exact_act keep the f32 products. */
 #define QUANT_X16_ROWS 32
+#define QUANT_X16_BF16 0x10000   /* in a key: bf16 vectors (mxfp8 rows) */
 typedef struct {
     int n, np;          /* vectors, and lanes: n rounded up to 16 (the lanes past n are 0) */
-    int group;
+    int group, bf16;    /* bf16: the values are bf16 bits, no d or xsum */
     int64_t cols;
     int16_t *q;         /* [cols/2][np][2]: per column pair, each lane's two values */
     float *d, *xsum;    /* [cols/group][np] */
 } quant_x16;
 /* Nonzero where the kernels exist (and quant_set_fast and quant_x16_allow
  * allow them); tests turn the path off with quant_x16_allow(0) to compare.
- * quant_x16_group: the group size of the vectors a weight takes, or 0 when
- * it keeps f32 ones. */
+ * quant_x16_group: the key of the vectors a weight takes (the group size,
+ * plus QUANT_X16_BF16 for bf16 ones: weights of one key share prepared
+ * vectors), or 0 when it keeps f32 ones. */
 void quant_x16_allow(int on);
 int quant_x16_available(void);
 int quant_x16_group(const weight *w);
 /* Bytes for n prepared vectors of cols columns (any alignment); the layout
  * in them; columns [c0, c1) (group multiples) of x[n][x_stride] quantized
- * into it. */
-size_t quant_x16_bytes(int n, int64_t cols, int group);
-void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a);
+ * into it. key: quant_x16_group's. */
+size_t quant_x16_bytes(int n, int64_t cols, int key);
+void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a);
 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a);
 /* y[t * y_stride + r] for r in [row0, row1), t < a->n, as defined above;
  * scratch: quant_x16_scratch_floats(n, cols) floats. Each result depends
@@ -242,7 +250,7 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
  * BW and VL): the int8 rows' and quant_x16.c's 512-bit kernels. */
 int quant_avx512_vnni(void);
 /* Row r's group factors as f32 (affine 4/8-bit or other widths, nvfp4,
- * mxfp4): sc the scales; bi, for affine, the biases plus C * scale
+ * mxfp4, mxfp8): sc the scales; bi, for affine, the biases plus C * scale
  * (C = 2^(bits-1), the centred codes' common part). */
 void quant_row_factors_avx2(const weight *w, int64_t r, float *sc, float *bi);
 /* int8-activation kernels (kind: QA_* of quant_act.c); prepare fills a's

@@ -1,12 +1,13 @@
-/* quant_x16.c — prefill products of affine-quantized rows with 16-bit
- * activations (quant.h, "16-bit activations"): the vectors quantized per
- * group to int16 and laid out with tokens in vector lanes, a block of rows
- * decoded to centred int16 codes, and tiles of rows x token vectors
- * multiplied with vpdpwssd, two multiply-adds per int32 lane and
- * instruction where an f32 FMA does one: 512-bit (AVX-512 VNNI) with the
- * AVX-512 kernels, 256-bit (AVX-VNNI) with the AVX2 ones. Both give the same
- * bits. Compiled with -mavx2 -mfma -mf16c; either is chosen only after a
- * CPU check (quant_x16_available). */
+/* quant_x16.c — prefill products of quantized rows with 16-bit activations
+ * (quant.h, "16-bit activations"): the vectors quantized per group to int16
+ * and laid out with tokens in vector lanes, a block of rows decoded to
+ * int16 weight integers, and tiles of rows x token vectors multiplied with
+ * vpdpwssd, two multiply-adds per int32 lane and instruction where an f32
+ * FMA does one: 512-bit (AVX-512 VNNI) with the AVX-512 kernels, 256-bit
+ * (AVX-VNNI) with the AVX2 ones. Both give the same bits. mxfp8 rows take
+ * the same layouts and tiles with bf16 values and vdpbf16ps (AVX512-BF16,
+ * 512-bit only). Compiled with -mavx2 -mfma -mf16c; each is chosen only
+ * after a CPU check (quant_x16_available, bf16_pairs). */
 #include "quant.h"
 
 #include <string.h>
@@ -19,18 +20,20 @@ static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 static size_t lanes(int n) { return (size_t)(n + 15) & ~(size_t)15; }
 
 /* q [cols/2][np][2] int16 | d [ng][np] | xsum [ng][np] */
-size_t quant_x16_bytes(int n, int64_t cols, int group) {
-    size_t np = lanes(n), ng = (size_t)(cols / group);
+size_t quant_x16_bytes(int n, int64_t cols, int key) {
+    size_t np = lanes(n), ng = (size_t)(cols / (key & ~QUANT_X16_BF16));
     return ALIGN + up(np * (size_t)cols * 2) + 2 * up(ng * np * 4);
 }
 
-void quant_x16_layout(void *buf, int n, int64_t cols, int group, quant_x16 *a) {
+void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a) {
+    int group = key & ~QUANT_X16_BF16;
     size_t np = lanes(n), ng = (size_t)(cols / group);
     uint8_t *p = (uint8_t *)(((uintptr_t)buf + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     a->n = n;
     a->np = (int)np;
     a->cols = cols;
     a->group = group;
+    a->bf16 = (key & QUANT_X16_BF16) != 0;
     a->q = (int16_t *)p;
     p += up(np * (size_t)cols * 2);
     a->d = (float *)p;
@@ -65,6 +68,7 @@ size_t quant_x16_scratch_floats(int n, int64_t cols) {
  * the AVX-512 kernels (Intel's cores since Alder Lake; GLMLITE_KERNELS=avx2). */
 #define X16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 #define X16Y __attribute__((target("avxvnni,avx2,fma")))
+#define X16B __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
 
 static int allowed = 1;
 void quant_x16_allow(int on) { allowed = on; }
@@ -87,11 +91,15 @@ int quant_x16_available(void) {
     return allowed && quant_using_avx2() && (quant_avx512_vnni() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
 }
 
+/* vdpbf16ps: the 512-bit kernels, and the attention kernels found AVX512-BF16. */
+static int bf16_pairs(void) { return quant_avx512_vnni() && kernels_active()->gemm_bf16_bf16; }
+
 int quant_x16_group(const weight *w) {
-    int fp4 = w->format == WF_NVFP4 || w->format == WF_MXFP4;
-    if (!(fp4 || (w->format == WF_AFFINE && w->biases && quant_global(w) == 1.0f))) return 0;
+    int fp4 = w->format == WF_NVFP4 || w->format == WF_MXFP4, fp8 = w->format == WF_MXFP8;
+    if (!(fp4 || fp8 || (w->format == WF_AFFINE && w->biases && quant_global(w) == 1.0f))) return 0;
     int group = quant_format_group(w->format, w->group_size);
     if (w->exact_act || w->cols <= 0 || group <= 0 || w->cols % group || !quant_x16_available()) return 0;
+    if (fp8) return bf16_pairs() && quant_global(w) == 1.0f ? group | QUANT_X16_BF16 : 0;
     return group;
 }
 
@@ -141,6 +149,15 @@ static void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t 
     }
 }
 
+/* One group of 16 vectors as bf16 pairs (no d or xsum). */
+static X16B void group_bf16(float (*tile)[16], int gs, int16_t *q, size_t np) {
+    for (int c = 0; c < gs; c += 2) {
+        __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(tile[c])));
+        __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(tile[c + 1])));
+        _mm512_storeu_si512(q + (size_t)c / 2 * np * 2, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+}
+
 /* Columns [c0, c1) of the n vectors (group multiples), per 16 tokens and
  * group. */
 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
@@ -156,7 +173,8 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
             }
             size_t g = (size_t)(g0 / gs);
             int16_t *q = a->q + ((size_t)g0 / 2 * np + t0) * 2;
-            if (zmm) group_zmm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
+            if (a->bf16) group_bf16(tile, gs, q, np);
+            else if (zmm) group_zmm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
             else group_ymm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
         }
     }
@@ -173,13 +191,27 @@ static inline __attribute__((always_inline)) X16 __m512i nibbles32(const uint8_t
     return _mm512_permutexvar_epi16(v, e2m1x2);
 }
 
-/* Row r's weight integers (affine: code - 2^(bits-1); fp4: 2 * E2M1) into
- * row i of each column block of codes, 32 at a time; widths other than 4
- * and 8 bits unpacked into bytes first. */
+/* 32 E4M3 codes as bf16 bits, exactly: for a normal code its 7 magnitude
+ * bits under bf16's exponent and mantissa, the exponent bias moved by 120;
+ * a subnormal one (exponent 0: m * 2^-9) by table; NaN codes a bf16 NaN;
+ * then the sign. */
+static inline __attribute__((always_inline)) X16 __m512i e4m3x32_bf16(const uint8_t *p) {
+    const __m512i subnormal = _mm512_zextsi128_si512(_mm_setr_epi16(0, 0x3b00, 0x3b80, 0x3bc0, 0x3c00, 0x3c20, 0x3c40, 0x3c60));
+    __m512i c = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    __m512i mag = _mm512_and_si512(c, _mm512_set1_epi16(0x7f));
+    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(0x3c00));
+    v = _mm512_mask_permutexvar_epi16(v, _mm512_testn_epi16_mask(c, _mm512_set1_epi16(0x78)), mag, subnormal);
+    v = _mm512_mask_mov_epi16(v, _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7fc0));
+    return _mm512_or_si512(v, _mm512_and_si512(_mm512_slli_epi16(c, 8), _mm512_set1_epi16((short)0x8000)));
+}
+
+/* Row r's weight integers (affine: code - 2^(bits-1); fp4: 2 * E2M1) or,
+ * for mxfp8, bf16 values into row i of each column block of codes, 32 at a
+ * time; widths other than 4 and 8 bits unpacked into bytes first. */
 static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i, uint8_t *bytes) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     int64_t cols = w->cols;
-    int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE;
+    int bits = quant_format_bits(w->format, w->bits), fp4 = w->format != WF_AFFINE, fp8 = w->format == WF_MXFP8;
     __m512i centre = _mm512_set1_epi16((short)(fp4 ? 0 : 1 << (bits - 1)));
     if (bits != 4 && bits != 8) {
         quant_unpack_row(row, bits, cols, bytes);
@@ -190,7 +222,9 @@ static X16 void row_codes_zmm(const weight *w, int64_t r, int16_t *codes, int i,
         int16_t *out = codes + ((size_t)(c0 / X16_KC) * QUANT_X16_ROWS + (size_t)i) * X16_KC;
         int n = cols - c0 < X16_KC ? (int)(cols - c0) : X16_KC;   /* a multiple of 32, or of 16 for nvfp4 */
         const uint8_t *p = row + (bits == 8 ? c0 : c0 / 2);
-        if (bits == 8) {
+        if (fp8) {
+            for (int c = 0; c < n; c += 32) _mm512_storeu_si512(out + c, e4m3x32_bf16(p + c));
+        } else if (bits == 8) {
             for (int c = 0; c < n; c += 32)
                 _mm512_storeu_si512(out + c, _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + c))), centre));
         } else if (fp4) {
@@ -249,17 +283,24 @@ static inline __attribute__((always_inline)) X16 __m512i dpwssd(__m512i acc, __m
     return acc;
 }
 
+/* The same for bf16 pairs into f32 lanes (vdpbf16ps; acc holds f32 bits). */
+static inline __attribute__((always_inline)) X16 __m512i dpbf16(__m512i acc, __m512i w, __m512i x) {
+    __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+}
+
 /* MR rows x NV vectors of 16 tokens over groups [g0, g1) of a column block:
  * per column pair NV loads and MR broadcasts feed MR * NV vpdpwssd; per
  * group each exact integer sum meets its scales in f32, in the order of
- * quant.h's definition, into acc. w: the tile's first row in the block's
+ * quant.h's definition, into acc (BF: vdpbf16ps, each f32 sum times its
+ * scale). w: the tile's first row in the block's
  * codes (rows X16_KC apart, from the block's first column c0); sg/bg: its
  * first row's scales and biases (rows X16_SG apart); acc: its first row's
  * sums (rows X16_LANES apart). */
 static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w, int64_t c0, const float *sg,
                                                                const float *bg, const quant_x16 *a, size_t t0,
                                                                int64_t g0, int64_t g1, float *acc, const int MR,
-                                                               const int NV) {
+                                                               const int NV, const int BF) {
     size_t np = (size_t)a->np;
     int gs = a->group;
     for (int64_t g = g0; g < g1; g++) {
@@ -280,8 +321,21 @@ static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w,
                 memcpy(&pair, wp + i * X16_KC, 4);
                 __m512i wb = _mm512_set1_epi32(pair);
                 _Pragma("GCC unroll 3")
-                for (int j = 0; j < NV; j++) s[i][j] = dpwssd(s[i][j], wb, xv[j]);
+                for (int j = 0; j < NV; j++) s[i][j] = BF ? dpbf16(s[i][j], wb, xv[j]) : dpwssd(s[i][j], wb, xv[j]);
             }
+        }
+        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
+        if (BF) {
+            _Pragma("GCC unroll 24")
+            for (int i = 0; i < MR; i++) {
+                __m512 sv = _mm512_set1_ps(sg[at + (size_t)i * X16_SG]);
+                _Pragma("GCC unroll 3")
+                for (int j = 0; j < NV; j++) {
+                    float *ap = acc + i * X16_LANES + 16 * j;
+                    _mm512_storeu_ps(ap, _mm512_fmadd_ps(_mm512_castsi512_ps(s[i][j]), sv, _mm512_loadu_ps(ap)));
+                }
+            }
+            continue;
         }
         __m512 dv[3], xs[3];
         _Pragma("GCC unroll 3")
@@ -289,7 +343,6 @@ static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w,
             dv[j] = _mm512_loadu_ps(a->d + (size_t)g * np + t0 + 16 * j);
             xs[j] = _mm512_loadu_ps(a->xsum + (size_t)g * np + t0 + 16 * j);
         }
-        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
         const float *sgg = sg + at, *bgg = bg + at;
         _Pragma("GCC unroll 24")
         for (int i = 0; i < MR; i++) {
@@ -354,23 +407,30 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
     }
 }
 
-#define X16_TILES(TILE, MR, NV)                                                                          \
+#define X16_TILES(TILE, MR, ...)                                                                         \
     for (; i + (MR) <= rows; i += (MR))                                                                  \
     TILE(block + (size_t)i * X16_KC, c0, sg + (size_t)i * X16_SG, bg + (size_t)i * X16_SG, a, tl, g0, g1,       \
-         accl + (size_t)i * X16_LANES, MR, NV)
+         accl + (size_t)i * X16_LANES, MR, __VA_ARGS__)
 
 /* Every row tile of a block of rows over one column block, for the 48 lanes
  * from t0 (the vectors there: 1-3 of 16 tokens). */
-static X16 void block_zmm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
-                          size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
+static inline __attribute__((always_inline)) X16 void block_tiles(const int16_t *block, int64_t c0, const float *sg,
+                                                                  const float *bg, const quant_x16 *a, size_t t0,
+                                                                  int64_t g0, int64_t g1, float *accg, int rows, const int BF) {
     int nv = (size_t)a->np - t0 < X16_LANES ? (int)((size_t)a->np - t0) / 16 : 3, i = 0;
     size_t tl = t0;
     float *accl = accg;
     switch (nv) {
-    case 3: X16_TILES(x16_tile, 8, 3); X16_TILES(x16_tile, 1, 3); break;
-    case 2: X16_TILES(x16_tile, 12, 2); X16_TILES(x16_tile, 8, 2); X16_TILES(x16_tile, 1, 2); break;
-    default: X16_TILES(x16_tile, 16, 1); X16_TILES(x16_tile, 8, 1); X16_TILES(x16_tile, 1, 1); break;
+    case 3: X16_TILES(x16_tile, 8, 3, BF); X16_TILES(x16_tile, 1, 3, BF); break;
+    case 2: X16_TILES(x16_tile, 12, 2, BF); X16_TILES(x16_tile, 8, 2, BF); X16_TILES(x16_tile, 1, 2, BF); break;
+    default: X16_TILES(x16_tile, 16, 1, BF); X16_TILES(x16_tile, 8, 1, BF); X16_TILES(x16_tile, 1, 1, BF); break;
     }
+}
+
+static X16 void block_zmm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
+                          size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
+    if (a->bf16) block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, 1);
+    else block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, 0);
 }
 
 /* The same with vectors of 8 tokens (2, 4 or 6 of them), in runs of 3
@@ -390,10 +450,12 @@ static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, co
 /* Row r's group factors (quant.h's s_g, b_g) into row i of sg and bg, in
  * runs of X16_SG groups: the int8 rows' conversion (quant_row_factors_avx2,
  * into rs and rb, a row's worth each), then for fp4 half the scale, times
- * the global one, and no bias. */
+ * the global one, and no bias (mxfp8: the E8M0 scale, no bias). */
 static void row_factors(const weight *w, int64_t r, int i, size_t ng, float *rs, float *rb, float *sg, float *bg) {
     quant_row_factors_avx2(w, r, rs, rb);
-    if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1 */
+    if (w->format == WF_MXFP8) {
+        memset(rb, 0, ng * sizeof *rb);
+    } else if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1 */
         float global = quant_global(w);
         for (size_t g = 0; g < ng; g++) {
             rs[g] = 0.5f * rs[g];

@@ -685,6 +685,96 @@ TEST(quant_x16_matches_definition_and_bound) {
     printf("    worst |x16 - exact| / (bound + f32 rounding) = %.3f\n", worst);
 }
 
+/* vcvtneps2bf16 in plain C: nearest even, f32 denormals to a signed 0. */
+static uint16_t bf16_nearest_even(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)(u >> 16 & 0x8000);
+    return (uint16_t)((u + 0x7fffu + (u >> 16 & 1)) >> 16);
+}
+
+/* mxfp8 rows with bf16 activations (quant.h), where the CPU has
+ * AVX512-BF16: the prepared vectors are the inputs rounded to bf16; every
+ * output is within f32 summation rounding of the float64 dot of the
+ * dequantized row with those rounded inputs (so every code decodes exactly:
+ * one row holds each of the 254 non-NaN E4M3 codes, subnormals included),
+ * and within 2^-9 per product more of the dot with the inputs as given; a
+ * NaN code makes its row's outputs NaN. Without AVX512-BF16 the rows keep
+ * f32 activations. */
+TEST(quant_x16_mxfp8_bf16_pairs) {
+    int rows = 37, cols = 544, n = 37, ng = cols / 32;
+    rand_weight rw = make_weight(WF_MXFP8, 8, 32, DT_U8, rows, cols, 1.0f);
+    int key = quant_x16_group(&rw.w);
+    if (!(key & QUANT_X16_BF16)) {
+        CHECK(key == 0);
+        free_weight(&rw);
+        return;
+    }
+    CHECK(key == (32 | QUANT_X16_BF16));
+    uint8_t *every = rw.data + 2 * rw.w.row_stride, *nan_row = rw.data + 3 * rw.w.row_stride;
+    for (int i = 0; i < cols; i++) every[i] = (uint8_t)((i % 256 & 0x7f) == 0x7f ? i % 256 - 1 : i % 256);
+    nan_row[300] = 0xff;
+    float *x = malloc((size_t)n * cols * 4), *y = malloc((size_t)n * rows * 4), *wf = malloc((size_t)cols * 4);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    x[5 * cols + 10] = 1e-40f;   /* a denormal: 0 in bf16 */
+    void *buf = malloc(quant_x16_bytes(n, cols, key));
+    float *scratch = malloc(quant_x16_scratch_floats(n, cols) * 4);
+    quant_x16 a;
+    quant_x16_layout(buf, n, cols, key, &a);
+    quant_x16_prepare(x, (size_t)cols, 0, 8 * 32, &a);
+    quant_x16_prepare(x, (size_t)cols, 8 * 32, cols, &a);
+    int prep_ok = 1;
+    for (int t = 0; t < a.np; t++)
+        for (int c = 0; c < cols; c++)
+            prep_ok &= (uint16_t)a.q[((size_t)c / 2 * (size_t)a.np + (size_t)t) * 2 + (size_t)(c & 1)] ==
+                       (t < n ? bf16_nearest_even(x[(size_t)t * cols + c]) : 0);
+    CHECK(prep_ok);
+    quant_x16_matmul_rows(&rw.w, 0, rows, &a, y, (size_t)rows, scratch);
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        weight_row_f32(&rw.w, r, wf);
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * cols;
+            float got = y[(size_t)t * rows + r];
+            if (r == 3) { CHECKF(isnan(got), "vector %d: a NaN code gave %g", t, got); continue; }
+            double rounded = 0, exact = 0, mag = 0;
+            for (int i = 0; i < cols; i++) {
+                uint32_t b = (uint32_t)bf16_nearest_even(xt[i]) << 16;
+                float xb;
+                memcpy(&xb, &b, 4);
+                rounded += (double)wf[i] * xb;
+                exact += (double)wf[i] * xt[i];
+                mag += fabs((double)wf[i] * xt[i]);
+            }
+            /* 32 roundings within a group's sum, one per group into acc */
+            double f32_rounding = (32 + ng + 2) * 0x1p-24 * mag * (1 + 0x1p-8);
+            double err = fabs((double)got - rounded);
+            if (mag > 0 && err / f32_rounding > worst) worst = err / f32_rounding;
+            CHECKF(err <= f32_rounding, "row %d vector %d: |%g - %g| > %g", r, t, got, rounded, f32_rounding);
+            CHECKF(fabs((double)got - exact) <= 0x1p-9 * mag + f32_rounding, "row %d vector %d: %g vs exact %g", r, t, got, exact);
+        }
+    }
+    printf("    worst |bf16 pairs - dot of the rounded inputs| / f32 rounding bound = %.3f\n", worst);
+    /* one-hot vectors read single weights: each exactly its dequantized value */
+    int n1 = 256;
+    float *x1 = calloc((size_t)n1 * cols, 4), *y1 = malloc((size_t)n1 * rows * 4);
+    void *buf1 = malloc(quant_x16_bytes(n1, cols, key));
+    float *scratch1 = malloc(quant_x16_scratch_floats(n1, cols) * 4);
+    for (int t = 0; t < n1; t++) x1[(size_t)t * cols + t] = 1.0f;
+    quant_x16_layout(buf1, n1, cols, key, &a);
+    quant_x16_prepare(x1, (size_t)cols, 0, cols, &a);
+    quant_x16_matmul_rows(&rw.w, 0, rows, &a, y1, (size_t)rows, scratch1);
+    int exact_ok = 1;
+    for (int r = 0; r < rows; r++) {
+        if (r == 3) continue;
+        weight_row_f32(&rw.w, r, wf);
+        for (int t = 0; t < n1; t++) exact_ok &= y1[(size_t)t * rows + r] == wf[t];   /* -0 (code 0x80) sums to +0 */
+    }
+    CHECKF(exact_ok, "a single weight read through the bf16 pairs differs from its value");
+    free(x); free(y); free(wf); free(buf); free(scratch); free(x1); free(y1); free(buf1); free(scratch1);
+    free_weight(&rw);
+}
+
 /* Non-finite activations make their vector's outputs non-finite (as the f32
  * path does) and leave the other vectors' alone. */
 TEST(quant_x16_non_finite_activations) {
