@@ -370,12 +370,23 @@ static int bench_threads(const bench_args *a, int threads, const bandwidth_probe
     return rc;
 }
 
+static void bench_usage(FILE *f) {
+    fputs("usage: glmlite bench [-m DIR] [-p 512] [-n 128] [-t THREADS] [-r 3] [-d|--depth 0] [-o md|json|jsonl]\n"
+          "                     [--cache-type f32|bf16] [--exact-matmul] [--profile]\n"
+          "  -p, -n, -t and -d take comma-separated lists (every combination runs; 0 in -p or -n skips that\n"
+          "  kind of test). ppN: prefill of N tokens, GFLOP/s against an FMA probe; tgN: N decode steps, GB/s\n"
+          "  of weights and cache read against a read-bandwidth probe; with a depth, after that many tokens\n"
+          "  of context, beside depth 0 in the same repetitions. json: one object per test and line.\n",
+          f);
+}
+
 int cmd_bench(int argc, char **argv) {
     bench_args a = {.dir = cli_default_model_dir(), .prompt = {1, {512}}, .gen = {1, {128}}, .depth = {1, {0}},
                     .threads = {1, {0}}, .reps = 3};
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) { bench_usage(stdout); return 0; }
         if (!strcmp(o, "-m")) bad = !(a.dir = v);
         else if (!strcmp(o, "-p")) bad = parse_list(v, 0, 1 << 24, &a.prompt);
         else if (!strcmp(o, "-n")) bad = parse_list(v, 0, 1 << 24, &a.gen);
@@ -389,7 +400,7 @@ int cmd_bench(int argc, char **argv) {
         }
         else if (!strcmp(o, "--exact-matmul")) { a.exact = 1; continue; }
         else if (!strcmp(o, "--profile")) { a.profile = 1; continue; }
-        else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", o); return 2; }
+        else { fprintf(stderr, "glmlite bench: unknown option '%s'\n", o); bench_usage(stderr); return 2; }
         if (bad) { fprintf(stderr, "glmlite bench: option '%s' needs a valid value\n", o); return 2; }
         i++;
     }

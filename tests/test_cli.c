@@ -233,4 +233,8 @@ TEST(cli_bench_lists_and_skips) {
         snprintf(cmd, sizeof cmd, "%s bench -m %s %s 2>/dev/null", glmlite(), dir, bad[i]);
         CHECKF(test_run(cmd) == 2, "bench %s", bad[i]);
     }
+    snprintf(cmd, sizeof cmd, "%s bench -h", glmlite());
+    REQUIRE(run_capture(cmd, &out) == 0);
+    CHECK(out && strstr(out, "usage: glmlite bench"));
+    free(out);
 }
