@@ -162,20 +162,20 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * on CPUs with AVX-512 VNNI (or AVX-VNNI, with the AVX2 kernels), quantize
  * the vectors per weight group to int16 and multiply exact integer sums
  * (vpdpwssd: two multiply-adds per lane and instruction, twice an f32
- * FMA's). For group g of gs columns and vector t: amax = max |x_i|,
- * d = amax / 32767, id = amax ? 32767 / amax : 0 (f32 divisions), q_i =
- * x_i * id (f32 product) rounded to nearest even, and xsum = the f32 sum of
- * x over the group in element order. Each weight is an integer c_i times a
- * group factor s_g plus a group bias b_g:
+ * FMA's). For group g of gs columns and vector t: amax = max |x_i|, xsum =
+ * the f32 sum of x over the group in element order, d = fma(xsum, 0,
+ * amax / 32767) (NaN when the group holds a non-finite x), id = amax ?
+ * 32767 / amax : 0 (f32 divisions), q_i = x_i * id (f32 product) rounded
+ * to nearest even. Each weight is an integer c_i times a group factor s_g
+ * plus, for affine rows, a group bias b_g:
  *   affine: c_i = code_i - C (centred, C = 2^(bits-1)), s_g the scale,
  *           b_g = bias + C * s_g (f32), for weights without a global scale;
  *   fp4:    c_i = 2 * E2M1(code_i) (-12..12), s_g = 0.5 * scale (times the
- *           global scale, one f32 product, when it is not 1), b_g = 0.
+ *           global scale, one f32 product, when it is not 1).
  * Then, with acc = 0 and f32 operations in this order, for each group:
  *   acc = fma((float)(sum_i c_i * q_i) * d, s_g, acc)
- *   acc = fma(xsum, b_g, acc)
- * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128; the second
- * step keeps a non-finite x's NaN for fp4 too). The error against the f32
+ *   acc = fma(xsum, b_g, acc)            (affine only)
+ * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128). The error against the f32
  * dot is bounded by |x_i - d*q_i| <= d/2 per element:
  * 0.5 * sum_g d_g * |s_g| * sum_i |c_i| (centring halves it, as for int8),
  * ~1.5e-5 of the group's largest activation per element (int8 blocks, for

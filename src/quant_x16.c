@@ -116,7 +116,8 @@ static X16 void group_zmm(float (*tile)[16], int gs, float *d, float *xsum, int1
     }
     __mmask16 nz = _mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ);
     __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(32767.0f), amax);
-    _mm512_storeu_ps(d, _mm512_div_ps(amax, _mm512_set1_ps(32767.0f)));
+    /* plus 0 * sum: NaN when the group holds a non-finite value */
+    _mm512_storeu_ps(d, _mm512_fmadd_ps(sum, _mm512_setzero_ps(), _mm512_div_ps(amax, _mm512_set1_ps(32767.0f))));
     _mm512_storeu_ps(xsum, sum);
     for (int c = 0; c < gs; c += 2) {
         __m512i lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tile[c]), id));
@@ -138,7 +139,7 @@ static void group_ymm(float (*tile)[16], int gs, float *d, float *xsum, int16_t 
         }
         __m256 nz = _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ);
         __m256 id = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(32767.0f), amax));
-        _mm256_storeu_ps(d + h, _mm256_div_ps(amax, _mm256_set1_ps(32767.0f)));
+        _mm256_storeu_ps(d + h, _mm256_fmadd_ps(sum, _mm256_setzero_ps(), _mm256_div_ps(amax, _mm256_set1_ps(32767.0f))));
         _mm256_storeu_ps(xsum + h, sum);
         for (int c = 0; c < gs; c += 2) {
             __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(tile[c] + h), id));
@@ -289,18 +290,22 @@ static inline __attribute__((always_inline)) X16 __m512i dpbf16(__m512i acc, __m
     return acc;
 }
 
+/* What a tile's group sums meet: affine scales and biases, fp4 scales, or
+ * (bf16 pairs, f32 sums) mxfp8 scales. */
+enum { X16_AFFINE, X16_FP4, X16_BF16 };
+
 /* MR rows x NV vectors of 16 tokens over groups [g0, g1) of a column block:
  * per column pair NV loads and MR broadcasts feed MR * NV vpdpwssd; per
- * group each exact integer sum meets its scales in f32, in the order of
- * quant.h's definition, into acc (BF: vdpbf16ps, each f32 sum times its
- * scale). w: the tile's first row in the block's
+ * group each exact integer sum meets its factors in f32, in the order of
+ * quant.h's definition, into acc (X16_BF16: vdpbf16ps, each f32 sum times
+ * its scale). w: the tile's first row in the block's
  * codes (rows X16_KC apart, from the block's first column c0); sg/bg: its
  * first row's scales and biases (rows X16_SG apart); acc: its first row's
  * sums (rows X16_LANES apart). */
 static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w, int64_t c0, const float *sg,
                                                                const float *bg, const quant_x16 *a, size_t t0,
                                                                int64_t g0, int64_t g1, float *acc, const int MR,
-                                                               const int NV, const int BF) {
+                                                               const int NV, const int KIND) {
     size_t np = (size_t)a->np;
     int gs = a->group;
     for (int64_t g = g0; g < g1; g++) {
@@ -321,37 +326,27 @@ static inline __attribute__((always_inline)) X16 void x16_tile(const int16_t *w,
                 memcpy(&pair, wp + i * X16_KC, 4);
                 __m512i wb = _mm512_set1_epi32(pair);
                 _Pragma("GCC unroll 3")
-                for (int j = 0; j < NV; j++) s[i][j] = BF ? dpbf16(s[i][j], wb, xv[j]) : dpwssd(s[i][j], wb, xv[j]);
+                for (int j = 0; j < NV; j++) s[i][j] = KIND == X16_BF16 ? dpbf16(s[i][j], wb, xv[j]) : dpwssd(s[i][j], wb, xv[j]);
             }
-        }
-        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
-        if (BF) {
-            _Pragma("GCC unroll 24")
-            for (int i = 0; i < MR; i++) {
-                __m512 sv = _mm512_set1_ps(sg[at + (size_t)i * X16_SG]);
-                _Pragma("GCC unroll 3")
-                for (int j = 0; j < NV; j++) {
-                    float *ap = acc + i * X16_LANES + 16 * j;
-                    _mm512_storeu_ps(ap, _mm512_fmadd_ps(_mm512_castsi512_ps(s[i][j]), sv, _mm512_loadu_ps(ap)));
-                }
-            }
-            continue;
         }
         __m512 dv[3], xs[3];
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) {
-            dv[j] = _mm512_loadu_ps(a->d + (size_t)g * np + t0 + 16 * j);
-            xs[j] = _mm512_loadu_ps(a->xsum + (size_t)g * np + t0 + 16 * j);
+            if (KIND != X16_BF16) dv[j] = _mm512_loadu_ps(a->d + (size_t)g * np + t0 + 16 * j);
+            if (KIND == X16_AFFINE) xs[j] = _mm512_loadu_ps(a->xsum + (size_t)g * np + t0 + 16 * j);
         }
-        const float *sgg = sg + at, *bgg = bg + at;
+        size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
         _Pragma("GCC unroll 24")
         for (int i = 0; i < MR; i++) {
-            __m512 sv = _mm512_set1_ps(sgg[i * X16_SG]), bv = _mm512_set1_ps(bgg[i * X16_SG]);
+            __m512 sv = _mm512_set1_ps(sg[at + (size_t)i * X16_SG]);
+            __m512 bv = KIND == X16_AFFINE ? _mm512_set1_ps(bg[at + (size_t)i * X16_SG]) : sv;
             _Pragma("GCC unroll 3")
             for (int j = 0; j < NV; j++) {
                 float *ap = acc + i * X16_LANES + 16 * j;
-                __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s[i][j]), dv[j]), sv, _mm512_loadu_ps(ap));
-                _mm512_storeu_ps(ap, _mm512_fmadd_ps(xs[j], bv, v));
+                __m512 v = KIND == X16_BF16 ? _mm512_castsi512_ps(s[i][j]) : _mm512_mul_ps(_mm512_cvtepi32_ps(s[i][j]), dv[j]);
+                v = _mm512_fmadd_ps(v, sv, _mm512_loadu_ps(ap));
+                if (KIND == X16_AFFINE) v = _mm512_fmadd_ps(xs[j], bv, v);
+                _mm512_storeu_ps(ap, v);
             }
         }
     }
@@ -366,7 +361,7 @@ static inline __attribute__((always_inline)) X16Y __m256i dpwssd_ymm(__m256i acc
 static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_t *w, int64_t c0, const float *sg,
                                                                     const float *bg, const quant_x16 *a, size_t t0,
                                                                     int64_t g0, int64_t g1, float *acc, const int MR,
-                                                                    const int NV) {
+                                                                    const int NV, const int KIND) {
     size_t np = (size_t)a->np;
     int gs = a->group;
     for (int64_t g = g0; g < g1; g++) {
@@ -391,17 +386,17 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
             }
         }
         size_t at = (size_t)(g / X16_SG) * QUANT_X16_ROWS * X16_SG + (size_t)(g % X16_SG);
-        const float *sgg = sg + at, *bgg = bg + at;
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) {
-            __m256 dv = _mm256_loadu_ps(a->d + (size_t)g * np + t0 + 8 * j);
-            __m256 xs = _mm256_loadu_ps(a->xsum + (size_t)g * np + t0 + 8 * j);
+            __m256 dv = _mm256_loadu_ps(a->d + (size_t)g * np + t0 + 8 * j), xs = _mm256_setzero_ps();
+            if (KIND == X16_AFFINE) xs = _mm256_loadu_ps(a->xsum + (size_t)g * np + t0 + 8 * j);
             _Pragma("GCC unroll 6")
             for (int i = 0; i < MR; i++) {
                 float *ap = acc + i * X16_LANES + 8 * j;
-                __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i][j]), dv), _mm256_set1_ps(sgg[i * X16_SG]),
+                __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i][j]), dv), _mm256_set1_ps(sg[at + (size_t)i * X16_SG]),
                                            _mm256_loadu_ps(ap));
-                _mm256_storeu_ps(ap, _mm256_fmadd_ps(xs, _mm256_set1_ps(bgg[i * X16_SG]), v));
+                if (KIND == X16_AFFINE) v = _mm256_fmadd_ps(xs, _mm256_set1_ps(bg[at + (size_t)i * X16_SG]), v);
+                _mm256_storeu_ps(ap, v);
             }
         }
     }
@@ -416,61 +411,70 @@ static inline __attribute__((always_inline)) X16Y void x16_tile_ymm(const int16_
  * from t0 (the vectors there: 1-3 of 16 tokens). */
 static inline __attribute__((always_inline)) X16 void block_tiles(const int16_t *block, int64_t c0, const float *sg,
                                                                   const float *bg, const quant_x16 *a, size_t t0,
-                                                                  int64_t g0, int64_t g1, float *accg, int rows, const int BF) {
+                                                                  int64_t g0, int64_t g1, float *accg, int rows, const int KIND) {
     int nv = (size_t)a->np - t0 < X16_LANES ? (int)((size_t)a->np - t0) / 16 : 3, i = 0;
     size_t tl = t0;
     float *accl = accg;
     switch (nv) {
-    case 3: X16_TILES(x16_tile, 8, 3, BF); X16_TILES(x16_tile, 1, 3, BF); break;
-    case 2: X16_TILES(x16_tile, 12, 2, BF); X16_TILES(x16_tile, 8, 2, BF); X16_TILES(x16_tile, 1, 2, BF); break;
-    default: X16_TILES(x16_tile, 16, 1, BF); X16_TILES(x16_tile, 8, 1, BF); X16_TILES(x16_tile, 1, 1, BF); break;
+    case 3: X16_TILES(x16_tile, 8, 3, KIND); X16_TILES(x16_tile, 1, 3, KIND); break;
+    case 2: X16_TILES(x16_tile, 12, 2, KIND); X16_TILES(x16_tile, 8, 2, KIND); X16_TILES(x16_tile, 1, 2, KIND); break;
+    default: X16_TILES(x16_tile, 16, 1, KIND); X16_TILES(x16_tile, 8, 1, KIND); X16_TILES(x16_tile, 1, 1, KIND); break;
     }
 }
 
 static X16 void block_zmm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
-                          size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
-    if (a->bf16) block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, 1);
-    else block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, 0);
+                          size_t t0, int64_t g0, int64_t g1, float *accg, int rows, int kind) {
+    switch (kind) {
+    case X16_AFFINE: block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, X16_AFFINE); break;
+    case X16_FP4: block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, X16_FP4); break;
+    default: block_tiles(block, c0, sg, bg, a, t0, g0, g1, accg, rows, X16_BF16); break;
+    }
 }
 
 /* The same with vectors of 8 tokens (2, 4 or 6 of them), in runs of 3
- * (tiles of 4 rows) or 2 (tiles of 6 rows). */
-static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
-                           size_t t0, int64_t g0, int64_t g1, float *accg, int rows) {
+ * (tiles of 4 rows) or 2 (tiles of 6 rows); no bf16 pairs. */
+static inline __attribute__((always_inline)) X16Y void block_tiles_ymm(const int16_t *block, int64_t c0, const float *sg,
+                                                                       const float *bg, const quant_x16 *a, size_t t0,
+                                                                       int64_t g0, int64_t g1, float *accg, int rows,
+                                                                       const int KIND) {
     int nv = (size_t)a->np - t0 < X16_LANES ? (int)((size_t)a->np - t0) / 8 : 6, run = nv % 3 ? 2 : 3;
     for (int j0 = 0; j0 < nv; j0 += run) {
         int i = 0;
         size_t tl = t0 + 8 * (size_t)j0;
         float *accl = accg + 8 * j0;
-        if (run == 3) { X16_TILES(x16_tile_ymm, 4, 3); X16_TILES(x16_tile_ymm, 1, 3); }
-        else { X16_TILES(x16_tile_ymm, 6, 2); X16_TILES(x16_tile_ymm, 1, 2); }
+        if (run == 3) { X16_TILES(x16_tile_ymm, 4, 3, KIND); X16_TILES(x16_tile_ymm, 1, 3, KIND); }
+        else { X16_TILES(x16_tile_ymm, 6, 2, KIND); X16_TILES(x16_tile_ymm, 1, 2, KIND); }
     }
+}
+
+static X16Y void block_ymm(const int16_t *block, int64_t c0, const float *sg, const float *bg, const quant_x16 *a,
+                           size_t t0, int64_t g0, int64_t g1, float *accg, int rows, int kind) {
+    if (kind == X16_AFFINE) block_tiles_ymm(block, c0, sg, bg, a, t0, g0, g1, accg, rows, X16_AFFINE);
+    else block_tiles_ymm(block, c0, sg, bg, a, t0, g0, g1, accg, rows, X16_FP4);
 }
 
 /* Row r's group factors (quant.h's s_g, b_g) into row i of sg and bg, in
  * runs of X16_SG groups: the int8 rows' conversion (quant_row_factors_avx2,
  * into rs and rb, a row's worth each), then for fp4 half the scale, times
- * the global one, and no bias (mxfp8: the E8M0 scale, no bias). */
+ * the global one (mxfp8: the E8M0 scale); biases for affine rows only. */
 static void row_factors(const weight *w, int64_t r, int i, size_t ng, float *rs, float *rb, float *sg, float *bg) {
     quant_row_factors_avx2(w, r, rs, rb);
-    if (w->format == WF_MXFP8) {
-        memset(rb, 0, ng * sizeof *rb);
-    } else if (w->format != WF_AFFINE) {   /* fp4: the codes are 2 * E2M1 */
+    int affine = w->format == WF_AFFINE;
+    if (w->format == WF_NVFP4 || w->format == WF_MXFP4) {   /* the codes are 2 * E2M1 */
         float global = quant_global(w);
         for (size_t g = 0; g < ng; g++) {
             rs[g] = 0.5f * rs[g];
             if (global != 1.0f) rs[g] = rs[g] * global;
-            rb[g] = 0.0f;   /* fma(xsum, 0, acc): a non-finite x still makes the output NaN */
         }
     }
     for (size_t g = 0; g < ng; g += X16_SG) {
         size_t at = ((g / X16_SG) * QUANT_X16_ROWS + (size_t)i) * X16_SG;
         if (ng - g >= X16_SG) {   /* a constant size: copied inline */
             memcpy(sg + at, rs + g, X16_SG * sizeof *rs);
-            memcpy(bg + at, rb + g, X16_SG * sizeof *rb);
+            if (affine) memcpy(bg + at, rb + g, X16_SG * sizeof *rb);
         } else {
             memcpy(sg + at, rs + g, (ng - g) * sizeof *rs);
-            memcpy(bg + at, rb + g, (ng - g) * sizeof *rb);
+            if (affine) memcpy(bg + at, rb + g, (ng - g) * sizeof *rb);
         }
     }
 }
@@ -479,7 +483,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
                            size_t y_stride, float *scratch) {
     size_t np = (size_t)a->np, ng = (size_t)(w->cols / a->group);
     int64_t cols = w->cols, kc = X16_KC;
-    int zmm = quant_avx512_vnni();
+    int zmm = quant_avx512_vnni(), kind = a->bf16 ? X16_BF16 : w->format == WF_AFFINE ? X16_AFFINE : X16_FP4;
     float *acc = (float *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     int16_t *codes = (int16_t *)(acc + acc_floats(a->n));
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
@@ -498,8 +502,8 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
             int64_t g0 = c0 / a->group, g1 = (c0 + kc < cols ? c0 + kc : cols) / a->group;
             for (size_t t0 = 0; t0 < np; t0 += X16_LANES) {
                 float *accg = acc + t0 / X16_LANES * QUANT_X16_ROWS * X16_LANES;
-                if (zmm) block_zmm(block, c0, sg, bg, a, t0, g0, g1, accg, rows);
-                else block_ymm(block, c0, sg, bg, a, t0, g0, g1, accg, rows);
+                if (zmm) block_zmm(block, c0, sg, bg, a, t0, g0, g1, accg, rows, kind);
+                else block_ymm(block, c0, sg, bg, a, t0, g0, g1, accg, rows, kind);
             }
         }
         for (int t = 0; t < a->n; t++) {

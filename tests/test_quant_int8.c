@@ -560,7 +560,7 @@ static void x16_expected(const float *x, int64_t cols, int gs, int16_t *q, float
             sum += x[g * gs + i];
         }
         float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        d[g] = amax / 32767.0f;
+        d[g] = fmaf(sum, 0.0f, amax / 32767.0f);   /* NaN for a non-finite group */
         xsum[g] = sum;
         for (int i = 0; i < gs; i++) q[g * gs + i] = (int16_t)rintf(x[g * gs + i] * id);
     }
@@ -590,7 +590,8 @@ static void x16_expected_weights(const weight *w, int64_t r, int *c, float *sg, 
 }
 
 /* quant.h's definition of one output from those vectors: exact integer
- * sums, then per group fma(sum * d, s, acc) and fma(xsum, b, acc) in f32. */
+ * sums, then per group fma(sum * d, s, acc) and, for affine rows,
+ * fma(xsum, b, acc) in f32. */
 static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, const float *d, const float *xsum) {
     int gs = quant_format_group(w->format, w->group_size);
     int *c = malloc((size_t)w->cols * sizeof *c);
@@ -602,7 +603,7 @@ static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, cons
         for (int i = 0; i < gs; i++) sum += (int64_t)c[g * gs + i] * q[g * gs + i];
         if (sum != (int32_t)sum) test_fail(__FILE__, __LINE__, "integer sum %lld past int32", (long long)sum);
         acc = fmaf((float)(int32_t)sum * d[g], sg[g], acc);
-        acc = fmaf(xsum[g], bg[g], acc);
+        if (w->format == WF_AFFINE) acc = fmaf(xsum[g], bg[g], acc);
     }
     free(c); free(sg); free(bg);
     return acc;
@@ -775,8 +776,8 @@ TEST(quant_x16_mxfp8_bf16_pairs) {
     free_weight(&rw);
 }
 
-/* Non-finite activations make their vector's outputs non-finite (as the f32
- * path does) and leave the other vectors' alone. */
+/* Non-finite activations make their vector's outputs NaN (the f32 path:
+ * non-finite) and leave the other vectors' alone. */
 TEST(quant_x16_non_finite_activations) {
     if (!quant_x16_available()) return;
     int rows = 20, cols = 256, n = 6;
@@ -786,16 +787,21 @@ TEST(quant_x16_non_finite_activations) {
     x[3 * cols + 5] = INFINITY;
     x[4 * cols + 200] = -INFINITY;
     float *scratch = malloc((linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols)) * 4);
-    for (int k = 0; k < 2; k++) {
-        rand_weight rw = k ? make_weight(WF_NVFP4, 4, 0, DT_U8, rows, cols, 1.0f) : make_weight(WF_AFFINE, 4, 64, DT_BF16, rows, cols, 1.0f);
-        CHECK(quant_x16_group(&rw.w) > 0);
-        linear_rows(&rw.w, 0, rows, x, n, (size_t)cols, y, (size_t)rows, scratch);
-        for (int t = 0; t < n; t++)
-            for (int r = 0; r < rows; r++) {
-                int bad = t == 1 || t == 3 || t == 4;
-                CHECKF(bad ? !isfinite(y[t * rows + r]) : isfinite(y[t * rows + r]), "weight %d vector %d row %d: %g", k, t,
-                       r, y[t * rows + r]);
-            }
+    const wformat formats[3] = {WF_AFFINE, WF_NVFP4, WF_MXFP8};
+    for (int k = 0; k < 3; k++) {
+        rand_weight rw = make_weight(formats[k], 4, k ? 0 : 64, k ? DT_U8 : DT_BF16, rows, cols, 1.0f);
+        int key = quant_x16_group(&rw.w);
+        CHECK(k == 2 || key > 0);
+        if (key) {
+            linear_rows(&rw.w, 0, rows, x, n, (size_t)cols, y, (size_t)rows, scratch);
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < rows; r++) {
+                    /* int16: d is NaN for the group; bf16 pairs: inf times weights of both signs */
+                    float v = y[t * rows + r];
+                    int bad = t == 1 || t == 3 || t == 4, ok = !bad ? isfinite(v) : k == 2 ? !isfinite(v) : isnan(v);
+                    CHECKF(ok, "weight %d vector %d row %d: %g", k, t, r, v);
+                }
+        }
         free_weight(&rw);
     }
     free(x); free(y); free(scratch);
