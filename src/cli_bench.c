@@ -292,7 +292,8 @@ static int test_gen(bench_run *b, int n_gen, int depth) {
         for (int r = 0; r < reps; r++) tg0[r] = depth ? tg[r] / tg0[r] : 1;   /* each repetition's depth ratio */
         mean_sd(tg0, reps, &qm, &qs);
         char name[48];
-        snprintf(name, sizeof name, depth ? "tg%d @ d%d" : "tg%d", n_gen, depth);
+        if (depth) snprintf(name, sizeof name, "tg%d @ d%d", n_gen, depth);
+        else snprintf(name, sizeof name, "tg%d", n_gen);
         if (b->a->json) {
             printf("{\"test\":\"tg%d\",\"n_prompt\":0,\"n_gen\":%d,\"n_depth\":%d,\"depth\":%d,\"threads\":%d,\"kernels\":\"%s\","
                    "\"avg_ts\":%.3f,\"stddev_ts\":%.3f,\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,"
