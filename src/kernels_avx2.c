@@ -432,7 +432,11 @@ static float avx2_sum_f32(const float *x, int64_t n) {
 /* Ten independent 8-wide FMA chains: enough to cover the FMA latency on two ports. */
 static double avx2_fma_probe(long iters, float *sink) {
     __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    __m256 a0 = _mm256_set1_ps(1), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+    /* ten chains with different values: equal ones were merged into one by
+       GCC, which timed one chain's latency and credited ten */
+    __m256 a0 = _mm256_set1_ps(1.0f), a1 = _mm256_set1_ps(1.1f), a2 = _mm256_set1_ps(1.2f), a3 = _mm256_set1_ps(1.3f),
+           a4 = _mm256_set1_ps(1.4f), a5 = _mm256_set1_ps(1.5f), a6 = _mm256_set1_ps(1.6f), a7 = _mm256_set1_ps(1.7f),
+           a8 = _mm256_set1_ps(1.8f), a9 = _mm256_set1_ps(1.9f);
     for (long i = 0; i < iters; i++) {
         a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
         a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
