@@ -333,7 +333,9 @@ static int bench_threads(const bench_args *a, int threads, const bandwidth_probe
     glm_model_get_stats(m, &b.st);
     kernels_describe(b.kernels, sizeof b.kernels);
     int max_p = list_max(&a->prompt), max_n = list_max(&a->gen), max_d = max_n ? list_max(&a->depth) : 0;
-    int warm = max_p ? max_p : 16;   /* warm-up: the longest prefill (its scratch is touched once) and 4 decode steps */
+    /* warm-up: the longest prefill (its scratch is touched once), at least 256 tokens so that
+       nearly every expert's pages are mapped before a generation test, and 4 decode steps */
+    int warm = max_p > 256 ? max_p : 256;
     int n_ctx = max_d + max_n > warm + 4 ? max_d + max_n : warm + 4;
     b.n_ids = max_d > warm ? max_d : warm;
     int32_t *ids = malloc((size_t)b.n_ids * sizeof *ids);
