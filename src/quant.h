@@ -175,8 +175,8 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * Then, with acc = 0 and f32 operations in this order, for each group:
  *   acc = fma((float)(sum_i c_i * q_i) * d, s_g, acc)
  *   acc = fma(xsum, b_g, acc)            (affine only)
- * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128). The error against the f32
- * dot is bounded by |x_i - d*q_i| <= d/2 per element:
+ * (the sum exact in int32: |q| <= 32767, |c| <= 128, gs <= 128). The error
+ * against the f32 dot is bounded by |x_i - d*q_i| <= d/2 per element:
  * 0.5 * sum_g d_g * |s_g| * sum_i |c_i| (centring halves it, as for int8),
  * ~1.5e-5 of the group's largest activation per element (int8 blocks, for
  * decode, are ~4e-3).
