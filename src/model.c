@@ -73,9 +73,8 @@ struct glm_session {
     int32_t *tokens;              /* [n_ctx]: the ids whose entries are cached (prompt-cache matching) */
     /* scratch, sized once (no allocation per token) */
     float *x, *xn;                /* [UB][D] */
-    float *cq;                    /* [UB][Rq] */
+    float *qkv_a;                 /* [UB][Rq + Rkv+dr]: q_a's output, then kv_a's (one product) */
     float *q;                     /* [UB][H*(dn+dr)] */
-    float *kva;                   /* [UB][Rkv+dr] */
     float *qa;                    /* [UB][H][Rkv+dr]: absorbed query per head */
     uint16_t *qa_bf16;            /* attn_bf16 only: qa rounded to bf16 */
     float *olat;                  /* [UB][H][Rkv] */
@@ -322,9 +321,8 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
     s->tokens = take(b, (size_t)s->n_ctx * sizeof *s->tokens);
     s->x = take(b, UB * D * F);
     s->xn = take(b, UB * D * F);
-    s->cq = take(b, UB * (size_t)(c->q_lora_rank ? c->q_lora_rank : 1) * F);
+    s->qkv_a = take(b, UB * ((size_t)c->q_lora_rank + kvw) * F);
     s->q = take(b, UB * H * (size_t)c->qk_head_dim * F);
-    s->kva = take(b, UB * kvw * F);
     s->qa = take(b, UB * H * kvw * F);
     s->qa_bf16 = take(b, s->attn_bf16 ? UB * H * kvw * sizeof *s->qa_bf16 : 0);
     s->olat = take(b, UB * H * (size_t)R * F);
@@ -677,22 +675,31 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
     int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim, kvw = R + dr;
     int dqk = c->qk_head_dim, dn = c->qk_nope_head_dim, half = dr / 2;
     for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, L->attn_norm, D, c->rms_norm_eps);
-    /* query */
-    if (c->q_lora_rank > 0) {
-        int Rq = c->q_lora_rank;
-        lin(s, &L->q_a, s->xn, T, D, s->cq, Rq);
-        for (int t = 0; t < T; t++) rmsnorm(s->cq + (size_t)t * Rq, s->cq + (size_t)t * Rq, L->q_a_norm, Rq, c->latent_norm_eps);
-        lin(s, &L->q_b, s->cq, T, Rq, s->q, (size_t)H * dqk);
+    /* q_a and kv_a read the same input: one product (one parallel section,
+       the input quantized once), the same bits as two; row t of qkv_a holds
+       q_a's output, then kv_a's */
+    int Rq = c->q_lora_rank;
+    size_t qkv_stride = (size_t)Rq + kvw;
+    float *cq = s->qkv_a, *kva = s->qkv_a + Rq;
+    if (Rq > 0) {
+        const weight *w[2] = {&L->q_a, &L->kv_a};
+        const float *in[2] = {s->xn, s->xn};
+        float *out[2] = {cq, kva};
+        double t0 = prof_begin();
+        linear_many(s->m->pool, 2, w, in, T, D, out, qkv_stride, s->thread_scratch, s->scratch_stride, s->packed);
+        prof_end(PROF_MATMUL, t0);
+        for (int t = 0; t < T; t++) rmsnorm(cq + (size_t)t * qkv_stride, cq + (size_t)t * qkv_stride, L->q_a_norm, Rq, c->latent_norm_eps);
+        lin(s, &L->q_b, cq, T, qkv_stride, s->q, (size_t)H * dqk);
     } else {
         lin(s, &L->q_proj, s->xn, T, D, s->q, (size_t)H * dqk);
+        lin(s, &L->kv_a, s->xn, T, D, kva, qkv_stride);
     }
     /* latent + shared rope key, appended to the cache */
-    lin(s, &L->kv_a, s->xn, T, D, s->kva, kvw);
     size_t layer_elems = (size_t)li * s->n_ctx * kvw;
     void *cache = s->kv_bf16 ? (void *)((uint16_t *)s->kv + layer_elems) : (void *)((float *)s->kv + layer_elems);
     float *row = s->kv_row;
     for (int t = 0; t < T; t++) {
-        const float *z = s->kva + (size_t)t * kvw;
+        const float *z = kva + (size_t)t * qkv_stride;
         rmsnorm(row, z, L->kv_a_norm, R, c->latent_norm_eps);
         memcpy(row + R, z + R, (size_t)dr * sizeof *row);
         const float *ct = s->cos_t + (size_t)t * half, *st = s->sin_t + (size_t)t * half;
