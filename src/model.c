@@ -568,13 +568,6 @@ static void decode_reduce_task(void *ctx, int h, int thread) {
     }
 }
 
-static void attention_decode(glm_session *s, const void *cache, int pos) {
-    int H = s->m->cfg.num_attention_heads;
-    decode_job j = {s, cache, pos + 1};
-    pool_run(s->m->pool, decode_block_task, &j, (j.n_keys + KEY_BLOCK - 1) / KEY_BLOCK);
-    pool_run(s->m->pool, decode_reduce_task, &j, H);
-}
-
 /* The non-absorbed reference (tests): expand per-head keys and values from
  * every cached latent with kv_b, then ordinary attention per head. */
 static void attention_naive(glm_session *s, const layer *L, const float *cache, int T, int pos0) {
@@ -670,6 +663,19 @@ static void absorb_output_task(void *ctx, int h, int thread) {
     linear_rows(&wv, 0, dv, s->olat + (size_t)h * R, j->T, (size_t)H * R, s->o + (size_t)h * dv, (size_t)H * dv, row);
 }
 
+/* Decode: head h's block sums reduced, then its output projection, in one
+ * task, so that the two take one parallel section. */
+typedef struct {
+    decode_job *d;
+    head_job *h;
+} decode_output_job;
+
+static void decode_output_task(void *ctx, int h, int thread) {
+    decode_output_job *j = ctx;
+    decode_reduce_task(j->d, h, thread);
+    absorb_output_task(j->h, h, thread);
+}
+
 static void attention_block(glm_session *s, const layer *L, int li, int T, int pos0) {
     const glm_config *c = &s->m->cfg;
     int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim, kvw = R + dr;
@@ -727,15 +733,21 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         prof_end(PROF_MATMUL, t0);
         t0 = prof_begin();
         if (T == 1) {
-            attention_decode(s, cache, pos0);
+            decode_job dj = {s, cache, pos0 + 1};
+            pool_run(s->m->pool, decode_block_task, &dj, (dj.n_keys + KEY_BLOCK - 1) / KEY_BLOCK);
+            prof_end(PROF_ATTENTION, t0);
+            decode_output_job oj = {&dj, &hj};
+            t0 = prof_begin();   /* the reduction (small) counts with the output projection */
+            pool_run(s->m->pool, decode_output_task, &oj, H);
+            prof_end(PROF_MATMUL, t0);
         } else {
             attn_job aj = {s, cache, T, pos0};
             pool_run(s->m->pool, attn_task, &aj, (T + s->q_tile - 1) / s->q_tile);
+            prof_end(PROF_ATTENTION, t0);
+            t0 = prof_begin();
+            pool_run(s->m->pool, absorb_output_task, &hj, H);
+            prof_end(PROF_MATMUL, t0);
         }
-        prof_end(PROF_ATTENTION, t0);
-        t0 = prof_begin();
-        pool_run(s->m->pool, absorb_output_task, &hj, H);
-        prof_end(PROF_MATMUL, t0);
     }
     lin(s, &L->o_proj, s->o, T, (size_t)H * c->v_head_dim, s->proj, D);
     for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->proj[i];
