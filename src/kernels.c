@@ -10,19 +10,22 @@
 
 #include "tensor.h"
 
-static float ref_dot_f32(const float *w, const float *x, int64_t n) {
+static float ref_dot_f32(const float *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += w[i] * x[i];
     return s;
 }
 
-static float ref_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
+static float ref_dot_bf16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
 }
 
-static float ref_dot_f16(const uint16_t *w, const float *x, int64_t n) {
+static float ref_dot_f16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += f16_to_f32(w[i]) * x[i];
     return s;
@@ -43,14 +46,14 @@ static void ref_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
 static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                          float *y, size_t y_stride) {
     for (int t = 0; t < n; t++)
-        for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
+        for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
 }
 
 static void ref_gemm_bf16(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n,
                           int64_t cols, float *y, size_t y_stride) {
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++)
-            y[(size_t)t * y_stride + r] = ref_dot_bf16(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols);
+            y[(size_t)t * y_stride + r] = ref_dot_bf16(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
 }
 
 static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,

@@ -13,9 +13,12 @@
 
 typedef struct {
     const char *name;
-    float (*dot_f32)(const float *w, const float *x, int64_t n);
-    float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
-    float (*dot_f16)(const uint16_t *w, const float *x, int64_t n);
+    /* decode's row dots; ahead (or NULL): memory to request as the row is
+       read, one line at the same byte offset per 64 bytes of w (the AVX-512
+       kernels; the others ignore it) */
+    float (*dot_f32)(const float *w, const float *x, int64_t n, const void *ahead);
+    float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n, const void *ahead);
+    float (*dot_f16)(const uint16_t *w, const float *x, int64_t n, const void *ahead);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a * x */
     void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);

@@ -40,19 +40,22 @@ static inline __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_lo
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), a0); \
     float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 
-static float avx2_dot_f32(const float *w, const float *x, int64_t n) {
+static float avx2_dot_f32(const float *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     DOT_BODY(_mm256_loadu_ps)
     for (; i < n; i++) s += w[i] * x[i];
     return s;
 }
 
-static float avx2_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
+static float avx2_dot_bf16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     DOT_BODY(load_bf16)
     for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
 }
 
-static float avx2_dot_f16(const uint16_t *w, const float *x, int64_t n) {
+static float avx2_dot_f16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
+    (void)ahead;
     DOT_BODY(load_f16)
     for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
     return s;

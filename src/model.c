@@ -598,8 +598,8 @@ static void attention_naive(glm_session *s, const layer *L, const float *cache, 
             const float *q = s->q + ((size_t)t * H + h) * dqk;
             int nk = pos0 + t + 1;
             for (int p = 0; p < nk; p++)
-                score[p] = c->softmax_scale * (k->dot_f32(q, s->naive_k + ((size_t)p * H + h) * dn, dn) +
-                                               k->dot_f32(q + dn, cache + (size_t)p * kvw + R, dr));
+                score[p] = c->softmax_scale * (k->dot_f32(q, s->naive_k + ((size_t)p * H + h) * dn, dn, NULL) +
+                                               k->dot_f32(q + dn, cache + (size_t)p * kvw + R, dr, NULL));
             softmax_inplace(score, nk);
             float *o = s->o + ((size_t)t * H + h) * dv;
             memset(o, 0, (size_t)dv * sizeof *o);

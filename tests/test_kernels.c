@@ -40,9 +40,12 @@ static void check_vector_kernels(const kernel_table *fast) {
             y1[i] = y2[i] = frand(&seed);
         }
         double scale = sqrt((double)n);   /* |dot| of n random +-1 terms grows like sqrt(n) */
-        CHECKF(fabs(fast->dot_f32(w, x, n) - ref->dot_f32(w, x, n)) < 1e-5 * scale, "dot_f32 n=%d", n);
-        CHECKF(fabs(fast->dot_bf16(wb, x, n) - ref->dot_bf16(wb, x, n)) < 1e-5 * scale, "dot_bf16 n=%d", n);
-        CHECKF(fabs(fast->dot_f16(wh, x, n) - ref->dot_f16(wh, x, n)) < 1e-5 * scale, "dot_f16 n=%d", n);
+        CHECKF(fabs(fast->dot_f32(w, x, n, NULL) - ref->dot_f32(w, x, n, NULL)) < 1e-5 * scale, "dot_f32 n=%d", n);
+        CHECKF(fabs(fast->dot_bf16(wb, x, n, NULL) - ref->dot_bf16(wb, x, n, NULL)) < 1e-5 * scale, "dot_bf16 n=%d", n);
+        CHECKF(fabs(fast->dot_f16(wh, x, n, NULL) - ref->dot_f16(wh, x, n, NULL)) < 1e-5 * scale, "dot_f16 n=%d", n);
+        /* a request ahead changes nothing in the result */
+        float d0 = fast->dot_bf16(wb, x, n, NULL), d1 = fast->dot_bf16(wb, x, n, x);
+        CHECKF(!memcmp(&d0, &d1, sizeof d0), "dot_bf16 n=%d with a request ahead", n);
         ref->axpy(0.37f, x, y1, n);
         fast->axpy(0.37f, x, y2, n);
         for (int i = 0; i < n; i++) CHECKF(fabsf(y1[i] - y2[i]) < 1e-6f, "axpy n=%d i=%d", n, i);
