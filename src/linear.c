@@ -228,11 +228,11 @@ static void pack_task(void *ctx, int task, int thread) {
  * activations every weight of a call takes, or 0 when none takes them (f32
  * columns for all); -1 when they differ, so one quantized input cannot
  * serve them all. */
-static int x16_group(int count, const weight *const *w) {
-    int group = quant_x16_group(w[0]);
+static int x16_key(int count, const weight *const *w) {
+    int key = quant_x16_group(w[0]);
     for (int k = 1; k < count; k++)
-        if (quant_x16_group(w[k]) != group) return -1;
-    return group;
+        if (quant_x16_group(w[k]) != key) return -1;
+    return key;
 }
 
 /* Two weights quantize one input the same way when they share its width,
@@ -289,17 +289,17 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
        transposed once (column ranges spread over the threads) and shared by
        every task */
     int64_t cols = w[0]->cols;
-    int pass = linear_pass_tokens(n, cols), group = x16_group(count, w);
-    if (group < 0) group = 0;   /* not from linear_many, which calls linear() for each such weight */
-    int64_t unit = group ? group : 16;   /* a task's columns: whole groups, or 16-column blocks */
+    int pass = linear_pass_tokens(n, cols), key = x16_key(count, w);
+    if (key < 0) key = 0;   /* not from linear_many, which calls linear() for each such weight */
+    int64_t unit = key ? quant_x16_key_group(key) : 16;   /* a task's columns: whole groups, or 16-column blocks */
     int64_t cols_per = ((cols + threads - 1) / threads + unit - 1) / unit * unit;
     if (cols_per <= 0) cols_per = unit;
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
         quant_x16 a;
         pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed, NULL};
-        if (group) {
-            quant_x16_layout(packed, m, cols, group, &a);
+        if (key) {
+            quant_x16_layout(packed, m, cols, key, &a);
             pj.x16 = j.x16 = &a;
         } else {
             j.xt = packed;
@@ -322,7 +322,7 @@ void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_
 static int one_input(int count, const weight *const *w, const float *const *x) {
     for (int k = 1; k < count; k++)
         if (x[k] != x[0] || w[k]->cols != w[0]->cols) return 0;
-    return x16_group(count, w) >= 0;
+    return x16_key(count, w) >= 0;
 }
 
 void linear_many(thread_pool *pool, int count, const weight *const *w, const float *const *x, int n, size_t x_stride,

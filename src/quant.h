@@ -189,6 +189,7 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * acc = fma(sum, s_g, acc). Weights with exact_act keep the f32 products. */
 #define QUANT_X16_ROWS 32
 #define QUANT_X16_BF16 0x10000   /* in a key: bf16 vectors (mxfp8 rows) */
+static inline int quant_x16_key_group(int key) { return key & ~QUANT_X16_BF16; }
 typedef struct {
     int n, np;          /* vectors, and lanes: n rounded up to 16 (the lanes past n are 0) */
     int group, bf16;    /* bf16: the values are bf16 bits, no d or xsum */

@@ -21,12 +21,12 @@ static size_t lanes(int n) { return (size_t)(n + 15) & ~(size_t)15; }
 
 /* q [cols/2][np][2] int16 | d [ng][np] | xsum [ng][np] */
 size_t quant_x16_bytes(int n, int64_t cols, int key) {
-    size_t np = lanes(n), ng = (size_t)(cols / (key & ~QUANT_X16_BF16));
+    size_t np = lanes(n), ng = (size_t)(cols / quant_x16_key_group(key));
     return ALIGN + up(np * (size_t)cols * 2) + 2 * up(ng * np * 4);
 }
 
 void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a) {
-    int group = key & ~QUANT_X16_BF16;
+    int group = quant_x16_key_group(key);
     size_t np = lanes(n), ng = (size_t)(cols / group);
     uint8_t *p = (uint8_t *)(((uintptr_t)buf + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     a->n = n;
