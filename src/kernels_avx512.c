@@ -173,8 +173,8 @@ static AVX512 void avx512_gemm_bf16(const uint16_t *w, size_t ws, int rows, cons
  * widened as they are read). Four accumulators hide the FMA latency. Each
  * step of 64 elements requests the lines of `ahead` at its byte offsets,
  * non-temporal, as the quantized rows do (quant_avx2.c): bf16 decode on a
- * quiet host (probe 76-78 GB/s) read 91% of the probe instead of 83-84%,
- * 4 alternating pairs. */
+ * quiet host (probe 76-80 GB/s) read 88-92% of the probe instead of 80-83%,
+ * 5 alternating pairs. */
 static inline AVX512 __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
 #define DOT512_BODY(LOAD)                                                                  \

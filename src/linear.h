@@ -28,8 +28,9 @@
  * vectors, affine, nvfp4 and mxfp4 weights take them quantized to int16 per
  * group (mxfp8: rounded to bf16) where the CPU has the kernels (quant.h,
  * "16-bit activations"; the packed buffer holds them), unless w->exact_act;
- * plain weights and the rest use f32 activations. On the int8 path the first per-thread buffer holds
- * the quantized vectors (no task widens rows there). */
+ * plain weights and the rest use f32 activations. On the int8 path the
+ * first per-thread buffer holds the quantized vectors (no task widens rows
+ * there). */
 void linear(thread_pool *pool, const weight *w, const float *x, int n, size_t x_stride, float *y, size_t y_stride,
             float *scratch, size_t scratch_stride, float *packed);
 

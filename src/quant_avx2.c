@@ -154,13 +154,13 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
 }
 
 /* Decode reads every row once, in order. While a row is multiplied, each
- * step asks for one line of the row ROW_PREFETCH_BYTES further on, as
- * non-temporal (prefetchnta: the streamed weights, read once a token, do not
- * displace what stays in L2; int4 and int8 models decoded 1-12% faster, a
- * median ~5%, than with prefetcht1, 8 alternating runs on a busy host, and
- * mxfp8 8-9.5%), its scales and biases at the row's start: spread so, the
- * requests keep pace with the stream. Measured from DRAM with 2 threads, rotating variants
- * in one process (40 passes over 330 MB of rows each): against no prefetch,
+ * step asks for one line of the row ROW_PREFETCH_BYTES further on (its
+ * scales and biases at the row's start): spread so, the requests keep pace
+ * with the stream. They are non-temporal (prefetchnta): the streamed
+ * weights, read once a token, need not displace what stays in L2; int4 and
+ * int8 models decoded 1-12% faster (a median ~5%) than with prefetcht1 in 8
+ * alternating runs on a busy host, mxfp8 8-9.5%. Measured from DRAM with 2
+ * threads, rotating variants in one process (40 passes over 330 MB of rows each): against no prefetch,
  * 8-bit VNNI rows +6-13%; against the whole row requested at once, 4-bit
  * VNNI rows +3-6%, and that bunched form made 8-bit rows 8-12% slower than
  * none. The distance depends on how busy the host's memory is: against 4 KB,
