@@ -160,10 +160,10 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
  * weights, read once a token, need not displace what stays in L2; int4 and
  * int8 models decoded 1-12% faster (a median ~5%) than with prefetcht1 in 8
  * alternating runs on a busy host, mxfp8 8-9.5%. Measured from DRAM with 2
- * threads, rotating variants in one process (40 passes over 330 MB of rows each): against no prefetch,
- * 8-bit VNNI rows +6-13%; against the whole row requested at once, 4-bit
- * VNNI rows +3-6%, and that bunched form made 8-bit rows 8-12% slower than
- * none. The distance depends on how busy the host's memory is: against 4 KB,
+ * threads, rotating variants in one process (40 passes over 330 MB of rows
+ * each): against no prefetch, 8-bit VNNI rows +6-13%; against the whole row
+ * requested at once, 4-bit VNNI rows +3-6%, and that bunched form made 8-bit
+ * rows 8-12% slower than none. The distance depends on how busy the host's memory is: against 4 KB,
  * 6 KB streamed 8-bit rows 4-9% and 4-bit rows 5-7% faster while the probe
  * read 77-83 GB/s, and 0-3% slower at 53-57 GB/s (8 KB: +4-9%, but -2 to
  * -5% on 8-bit rows when busy; 2 KB had been slower than 4 KB). */
