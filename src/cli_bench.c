@@ -298,8 +298,9 @@ static int test_gen(bench_run *b, int n_gen, int depth) {
         if (b->a->json) {
             printf("{\"test\":\"tg%d\",\"n_prompt\":0,\"n_gen\":%d,\"n_depth\":%d,\"depth\":%d,\"threads\":%d,\"kernels\":\"%s\","
                    "\"avg_ts\":%.3f,\"stddev_ts\":%.3f,\"bytes_per_token\":%.0f,\"gbs\":%.3f,\"machine_gbs\":%.3f,"
-                   "\"bandwidth_fraction\":%.3f,\"bandwidth_fraction_stddev\":%.3f,\"peak_rss_bytes\":%.0f",
-                   n_gen, n_gen, depth, depth, b->threads, b->kernels, m, sd, bytes, bytes * m / 1e9, bwm, fm, fs, peak_rss_bytes(b->probe));
+                   "\"bandwidth_fraction\":%.3f,\"bandwidth_fraction_stddev\":%.3f,\"row_prefetch\":\"%s\",\"peak_rss_bytes\":%.0f",
+                   n_gen, n_gen, depth, depth, b->threads, b->kernels, m, sd, bytes, bytes * m / 1e9, bwm, fm, fs,
+                   kernels_prefetch.nta ? "nta" : "t1", peak_rss_bytes(b->probe));
             if (b->a->profile) print_profile(b, name, phase, total, reps, n_gen);
             printf("}\n");
             if (depth)
@@ -350,10 +351,10 @@ static int bench_threads(const bench_args *a, int threads, const bandwidth_probe
         for (int i = 0; i < b.n_ids; i++) ids[i] = (int32_t)((seed = seed * 1103515245u + 12345u) >> 8) % id_range;
         b.ids = ids;
         if (print_header && !a->json)
-            printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, kernels %s\n\n"
+            printf("model: %s (%s, %d layers), weights %.2f GB, read per token %.3f GB, kernels %s, rows prefetched %s\n\n"
                    "| test | threads | t/s | GFLOP/s | of FMA peak | GB/s | of machine GB/s |\n|---|---|---|---|---|---|---|\n",
                    a->dir, b.c->model_type, b.c->num_hidden_layers, b.st.weight_bytes / 1e9, b.st.active_weight_bytes / 1e9,
-                   b.kernels);
+                   b.kernels, kernels_prefetch.nta ? "non-temporally (nta)" : "into L2 (t1)");
         /* fault the mapped weights and the session's scratch in, let the caches settle */
         rc = forward(&b, warm, 0) || forward(&b, 4, 1);
         prof_enable(a->profile);

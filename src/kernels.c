@@ -136,11 +136,23 @@ const kernel_table *kernels_reference(void) { return &reference_table; }
 static const kernel_table *chosen_table;
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
 
+row_prefetch kernels_prefetch = {0, 6144, 3072};
+
+static void choose_prefetch(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (__builtin_cpu_is("amd")) kernels_prefetch = (row_prefetch){1, 6144, 6144};
+#endif
+    const char *env = getenv("GLMLITE_PREFETCH");
+    if (env && strcmp(env, "nta") == 0) kernels_prefetch.nta = 1;
+    if (env && strcmp(env, "t1") == 0) kernels_prefetch.nta = 0;
+}
+
 static void choose_kernels(void) {
     const char *env = getenv("GLMLITE_KERNELS");
     const kernel_table *fast = kernels_avx512();
     if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
     chosen_table = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
+    choose_prefetch();
 }
 
 const kernel_table *kernels_active(void) {

@@ -99,6 +99,33 @@ const kernel_table *kernels_active(void);
  * where the CPU has them: "avx512+vnni+bf16+vbmi", "avx2", "reference". */
 void kernels_describe(char *buf, size_t n);
 
+/* How decode asks for the lines of the weight rows it is about to read.
+ * Each row is read once a token, from DRAM, so these requests decide how
+ * well a core keeps up with the memory stream, and the best kind differs by
+ * CPU (2 threads, `glmlite bench -p 0 -n 32`, alternating builds):
+ * - AMD (Zen 5): non-temporal (prefetchnta), 6 KB ahead for every row: int4
+ *   and int8 decoded 1-12% faster than with prefetcht1, bf16 read 88-92% of
+ *   the probe's bandwidth instead of 80-83%.
+ * - Intel (a Xeon with AVX-512 and AMX): prefetcht1 (into L2), 6 KB ahead for
+ *   quantized rows and 3 KB for plain ones. prefetchnta made decode 2.2x
+ *   slower there (int4 40% of the probe against 88%; it fills L1 only, past
+ *   the L2 streamer), no prefetch 1.4x slower; bf16 rows read 83-88% at 3 KB,
+ *   74-77% at 6 KB.
+ * Other CPUs get Intel's, the choice without a cliff. GLMLITE_PREFETCH=nta
+ * or =t1 overrides the kind. */
+typedef struct {
+    int nta;              /* prefetchnta; else prefetcht1 */
+    int quant_bytes;      /* how far ahead in quantized rows */
+    int plain_bytes;      /* in bf16/f16/f32 rows */
+} row_prefetch;
+extern row_prefetch kernels_prefetch;   /* set with the kernels (kernels_active) */
+
+/* A request for the line at p, of the kind kernels_prefetch says. */
+static inline __attribute__((always_inline)) void row_prefetch_line(const void *p) {
+    if (kernels_prefetch.nta) __builtin_prefetch(p, 0, 0);   /* prefetchnta */
+    else __builtin_prefetch(p, 0, 2);                        /* prefetcht1 */
+}
+
 /* Vector operations (scalar; not hot enough to need variants). silu is also
  * the reference of the swiglu kernel. */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);   /* w may be NULL (all ones) */

@@ -171,10 +171,10 @@ static AVX512 void avx512_gemm_bf16(const uint16_t *w, size_t ws, int rows, cons
 /* Decode's row dot products (plain weights): 16 lanes a step instead of 8,
  * so a core keeps up with its share of the memory bandwidth (bf16 rows are
  * widened as they are read). Four accumulators hide the FMA latency. Each
- * step of 64 elements requests the lines of `ahead` at its byte offsets,
- * non-temporal, as the quantized rows do (quant_avx2.c): bf16 decode on a
- * quiet host (probe 76-80 GB/s) read 88-92% of the probe instead of 80-83%,
- * 5 alternating pairs. */
+ * step of 64 elements requests the lines of `ahead` at its byte offsets, as
+ * the quantized rows do (the kind per CPU: kernels.h): bf16 decode on a
+ * quiet Zen 5 host (probe 76-80 GB/s) read 88-92% of the probe instead of
+ * 80-83% without, 5 alternating pairs. */
 static inline AVX512 __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
 #define DOT512_BODY(LOAD)                                                                  \
@@ -183,7 +183,7 @@ static inline AVX512 __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_
     for (; i + 64 <= n; i += 64) {                                                         \
         if (ahead)                                                                         \
             for (size_t b = 0; b < 64 * sizeof *w; b += 64)                                \
-                _mm_prefetch((const char *)ahead + (size_t)i * sizeof *w + b, _MM_HINT_NTA); \
+                row_prefetch_line((const char *)ahead + (size_t)i * sizeof *w + b); \
         a0 = _mm512_fmadd_ps(LOAD(w + i), _mm512_loadu_ps(x + i), a0);                     \
         a1 = _mm512_fmadd_ps(LOAD(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);           \
         a2 = _mm512_fmadd_ps(LOAD(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);           \

@@ -23,14 +23,12 @@
 
 static int is_plain(const weight *w) { return w->format == WF_F32 || w->format == WF_F16 || w->format == WF_BF16; }
 
-/* How far ahead of a plain row its dot requests lines (as quant_avx2.c's
- * rows do): 6 KB, while that stays inside rows [.., row1). */
-#define PLAIN_AHEAD_BYTES 6144
-
 static float dot_plain(const kernel_table *k, const weight *w, int64_t r, int64_t row1, const float *x) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride;
     size_t row_bytes = (size_t)w->cols * (w->format == WF_F32 ? 4 : 2);
-    const void *ahead = (size_t)(row1 - r) * w->row_stride >= PLAIN_AHEAD_BYTES + row_bytes ? row + PLAIN_AHEAD_BYTES : NULL;
+    /* lines requested kernels_prefetch.plain_bytes ahead, while that stays inside rows [.., row1) */
+    size_t dist = (size_t)kernels_prefetch.plain_bytes;
+    const void *ahead = (size_t)(row1 - r) * w->row_stride >= dist + row_bytes ? row + dist : NULL;
     switch (w->format) {
     case WF_F32: return k->dot_f32((const float *)row, x, w->cols, ahead);
     case WF_F16: return k->dot_f16((const uint16_t *)row, x, w->cols, ahead);

@@ -154,25 +154,24 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
 }
 
 /* Decode reads every row once, in order. While a row is multiplied, each
- * step asks for one line of the row ROW_PREFETCH_BYTES further on (its
- * scales and biases at the row's start): spread so, the requests keep pace
- * with the stream. They are non-temporal (prefetchnta): the streamed
- * weights, read once a token, need not displace what stays in L2; int4 and
- * int8 models decoded 1-12% faster (a median ~5%) than with prefetcht1 in 8
- * alternating runs on a busy host, mxfp8 8-9.5%. Measured from DRAM with 2
- * threads, rotating variants in one process (40 passes over 330 MB of rows
- * each): against no prefetch, 8-bit VNNI rows +6-13%; against the whole row
- * requested at once, 4-bit VNNI rows +3-6%, and that bunched form made 8-bit
- * rows 8-12% slower than none. The distance depends on how busy the host's memory is: against 4 KB,
- * 6 KB streamed 8-bit rows 4-9% and 4-bit rows 5-7% faster while the probe
- * read 77-83 GB/s, and 0-3% slower at 53-57 GB/s (8 KB: +4-9%, but -2 to
- * -5% on 8-bit rows when busy; 2 KB had been slower than 4 KB). */
-#define ROW_PREFETCH_BYTES 6144
+ * step asks for one line of the row kernels_prefetch.quant_bytes further on
+ * (its scales and biases at the row's start): spread so, the requests keep
+ * pace with the stream (which kind of request, per CPU: kernels.h). Measured
+ * on Zen 5 from DRAM with 2 threads, rotating variants in one process (40
+ * passes over 330 MB of rows each): against no prefetch, 8-bit VNNI rows
+ * +6-13%; against the whole row requested at once, 4-bit VNNI rows +3-6%,
+ * and that bunched form made 8-bit rows 8-12% slower than none. The distance
+ * depends on how busy the host's memory is: against 4 KB, 6 KB streamed
+ * 8-bit rows 4-9% and 4-bit rows 5-7% faster while the probe read 77-83
+ * GB/s, and 0-3% slower at 53-57 GB/s (8 KB: +4-9%, but -2 to -5% on 8-bit
+ * rows when busy; 2 KB had been slower than 4 KB). On the Intel Xeon, 3 KB
+ * was 5-10% slower than 6 KB, 12 KB the same. */
 
 /* The row to request a line of per step while row r is multiplied (NULL
  * when none is left before row1); requests its scales and biases now. */
 static inline __attribute__((always_inline)) const uint8_t *row_ahead(const weight *w, int64_t r, int64_t row1) {
-    int64_t ahead = w->row_stride >= ROW_PREFETCH_BYTES ? 1 : (int64_t)(ROW_PREFETCH_BYTES / w->row_stride);
+    size_t dist = (size_t)kernels_prefetch.quant_bytes;
+    int64_t ahead = w->row_stride >= dist ? 1 : (int64_t)(dist / w->row_stride);
     if (r + ahead >= row1) return NULL;
     __builtin_prefetch(w->scales + (size_t)(r + ahead) * w->scale_stride, 0, 2);
     if (w->biases) __builtin_prefetch(w->biases + (size_t)(r + ahead) * w->scale_stride, 0, 2);
@@ -294,7 +293,7 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
         for (; j + 2 <= n; j += 2) {   /* 64 codes: lanes 0-7 are group j, 8-15 group j + 1 */
             int64_t c = (g0 + j) * 32;
             const uint8_t *p = row + c;
-            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c);
             /* a NaN code is 0x7f or 0xff: its low 7 bits + 1 carry into bit 7 (no byte overflows) */
             __m512i q = _mm512_loadu_si512(p);
             if (__builtin_expect(_mm512_test_epi64_mask(_mm512_add_epi64(_mm512_and_si512(q, low7), one), high) != 0, 0)) {
@@ -311,7 +310,7 @@ static AVX512 float fp8_row_avx512(const weight *w, int64_t r, const float *x, c
         }
         if (j < n) {   /* an odd last group, in order */
             int64_t c = (g0 + j) * 32;
-            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c);
             tot = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)j), S), fp8_group32(row + c, x + c), tot);
         }
     }
@@ -754,7 +753,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
     if (kind == QA_A8) {
         int64_t c = 0;
         for (; c < cols; c += 64) {
-            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c);
             for (int h = 0; h < 2; h++) {
                 int64_t e = c + 32 * h;
                 __m256i i = step32_8bit(row + e, a->q + e);
@@ -768,7 +767,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
         int fp4 = kind == QA_FP4;
         int64_t c = 0;
         for (; c + 128 <= cols; c += 128) {
-            if (pf) _mm_prefetch((const char *)pf + c / 2, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c / 2);
             __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
             __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2 + 32, k + c + 64, a->kc + c / 8 + 8)),
                                       _mm256_loadu_ps(a->kd + c / 8 + 8));
@@ -776,7 +775,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
             t1 = _mm256_fmadd_ps(f1, lane_scales(gs, sc, c + 64), t1);
         }
         if (c < cols) {
-            if (pf) _mm_prefetch((const char *)pf + c / 2, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c / 2);
             __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
             t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
         }
@@ -877,7 +876,7 @@ static inline __attribute__((always_inline)) VNNI float a8_row_vnni(int gs, cons
     int64_t cols = a->cols;
     __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();   /* two chains: the FMA latency would bound one */
     for (int64_t c = 0; c < cols; c += 64) {   /* 64 elements a step: two blocks of 8 lanes */
-        if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_NTA);
+        if (pf) row_prefetch_line(pf + c);
         __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(row + c), _mm512_loadu_si512(a->q + c));
         __m512 d = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a->d[c / 32]), _mm512_set1_ps(a->d[c / 32 + 1]));
         __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), d), vnni_group_scales(gs, sc, c));
@@ -950,7 +949,7 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
         int64_t c = g0 * gs, end = (g0 + 16) * gs < cols ? (g0 + 16) * gs : cols;
         __m512i idx = first;
         for (; c + 128 <= end; c += 128, idx = _mm512_add_epi32(idx, _mm512_set1_epi32(128 / gs))) {
-            _mm_prefetch((const char *)ahead + c / 2, _MM_HINT_NTA);
+            row_prefetch_line(ahead + c / 2);
             __m512i bytes = _mm512_loadu_si512(row + c / 2);
             __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
             __m512i i = nibble_dot(fp4, nibble_dot(fp4, _mm512_setzero_si512(), lo, _mm512_loadu_si512(k + c)), hi,
@@ -961,7 +960,7 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
             else t = _mm512_fmadd_ps(f, _mm512_permutexvar_ps(idx, S), t);
         }
         if (c < end) {   /* a last 64 elements, laid out [even 32 | odd 32]: the low 8 lanes */
-            _mm_prefetch((const char *)ahead + c / 2, _MM_HINT_NTA);
+            row_prefetch_line(ahead + c / 2);
             __m512i bytes = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(row + c / 2)));
             __m512i lo = _mm512_and_si512(bytes, m4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4);
             __m512i xe = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(k + c)));
@@ -1080,7 +1079,7 @@ static BF16ROW float fp8_row_bf16(const weight *w, int64_t r, const uint16_t *xb
         __m512 S = e8m0_chunk(sp, g0, n);
         for (int64_t j = 0; j < n; j += 2) {
             int64_t c = (g0 + j) * 32;
-            if (pf) _mm_prefetch((const char *)pf + c, _MM_HINT_NTA);
+            if (pf) row_prefetch_line(pf + c);
             __m512i q = _mm512_loadu_si512(row + c);
             __m512i lo = _mm512_permutex2var_epi8(tab[0], q, tab[1]);
             __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(tab[2], q, tab[3]), q,

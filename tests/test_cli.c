@@ -168,7 +168,8 @@ TEST(cli_bench_json_fields) {
     const char *dir = test_fixture_model("tiny", "bf16");
     REQUIRE(dir);
     char cmd[1024], *out;
-    snprintf(cmd, sizeof cmd, "%s bench -m %s -p 8 -n 4 -r 2 --depth 4 -o json", glmlite(), dir);
+    /* GLMLITE_PREFETCH overrides the CPU's kind of row request, and the report says which ran */
+    snprintf(cmd, sizeof cmd, "GLMLITE_PREFETCH=nta %s bench -m %s -p 8 -n 4 -r 2 --depth 4 -o json", glmlite(), dir);
     REQUIRE(run_capture(cmd, &out) == 0);
     double v;
     /* one JSON object per line: pp8, tg4 at depth 4, then tg4 at depth 0 from
@@ -195,6 +196,7 @@ TEST(cli_bench_json_fields) {
     for (size_t i = 0; i < 7; i++) CHECKF(json_get_double(json_get(json_root(tg), tg_keys[i]), &v) && v >= 0, "tg %s", tg_keys[i]);
     CHECK(json_get_double(json_get(json_root(tg), "machine_gbs"), &v) && v > 0);   /* a probe ran after each repetition */
     CHECK(json_get_double(json_get(json_root(tg), "bandwidth_fraction"), &v) && v > 0);
+    CHECK_STR(json_get_str(json_get(json_root(tg), "row_prefetch")), "nta");
     /* bytes per token = the active weights (from info) + the cached latents read */
     CHECK(json_get_double(json_get(json_root(tg), "bytes_per_token"), &v) && v > 1e5);
     json_free(pp);
