@@ -67,17 +67,6 @@ static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const flo
         }
 }
 
-static void ref_gemm_bf16_xt(const uint16_t *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols,
-                             float *acc, int first) {
-    size_t np = (size_t)gemm_xt_lanes(n);
-    for (int r = 0; r < rows; r++)
-        for (size_t t = 0; t < np; t++) {
-            float a = first ? 0 : acc[r * np + t];
-            for (int64_t c = 0; c < cols; c++) a = fmaf(bf16_to_f32(w[(size_t)r * w_stride + c]), xt[(size_t)c * np + t], a);
-            acc[r * np + t] = a;
-        }
-}
-
 static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
                              float *y, size_t ys) {
     for (int h = 0; h < nh; h++)
@@ -126,7 +115,7 @@ static double ref_fma_probe(long iters, float *sink) {
 
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
-    ref_gemm_bf16, ref_gemm_f32_xt, ref_gemm_bf16_xt, ref_weighted_sum, ref_weighted_sum_bf16, ref_exp_sum,
+    ref_gemm_bf16, ref_gemm_f32_xt, ref_weighted_sum, ref_weighted_sum_bf16, ref_exp_sum,
     ref_max_f32, NULL, NULL, NULL, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
@@ -147,17 +136,40 @@ static void choose_prefetch(void) {
     if (env && strcmp(env, "t1") == 0) kernels_prefetch.nta = 0;
 }
 
+static int bf16_pairs;
+
+static void choose_bf16_pairs(void) {
+    const char *env = getenv("GLMLITE_BF16_PAIRS");
+#if defined(__x86_64__) || defined(__i386__)
+    bf16_pairs = __builtin_cpu_is("amd");
+#endif
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) bf16_pairs = env[0] == '1';
+    bf16_pairs = bf16_pairs && chosen_table->gemm_bf16_bf16;
+}
+
 static void choose_kernels(void) {
     const char *env = getenv("GLMLITE_KERNELS");
     const kernel_table *fast = kernels_avx512();
     if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
     chosen_table = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
     choose_prefetch();
+    choose_bf16_pairs();
 }
 
 const kernel_table *kernels_active(void) {
     pthread_once(&choose_once, choose_kernels);
     return chosen_table;
+}
+
+int kernels_bf16_pairs(void) {
+    kernels_active();
+    return bf16_pairs;
+}
+
+int kernels_set_bf16_pairs(int on) {
+    int was = kernels_bf16_pairs();
+    bf16_pairs = on && kernels_active()->gemm_bf16_bf16;
+    return was;
 }
 
 void kernels_describe(char *buf, size_t n) {

@@ -40,13 +40,6 @@ typedef struct {
      * output falls in (thread count, batch split): the same bits. */
     void (*gemm_f32_xt)(const float *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols, float *acc,
                         int first);
-    /* gemm_f32_xt over bf16 rows, widened as they are read (exactly: the
-     * same bits as gemm_f32_xt on the widened rows). It also reads the 16
-     * bits before each weight, except before column 0 when first is set, so
-     * a call without first must start past a row's first column (as every
-     * column block after the first does). */
-    void (*gemm_bf16_xt)(const uint16_t *w, size_t w_stride, int rows, const float *xt, int n, int64_t cols,
-                         float *acc, int first);
     /* y[h][j] += sum_{p<n} a[h * a_stride + p] * x[p * x_stride + j] for h < nh,
      * j < cols: attention's probability-weighted sum of cached rows, for a
      * few heads at once (each row chunk loaded once for all of them). */
@@ -88,9 +81,8 @@ static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */
 /* The AVX2 table with 512-bit row dots (f32/bf16/f16), gemm_f32, gemm_f32_xt,
- * gemm_bf16_xt, gemm_bf16, bf16/f16 widening, weighted_sum(_bf16), exp_sum,
- * max_f32 and fma_probe; NULL without
- * AVX-512F. */
+ * gemm_bf16, bf16/f16 widening, weighted_sum(_bf16), exp_sum, max_f32 and
+ * fma_probe; NULL without AVX-512F. */
 const kernel_table *kernels_avx512(void);
 /* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
 const kernel_table *kernels_active(void);
@@ -125,6 +117,23 @@ static inline __attribute__((always_inline)) void row_prefetch_line(const void *
     if (kernels_prefetch.nta) __builtin_prefetch(p, 0, 0);   /* prefetchnta */
     else __builtin_prefetch(p, 0, 2);                        /* prefetcht1 */
 }
+
+/* Whether the compute-bound products multiply bf16 values in pairs
+ * (vdpbf16ps) where a format allows it: attention over a bf16 cache, mxfp8
+ * rows' prefill. Where the CPU has AVX512-BF16, an instruction does twice
+ * the FMA's multiply-adds on AMD (Zen 4 and 5) but half of them on Intel: a
+ * Xeon ran 1.6 G vdpbf16ps/s (52 G multiply-adds) against 6.6 G FMAs/s (105
+ * G) a core; its bf16-pair attention ran at 31-36% of the FMA peak against
+ * 51-61% for the same bf16 cache widened exactly, and its mxfp8 prefill
+ * matmuls at 36% against 44-46% with f32 activations. So pairs are on by
+ * default on AMD only; GLMLITE_BF16_PAIRS=1 or =0 overrides (1 needs the
+ * instructions). Decode's mxfp8 rows, bound by memory, take bf16 pairs
+ * wherever the CPU has them (74-76% of that Xeon's bandwidth against 61-62%
+ * with f32 activations). */
+int kernels_bf16_pairs(void);
+/* Tests: turns pairs on (if the CPU has them) or off; returns the setting
+ * before. Sessions read it when created. */
+int kernels_set_bf16_pairs(int on);
 
 /* Vector operations (scalar; not hot enough to need variants). silu is also
  * the reference of the swiglu kernel. */

@@ -198,47 +198,32 @@ static void avx2_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *
     gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
 }
 
-/* Weight i, column c of a tile as 8 equal lanes; bf16 weights widened
- * exactly by broadcasting the 32 bits that end with them and clearing the
- * low half (kernels_avx512.c's xt_weight explains; PAIR as there). */
-static inline __attribute__((always_inline)) __m256 xt_weight(const void *w, size_t ws, int i, int64_t c, const int PAIR) {
-    if (PAIR == 0) return _mm256_set1_ps(((const float *)w)[(size_t)i * ws + c]);
-    const uint16_t *p = (const uint16_t *)w + (size_t)i * ws + c;
-    if (PAIR == 2) return _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)((uint32_t)*p << 16)));
-    int32_t pair;
-    memcpy(&pair, p - 1, sizeof pair);
-    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_set1_epi32(pair), _mm256_set1_epi32((int32_t)0xffff0000u)));
-}
-
 /* Column c of a tile: MR weights times NV vectors of tokens. */
-static inline __attribute__((always_inline)) void xt_column(__m256 a[8][3], const void *w, size_t ws, const float *xt,
-                                                            size_t np, int64_t c, const int MR, const int NV,
-                                                            const int PAIR) {
+static inline __attribute__((always_inline)) void xt_column(__m256 a[8][3], const float *w, size_t ws, const float *xt,
+                                                            size_t np, int64_t c, const int MR, const int NV) {
     __m256 xv[3];
     _Pragma("GCC unroll 3")
     for (int j = 0; j < NV; j++) xv[j] = _mm256_loadu_ps(xt + (size_t)c * np + 8 * j);
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++) {
-        __m256 b = xt_weight(w, ws, i, c, PAIR);
+        __m256 b = _mm256_set1_ps(w[(size_t)i * ws + c]);
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) a[i][j] = _mm256_fmadd_ps(b, xv[j], a[i][j]);
     }
 }
 
-/* gemm_f32_xt / gemm_bf16_xt: tiles of MR weight rows x NV vectors of 8
- * tokens, each continuing its chains from acc (or from 0) over the block's
- * columns in order and storing them back. */
-static inline __attribute__((always_inline)) void xt_tile(const void *w, size_t ws, const float *xt, size_t np,
+/* gemm_f32_xt: tiles of MR weight rows x NV vectors of 8 tokens, each
+ * continuing its chains from acc (or from 0) over the block's columns in
+ * order and storing them back. */
+static inline __attribute__((always_inline)) void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
                                                           int64_t cols, float *acc, int first, const int MR,
-                                                          const int NV, const int BF16) {
+                                                          const int NV) {
     __m256 a[8][3];
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) a[i][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * np + 8 * j);
-    int64_t c = 0;
-    if (BF16 && first && cols > 0) xt_column(a, w, ws, xt, np, c++, MR, NV, 2);
-    for (; c < cols; c++) xt_column(a, w, ws, xt, np, c, MR, NV, BF16);
+    for (int64_t c = 0; c < cols; c++) xt_column(a, w, ws, xt, np, c, MR, NV);
     _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
@@ -247,15 +232,14 @@ static inline __attribute__((always_inline)) void xt_tile(const void *w, size_t 
 
 #define XT_TILES(MR, NV)                                                                                      \
     for (; r + (MR) <= rows; r += (MR))                                                                       \
-    xt_tile((const char *)w + (size_t)r * ws * esize, ws, xg, np, cols, ag + r * np, first, MR, NV, BF16)
+    xt_tile(w + (size_t)r * ws, ws, xg, np, cols, ag + r * np, first, MR, NV)
 
 /* Groups of up to 3 vectors of tokens (their slice of the vectors stays in
  * L1 while every row passes over it), then row tiles: 4 rows (up to
  * 3 * 4 independent chains), or 8 with a single vector, then
  * single rows. */
-static inline __attribute__((always_inline)) void gemm_xt(const void *w, size_t ws, int rows, const float *xt, int n,
-                                                          int64_t cols, float *acc, int first, const int BF16) {
-    size_t np = (size_t)gemm_xt_lanes(n), esize = BF16 ? 2 : 4;
+static void avx2_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc, int first) {
+    size_t np = (size_t)gemm_xt_lanes(n);
     for (size_t t0 = 0; t0 < np; t0 += 3 * 8) {
         int nv = np - t0 < 3 * 8 ? (int)(np - t0) / 8 : 3, r = 0;
         const float *xg = xt + t0;
@@ -266,15 +250,6 @@ static inline __attribute__((always_inline)) void gemm_xt(const void *w, size_t 
         default: XT_TILES(8, 1); XT_TILES(1, 1); break;
         }
     }
-}
-
-static void avx2_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc, int first) {
-    gemm_xt(w, ws, rows, xt, n, cols, acc, first, 0);
-}
-
-static void avx2_gemm_bf16_xt(const uint16_t *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc,
-                              int first) {
-    gemm_xt(w, ws, rows, xt, n, cols, acc, first, 1);
 }
 
 /* NH heads (<= 6) x 16 columns of accumulators over n cached rows: per row,
@@ -454,7 +429,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
-    avx2_gemm_bf16, avx2_gemm_f32_xt, avx2_gemm_bf16_xt, avx2_weighted_sum, avx2_weighted_sum_bf16, avx2_exp_sum,
+    avx2_gemm_bf16, avx2_gemm_f32_xt, avx2_weighted_sum, avx2_weighted_sum_bf16, avx2_exp_sum,
     avx2_max_f32, NULL, NULL, NULL, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
 };
 

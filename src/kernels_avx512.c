@@ -223,51 +223,33 @@ static AVX512 void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n)
     for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
-/* Weight i, column c of a tile as 16 equal lanes. A bf16 value is the upper
- * half of its f32, so a bf16 weight is widened exactly by broadcasting the
- * 32 bits that end with it (its left neighbour in the low half) and clearing
- * the low half: one load-and-AND, no widened copy of the rows. PAIR = 0 for
- * f32 rows, 1 for bf16, 2 for a bf16 row's first column (no left neighbour
- * to read). */
-static inline __attribute__((always_inline)) AVX512 __m512 xt_weight(const void *w, size_t ws, int i, int64_t c,
-                                                                     const int PAIR) {
-    if (PAIR == 0) return _mm512_set1_ps(((const float *)w)[(size_t)i * ws + c]);
-    const uint16_t *p = (const uint16_t *)w + (size_t)i * ws + c;
-    if (PAIR == 2) return _mm512_castsi512_ps(_mm512_set1_epi32((int32_t)((uint32_t)*p << 16)));
-    int32_t pair;
-    memcpy(&pair, p - 1, sizeof pair);
-    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_set1_epi32(pair), _mm512_set1_epi32((int32_t)0xffff0000u)));
-}
-
 /* Column c of a tile: MR weights times NV vectors of tokens. */
-static inline __attribute__((always_inline)) AVX512 void xt_column(__m512 a[12][3], const void *w, size_t ws,
+static inline __attribute__((always_inline)) AVX512 void xt_column(__m512 a[12][3], const float *w, size_t ws,
                                                                    const float *xt, size_t np, int64_t c, const int MR,
-                                                                   const int NV, const int PAIR) {
+                                                                   const int NV) {
     __m512 xv[3];
     _Pragma("GCC unroll 3")
     for (int j = 0; j < NV; j++) xv[j] = _mm512_loadu_ps(xt + (size_t)c * np + 16 * j);
     _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++) {
-        __m512 b = xt_weight(w, ws, i, c, PAIR);
+        __m512 b = _mm512_set1_ps(w[(size_t)i * ws + c]);
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) a[i][j] = _mm512_fmadd_ps(b, xv[j], a[i][j]);
     }
 }
 
-/* gemm_f32_xt / gemm_bf16_xt: tiles of MR weight rows x NV vectors of 16
- * tokens, each continuing its chains from acc (or from 0) over the block's
- * columns in order and storing them back. */
-static inline __attribute__((always_inline)) AVX512 void xt_tile(const void *w, size_t ws, const float *xt, size_t np,
+/* gemm_f32_xt: tiles of MR weight rows x NV vectors of 16 tokens, each
+ * continuing its chains from acc (or from 0) over the block's columns in
+ * order and storing them back. */
+static inline __attribute__((always_inline)) AVX512 void xt_tile(const float *w, size_t ws, const float *xt, size_t np,
                                                                  int64_t cols, float *acc, int first, const int MR,
-                                                                 const int NV, const int BF16) {
+                                                                 const int NV) {
     __m512 a[12][3];
     _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
         for (int j = 0; j < NV; j++) a[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * np + 16 * j);
-    int64_t c = 0;
-    if (BF16 && first && cols > 0) xt_column(a, w, ws, xt, np, c++, MR, NV, 2);
-    for (; c < cols; c++) xt_column(a, w, ws, xt, np, c, MR, NV, BF16);
+    for (int64_t c = 0; c < cols; c++) xt_column(a, w, ws, xt, np, c, MR, NV);
     _Pragma("GCC unroll 12")
     for (int i = 0; i < MR; i++)
         _Pragma("GCC unroll 3")
@@ -276,16 +258,15 @@ static inline __attribute__((always_inline)) AVX512 void xt_tile(const void *w, 
 
 #define XT_TILES(MR, NV)                                                                                      \
     for (; r + (MR) <= rows; r += (MR))                                                                       \
-    xt_tile((const char *)w + (size_t)r * ws * esize, ws, xg, np, cols, ag + r * np, first, MR, NV, BF16)
+    xt_tile(w + (size_t)r * ws, ws, xg, np, cols, ag + r * np, first, MR, NV)
 
 /* Groups of up to 3 vectors of tokens (their slice of the vectors stays in
  * L1 while every row passes over it), then row tiles of up to 24 chains:
  * 8 rows x 3 vectors, 12 x 2 (MoE experts' ~32 tokens), 8 x 1, then single
  * rows. */
-static inline __attribute__((always_inline)) AVX512 void gemm_xt(const void *w, size_t ws, int rows, const float *xt,
-                                                                 int n, int64_t cols, float *acc, int first,
-                                                                 const int BF16) {
-    size_t np = (size_t)gemm_xt_lanes(n), esize = BF16 ? 2 : 4;
+static AVX512 void avx512_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc,
+                                      int first) {
+    size_t np = (size_t)gemm_xt_lanes(n);
     for (size_t t0 = 0; t0 < np; t0 += 3 * 16) {
         int nv = np - t0 < 3 * 16 ? (int)(np - t0) / 16 : 3, r = 0;
         const float *xg = xt + t0;
@@ -296,16 +277,6 @@ static inline __attribute__((always_inline)) AVX512 void gemm_xt(const void *w, 
         default: XT_TILES(8, 1); XT_TILES(1, 1); break;
         }
     }
-}
-
-static AVX512 void avx512_gemm_f32_xt(const float *w, size_t ws, int rows, const float *xt, int n, int64_t cols, float *acc,
-                                      int first) {
-    gemm_xt(w, ws, rows, xt, n, cols, acc, first, 0);
-}
-
-static AVX512 void avx512_gemm_bf16_xt(const uint16_t *w, size_t ws, int rows, const float *xt, int n, int64_t cols,
-                                       float *acc, int first) {
-    gemm_xt(w, ws, rows, xt, n, cols, acc, first, 1);
 }
 
 /* NH heads (<= 8) x 32 columns of accumulators over n cached rows (f32 or
@@ -610,7 +581,6 @@ static void build_avx512_table(void) {
     avx512_table.bf16_to_f32 = avx512_bf16_to_f32;
     avx512_table.f16_to_f32 = avx512_f16_to_f32;
     avx512_table.gemm_f32_xt = avx512_gemm_f32_xt;
-    avx512_table.gemm_bf16_xt = avx512_gemm_bf16_xt;
     avx512_table.gemm_bf16 = avx512_gemm_bf16;
     avx512_table.weighted_sum = avx512_weighted_sum;
     avx512_table.weighted_sum_bf16 = avx512_weighted_sum_bf16;

@@ -7,13 +7,13 @@
  * activations").
  * 4 or more vectors (prefill): the vectors are transposed once per pass
  * (tokens in vector lanes; wide inputs in passes of fewer tokens), and
- * gemm_bf16_xt (bf16 rows, widened as read) or gemm_f32_xt (other rows,
- * widened or decoded a block at a time) multiplies them, with no sums across
- * lanes. Each output is one FMA chain in column order, so prefill and decode
- * agree to rounding, not bit for bit. Quantized rows, where the CPU has
- * AVX-512 VNNI or AVX-VNNI, take the vectors quantized to int16 instead
- * (quant.h, "16-bit activations"; mxfp8 rows with AVX512-BF16: rounded to
- * bf16) and pair products at twice the FMA rate. */
+ * gemm_f32_xt multiplies them (rows other than f32 widened or decoded a
+ * block at a time), with no sums across lanes. Each output is one FMA chain
+ * in column order, so prefill and decode agree to rounding, not bit for bit.
+ * Quantized rows, where the CPU has AVX-512 VNNI or AVX-VNNI, take the
+ * vectors quantized to int16 instead (quant.h, "16-bit activations"; mxfp8
+ * rows where bf16 pairs are on, kernels.h: rounded to bf16) and pair
+ * products at twice the FMA rate. */
 #include "linear.h"
 
 #include "kernels.h"
@@ -81,12 +81,13 @@ static void pack_columns(const float *x, int n, size_t x_stride, int64_t c0, int
 
 /* The batched product from transposed vectors, per block of
  * LINEAR_ROW_BLOCK rows: partial sums in acc ([rows][np], the kernel's
- * layout), over blocks of LINEAR_KC columns. bf16 rows are widened by the
- * kernel as it reads them; f16 rows are widened one column block at a time
- * into a buffer that stays in L1 (widening whole rows spills them to L2 and
- * costs as much as the multiply for a few tokens); f32 rows are used in
- * place; quantized rows are decoded whole (their blocks need not align with
- * the column blocks). */
+ * layout), over blocks of LINEAR_KC columns. bf16 and f16 rows are widened
+ * one column block at a time into a buffer that stays in L1 (widening whole
+ * rows spills them to L2 and costs as much as the multiply for a few tokens;
+ * widening bf16 inside the product, an AND per weight and token group, ran
+ * at 43-47% of the FMA peak on an Intel Xeon, whose vector ALUs are its two
+ * FMA ports); f32 rows are used in place; quantized rows are decoded whole
+ * (their blocks need not align with the column blocks). */
 static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0, int64_t row1, const float *xt, int n,
                            float *y, size_t y_stride, float *row_scratch) {
     size_t np = (size_t)gemm_xt_lanes(n);
@@ -106,13 +107,12 @@ static void linear_rows_xt(const kernel_table *k, const weight *w, int64_t row0,
         for (int64_t c0 = 0; c0 < cols; c0 += LINEAR_KC) {
             int64_t kc = cols - c0 < LINEAR_KC ? cols - c0 : LINEAR_KC;
             const float *xc = xt + (size_t)c0 * np;
-            if (w->format == WF_BF16) {
-                const uint16_t *rows16 = (const uint16_t *)(w->data + (size_t)r * w->row_stride) + c0;
-                k->gemm_bf16_xt(rows16, w->row_stride / 2, rows, xc, n, kc, acc, c0 == 0);
-            } else if (w->format == WF_F16) {
-                for (int i = 0; i < rows; i++)
-                    k->f16_to_f32((const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0,
-                                  wbuf + (size_t)i * LINEAR_KC, kc);
+            if (w->format == WF_BF16 || w->format == WF_F16) {
+                for (int i = 0; i < rows; i++) {
+                    const uint16_t *src = (const uint16_t *)(w->data + (size_t)(r + i) * w->row_stride) + c0;
+                    if (w->format == WF_BF16) k->bf16_to_f32(src, wbuf + (size_t)i * LINEAR_KC, kc);
+                    else k->f16_to_f32(src, wbuf + (size_t)i * LINEAR_KC, kc);
+                }
                 k->gemm_f32_xt(wbuf, LINEAR_KC, rows, xc, n, kc, acc, c0 == 0);
             } else {
                 k->gemm_f32_xt(block + c0, stride, rows, xc, n, kc, acc, c0 == 0);

@@ -384,7 +384,7 @@ static void session_init(glm_session *s, glm_model *m, const glm_session_options
     s->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx : (c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
     s->naive_attention = opt ? opt->naive_attention : 0;
     s->kv_bf16 = opt ? opt->kv_bf16 : 0;
-    s->attn_bf16 = s->kv_bf16 && kernels_active()->gemm_bf16_bf16;
+    s->attn_bf16 = s->kv_bf16 && kernels_bf16_pairs();
 }
 
 glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {

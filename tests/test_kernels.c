@@ -305,7 +305,7 @@ TEST(kernels_rope_pairings) {
  * calls, so every variant gives the reference's bits, whatever the column
  * blocks; and within the rounding bound of the exact (double) products.
  * Shapes cover the row tiles (4 / 8 and single rows), one to three vectors
- * of tokens (8 / 16 lanes) and empty columns. The same for gemm_bf16_xt. */
+ * of tokens (8 / 16 lanes) and empty columns. */
 static void check_gemm_xt(const kernel_table *fast) {
     const kernel_table *ref = kernels_reference();
     unsigned seed = 13;
@@ -343,24 +343,7 @@ static void check_gemm_xt(const kernel_table *fast) {
                 }
                 CHECKF(fabs(got - exact) <= gamma * mag, "shape %zu t=%d r=%d: %g vs %g", k, t, r, got, exact);
             }
-        /* gemm_bf16_xt: the bits of gemm_f32_xt on the widened rows, whatever
-           the column blocks. The first row starts the allocation, so reading
-           before its first column trips the sanitizer. */
-        uint16_t *wb = malloc(rows * ws * 2);
-        for (size_t i = 0; i < rows * ws; i++) {
-            wb[i] = f32_to_bf16(w[i]);
-            w[i] = bf16_to_f32(wb[i]);
-        }
-        ref->gemm_f32_xt(w, ws, rows, xt, n, cols, a1, 1);
-        fast->gemm_bf16_xt(wb, ws, rows, xt, n, cols, a2, 1);
-        fast->gemm_bf16_xt(wb, ws, rows, xt, n, c1, a3, 1);
-        fast->gemm_bf16_xt(wb + c1, ws, rows, xt + (size_t)c1 * np, n, c2 - c1, a3, 0);
-        fast->gemm_bf16_xt(wb + c2, ws, rows, xt + (size_t)c2 * np, n, cols - c2, a3, 0);
-        CHECKF(memcmp(a1, a2, bytes) == 0, "shape %zu: bf16 rows give other bits than their widened f32", k);
-        CHECKF(memcmp(a2, a3, bytes) == 0, "shape %zu: column blocks change the bf16 bits", k);
-        ref->gemm_bf16_xt(wb, ws, rows, xt, n, cols, a3, 1);
-        CHECKF(memcmp(a1, a3, bytes) == 0, "shape %zu: the reference's bf16 rows differ from their widened f32", k);
-        free(wb); free(w); free(xt); free(a1); free(a2); free(a3);
+        free(w); free(xt); free(a1); free(a2); free(a3);
     }
 }
 

@@ -145,14 +145,10 @@ TEST(model_prefill_chunks_decode_and_naive_attention_agree) {
     check_self_consistency("yarn");
 }
 
-TEST(model_bf16_latent_cache) {
-    const char *dir = test_fixture_model("tiny", "bf16");
-    REQUIRE(dir);
-    glm_model *m = load_model(dir, 2);
-    REQUIRE(m);
-    int V = glm_model_config(m)->vocab_size;
-    int32_t ids[SEQ];
-    make_tokens(ids, SEQ, V, 13);
+/* The bf16 cache against the f32 one, decode against prefill, absorbed
+ * against non-absorbed, with bf16 pair products (pairs) or the cache widened
+ * exactly. */
+static void check_bf16_cache(glm_model *m, const int32_t *ids, int V, int pairs) {
     int whole[] = {SEQ}, single[] = {1};
     float *f32 = run_logits_cache(m, ids, SEQ, whole, 1, 0, 0);
     float *b = run_logits_cache(m, ids, SEQ, whole, 1, 0, 1);
@@ -161,9 +157,10 @@ TEST(model_bf16_latent_cache) {
     if (f32 && b && b_dec && b_naive) {
         size_t n = (size_t)SEQ * V;
         double e_round = rel_l2_f(b, f32, n), e_dec = rel_l2_f(b_dec, b, n), e_naive = rel_l2_f(b_naive, b, n);
-        printf("    bf16 cache vs f32 cache %.2g; decode vs prefill %.2g; non-absorbed %.2g\n", e_round, e_dec, e_naive);
+        printf("    %s: bf16 cache vs f32 cache %.2g; decode vs prefill %.2g; non-absorbed %.2g\n",
+               pairs ? "bf16 pairs" : "widened", e_round, e_dec, e_naive);
         CHECKF(e_round > 0 && e_round < 1e-2, "bf16 cache differs from f32 by %.3g", e_round);   /* rounding, not garbage */
-        if (kernels_active()->gemm_bf16_bf16) {
+        if (pairs) {
             /* bf16 arithmetic: the queries and probabilities are rounded to
                bf16 too, and differently in each path (decode rounds a block's
                unnormalised exponentials, prefill the normalised
@@ -184,6 +181,24 @@ TEST(model_bf16_latent_cache) {
         }
     }
     free(f32); free(b); free(b_dec); free(b_naive);
+}
+
+/* Both kinds of arithmetic wherever the CPU has both (which one a session
+ * takes by default depends on the CPU: kernels.h). */
+TEST(model_bf16_latent_cache) {
+    const char *dir = test_fixture_model("tiny", "bf16");
+    REQUIRE(dir);
+    glm_model *m = load_model(dir, 2);
+    REQUIRE(m);
+    int V = glm_model_config(m)->vocab_size;
+    int32_t ids[SEQ];
+    make_tokens(ids, SEQ, V, 13);
+    int default_pairs = kernels_bf16_pairs();
+    for (int pairs = 0; pairs < 2; pairs++) {
+        kernels_set_bf16_pairs(pairs);
+        if (kernels_bf16_pairs() == pairs) check_bf16_cache(m, ids, V, pairs);
+    }
+    kernels_set_bf16_pairs(default_pairs);
     glm_model_free(m);
 }
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "kernels.h"
 #include "linear.h"
 #include "quant.h"
 #include "threads.h"
@@ -705,9 +706,13 @@ static uint16_t bf16_nearest_even(float f) {
 TEST(quant_x16_mxfp8_bf16_pairs) {
     int rows = 37, cols = 544, n = 37, ng = cols / 32;
     rand_weight rw = make_weight(WF_MXFP8, 8, 32, DT_U8, rows, cols, 1.0f);
+    int default_pairs = kernels_set_bf16_pairs(0);
+    CHECK(quant_x16_group(&rw.w) == 0);   /* pairs off: f32 activations */
+    kernels_set_bf16_pairs(1);   /* on wherever the CPU has them, whatever its default (kernels.h) */
     int key = quant_x16_group(&rw.w);
     if (!(key & QUANT_X16_BF16)) {
         CHECK(key == 0);
+        kernels_set_bf16_pairs(default_pairs);
         free_weight(&rw);
         return;
     }
@@ -773,6 +778,7 @@ TEST(quant_x16_mxfp8_bf16_pairs) {
     }
     CHECKF(exact_ok, "a single weight read through the bf16 pairs differs from its value");
     free(x); free(y); free(wf); free(buf); free(scratch); free(x1); free(y1); free(buf1); free(scratch1);
+    kernels_set_bf16_pairs(default_pairs);
     free_weight(&rw);
 }
 
