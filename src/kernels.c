@@ -136,20 +136,26 @@ static void choose_prefetch(void) {
     if (env && strcmp(env, "t1") == 0) kernels_prefetch.nta = 0;
 }
 
-static int bf16_pairs;
+static int bf16_pairs, bf16_dot_fast;
 
 static void choose_bf16_pairs(void) {
     const char *env = getenv("GLMLITE_BF16_PAIRS");
+    int amd = 0;
 #if defined(__x86_64__) || defined(__i386__)
-    bf16_pairs = __builtin_cpu_is("amd");
+    amd = __builtin_cpu_is("amd");
 #endif
-    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) bf16_pairs = env[0] == '1';
-    bf16_pairs = bf16_pairs && chosen_table->gemm_bf16_bf16;
+    bf16_dot_fast = amd;
+    bf16_pairs = amd || chosen_table == kernels_amx();
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) bf16_pairs = bf16_dot_fast = env[0] == '1';
+    int has = chosen_table->gemm_bf16_bf16 != NULL;
+    bf16_pairs = bf16_pairs && has;
+    bf16_dot_fast = bf16_dot_fast && has;
 }
 
 static void choose_kernels(void) {
     const char *env = getenv("GLMLITE_KERNELS");
-    const kernel_table *fast = kernels_avx512();
+    const kernel_table *fast = kernels_amx();
+    if (!fast || (env && strcmp(env, "avx512") == 0)) fast = kernels_avx512();
     if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
     chosen_table = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
     choose_prefetch();
@@ -166,9 +172,14 @@ int kernels_bf16_pairs(void) {
     return bf16_pairs;
 }
 
+int kernels_bf16_dot_fast(void) {
+    kernels_active();
+    return bf16_dot_fast;
+}
+
 int kernels_set_bf16_pairs(int on) {
     int was = kernels_bf16_pairs();
-    bf16_pairs = on && kernels_active()->gemm_bf16_bf16;
+    bf16_pairs = bf16_dot_fast = on && kernels_active()->gemm_bf16_bf16;
     return was;
 }
 
@@ -176,9 +187,9 @@ void kernels_describe(char *buf, size_t n) {
     const char *name = kernels_active()->name;
     int avx512 = strcmp(name, "avx512") == 0;
 #if defined(__x86_64__) || defined(__i386__)
-    snprintf(buf, n, "%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
+    snprintf(buf, n, "%s%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
              avx512 && __builtin_cpu_supports("avx512bf16") ? "+bf16" : "",
-             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "");
+             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "", kernels_active() == kernels_amx() ? "+amx" : "");
 #else
     (void)avx512;
     snprintf(buf, n, "%s", name);

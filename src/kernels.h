@@ -84,7 +84,11 @@ const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA
  * gemm_bf16, bf16/f16 widening, weighted_sum(_bf16), exp_sum, max_f32 and
  * fma_probe; NULL without AVX-512F. */
 const kernel_table *kernels_avx512(void);
-/* The widest available, unless GLMLITE_KERNELS=reference or =avx2 asks for less. */
+/* The AVX-512 table with gemm_bf16_bf16 and weighted_sum_bf16_bf16 on AMX
+ * tiles; NULL unless the CPU has AMX-BF16 and Linux grants the tiles. */
+const kernel_table *kernels_amx(void);
+/* The widest available, unless GLMLITE_KERNELS=reference, =avx2 or =avx512
+ * (no AMX) asks for less. */
 const kernel_table *kernels_active(void);
 /* The active table's name and, with AVX-512, the extensions the quantized
  * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16) take
@@ -118,21 +122,24 @@ static inline __attribute__((always_inline)) void row_prefetch_line(const void *
     else __builtin_prefetch(p, 0, 2);                        /* prefetcht1 */
 }
 
-/* Whether the compute-bound products multiply bf16 values in pairs
- * (vdpbf16ps) where a format allows it: attention over a bf16 cache, mxfp8
- * rows' prefill. Where the CPU has AVX512-BF16, an instruction does twice
- * the FMA's multiply-adds on AMD (Zen 4 and 5) but half of them on Intel: a
- * Xeon ran 1.6 G vdpbf16ps/s (52 G multiply-adds) against 6.6 G FMAs/s (105
- * G) a core; its bf16-pair attention ran at 31-36% of the FMA peak against
- * 51-61% for the same bf16 cache widened exactly, and its mxfp8 prefill
- * matmuls at 36% against 44-46% with f32 activations. So pairs are on by
- * default on AMD only; GLMLITE_BF16_PAIRS=1 or =0 overrides (1 needs the
- * instructions). Decode's mxfp8 rows, bound by memory, take bf16 pairs
- * wherever the CPU has them (74-76% of that Xeon's bandwidth against 61-62%
- * with f32 activations). */
+/* Whether attention over a bf16 cache multiplies bf16 values in pairs
+ * (gemm_bf16_bf16, weighted_sum_bf16_bf16: the queries and probabilities
+ * rounded to bf16) instead of widening the cache exactly, and whether mxfp8
+ * rows' prefill does (kernels_bf16_dot_fast: vdpbf16ps itself). Per CPU,
+ * measured: vdpbf16ps does twice the FMA's multiply-adds per instruction on
+ * AMD (Zen 4 and 5) but half of them on Intel, where a Xeon ran 1.6 G
+ * vdpbf16ps/s (52 G multiply-adds) against 6.6 G FMAs/s (105 G) a core: its
+ * vdpbf16ps attention ran at 31-36% of the FMA peak against 51-61% for the
+ * same cache widened, its mxfp8 prefill matmuls at 36% against 44-46% with
+ * f32 activations. Its AMX tiles (kernels_amx.c) ran 1,217 G a core. So
+ * attention takes pairs on AMD and with AMX, mxfp8 prefill on AMD only;
+ * GLMLITE_BF16_PAIRS=1 or =0 overrides both (1 needs AVX512-BF16). Decode's
+ * mxfp8 rows, bound by memory, take bf16 pairs wherever the CPU has them
+ * (74-76% of that Xeon's bandwidth against 61-62% with f32 activations). */
 int kernels_bf16_pairs(void);
-/* Tests: turns pairs on (if the CPU has them) or off; returns the setting
- * before. Sessions read it when created. */
+int kernels_bf16_dot_fast(void);
+/* Tests: turns both on (where the CPU has AVX512-BF16) or off; returns
+ * kernels_bf16_pairs() before. Sessions read it when created. */
 int kernels_set_bf16_pairs(int on);
 
 /* Vector operations (scalar; not hot enough to need variants). silu is also

@@ -92,7 +92,7 @@ int quant_x16_available(void) {
 }
 
 /* vdpbf16ps: the 512-bit kernels, and the attention kernels found AVX512-BF16. */
-static int bf16_pairs(void) { return quant_avx512_vnni() && kernels_bf16_pairs(); }
+static int bf16_pairs(void) { return quant_avx512_vnni() && kernels_bf16_dot_fast(); }
 
 int quant_x16_group(const weight *w) {
     int fp4 = w->format == WF_NVFP4 || w->format == WF_MXFP4, fp8 = w->format == WF_MXFP8;

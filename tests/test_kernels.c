@@ -236,7 +236,7 @@ static void check_bf16_arithmetic(const kernel_table *k) {
     int gshapes[][3] = {{1, 1, 2}, {4, 5, 32}, {9, 10, 70}, {256, 20, 576}, {7, 13, 100}, {3, 6, 33}};
     for (size_t q = 0; q < sizeof gshapes / sizeof *gshapes; q++) {
         int rows = gshapes[q][0], n = gshapes[q][1], cols = gshapes[q][2];
-        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;
+        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 4 + q % 2, ys = (size_t)rows + 2;   /* even and odd strides */
         uint16_t *w = malloc(rows * ws * 2), *x = malloc(n * xs * 2);
         float *y = malloc(n * ys * 4), *y1 = malloc(4);
         for (size_t i = 0; i < rows * ws; i++) w[i] = f32_to_bf16(frand(&seed));
@@ -289,6 +289,7 @@ TEST(kernels_bf16_arithmetic_matches_double) {
     const kernel_table *k = kernels_avx512();
     if (!k || !k->gemm_bf16_bf16) SKIP("CPU has no AVX512-BF16");
     check_bf16_arithmetic(k);
+    if (kernels_amx()) check_bf16_arithmetic(kernels_amx());   /* the same on AMX tiles */
 }
 
 TEST(kernels_rope_pairings) {

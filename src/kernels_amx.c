@@ -1,0 +1,292 @@
+/* kernels_amx.c — attention's bf16 products on Intel AMX tiles: the kernel
+ * table's gemm_bf16_bf16 (scores) and weighted_sum_bf16_bf16 (value sums),
+ * the same arithmetic as the AVX512-BF16 versions (bf16 products, f32 sums),
+ * where the CPU has AMX-BF16 and Linux grants the tiles.
+ *
+ * One tdpbf16ps multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16
+ * f32 sums: on an Intel Xeon one core ran 1,217 G multiply-adds a second
+ * against 105 G with FMAs and 52 G with vdpbf16ps. The right operand is laid
+ * out in pairs of its rows ("VNNI": row k2 holds, per column, rows 2 k2 and
+ * 2 k2 + 1), so each kernel first packs the operand that lacks that layout:
+ * the queries for the scores (small, and a cached key row is already a left
+ * operand row), the cached rows for the value sums.
+ *
+ * Each output is one chain over its columns in 32-wide steps from column 0
+ * (zeros past the end), whatever its tile, so a result does not depend on
+ * the tiles it falls in. */
+#include "kernels.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx2,fma")))
+
+#define ARCH_REQ_XCOMP_PERM 0x1023   /* Linux: ask for an extended state component */
+#define XFEATURE_XTILEDATA 18        /* the tiles' data */
+
+/* The tile configuration: palette 1, 8 tiles of 16 rows x 64 bytes. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+static AMX void tiles_on(void) {
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        c.colsb[i] = 64;
+        c.rows[i] = 16;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* Per-thread packing buffers, grown as needed (attention's shapes are
+ * fixed, so this happens once per thread) and freed when the thread ends.
+ * NULL when out of memory: the kernels then fall back to the AVX512-BF16
+ * versions (fallback). */
+static pthread_key_t pack_key;
+static pthread_once_t pack_key_once = PTHREAD_ONCE_INIT;
+static void make_pack_key(void) { (void)pthread_key_create(&pack_key, free); }
+static __thread uint16_t *pack_buf;
+static __thread size_t pack_cap;
+static const kernel_table *fallback;
+
+static uint16_t *pack_space(size_t n) {
+    if (n > pack_cap) {
+        pthread_once(&pack_key_once, make_pack_key);
+        free(pack_buf);
+        pack_buf = aligned_alloc(64, (n * sizeof *pack_buf + 63) & ~(size_t)63);
+        pack_cap = pack_buf ? n : 0;
+        (void)pthread_setspecific(pack_key, pack_buf);
+    }
+    return pack_buf;
+}
+
+/* ---- scores: y[t * ys + r] = sum_c x[t][c] * w[r][c] ---------------------
+ * Left: 16 cached rows x 32 columns (a tile load straight from the cache, or
+ * from a zero-padded copy at the ends). Right: the queries packed per 32
+ * columns and 16 queries into pair rows, xp[(kc * G + g) * 256 + k2 * 16 + t]
+ * as 32-bit words = (x[16 g + t][32 kc + 2 k2], ... + 1). */
+static AMX void pack_queries(const uint16_t *x, size_t xs, int n, int64_t cols, int chunks, int groups, uint32_t *xp) {
+    if (xs % 2 == 0 && cols % 2 == 0) {   /* a word gathered from 16 queries per packed row */
+        const uint32_t *x32 = (const uint32_t *)x;
+        const __m512i qrow = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32((int)(xs / 2)));
+        for (int kc = 0; kc < chunks; kc++)
+            for (int g = 0; g < groups; g++) {
+                int tn = n - 16 * g < 16 ? n - 16 * g : 16;
+                __mmask16 tm = (__mmask16)((1u << tn) - 1);
+                const uint32_t *base = x32 + (size_t)16 * g * (xs / 2);
+                uint32_t *dst = xp + ((size_t)kc * groups + g) * 256;
+                for (int k2 = 0; k2 < 16; k2++) {
+                    int64_t word = 16 * (int64_t)kc + k2;
+                    __mmask16 m = word < cols / 2 ? tm : 0;
+                    _mm512_storeu_si512(dst + 16 * k2, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, qrow, base + word, 4));
+                }
+            }
+        return;
+    }
+    memset(xp, 0, (size_t)chunks * groups * 256 * sizeof *xp);
+    for (int t = 0; t < n; t++) {
+        uint32_t *dst = xp + (size_t)(t / 16) * 256 + t % 16;
+        const uint16_t *row = x + (size_t)t * xs;
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t kc = c / 32, k2 = c % 32 / 2;
+            uint16_t *word = (uint16_t *)(dst + (size_t)kc * groups * 256 + k2 * 16);
+            word[c % 2] = row[c];
+        }
+    }
+}
+
+static AMX void amx_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const uint16_t *x, size_t xs, int n,
+                                   int64_t cols, float *y, size_t ys) {
+    int chunks = (int)((cols + 31) / 32), groups = (n + 15) / 16;
+    uint16_t *space = pack_space((size_t)chunks * groups * 512 + 16 * (size_t)chunks * 32);
+    if (!space) {
+        fallback->gemm_bf16_bf16(w, ws, rows, x, xs, n, cols, y, ys);
+        return;
+    }
+    uint32_t *xp = (uint32_t *)space;
+    uint16_t *wpad = space + (size_t)chunks * groups * 512;   /* [16][chunks * 32] */
+    pack_queries(x, xs, n, cols, chunks, groups, xp);
+    float out[16 * 16];
+    tiles_on();
+    for (int r0 = 0; r0 < rows; r0 += 16) {
+        int rn = rows - r0 < 16 ? rows - r0 : 16;
+        const uint16_t *a = w + (size_t)r0 * ws;
+        size_t as = ws * 2;
+        if (rn < 16 || cols % 32) {   /* the ends: a zero-padded copy, never reading past the rows */
+            memset(wpad, 0, (size_t)16 * chunks * 32 * sizeof *wpad);
+            for (int i = 0; i < rn; i++) memcpy(wpad + (size_t)i * chunks * 32, a + (size_t)i * ws, (size_t)cols * 2);
+            a = wpad;
+            as = (size_t)chunks * 32 * 2;
+        }
+        for (int g0 = 0; g0 < groups; g0 += 4) {
+            int gn = groups - g0 < 4 ? groups - g0 : 4;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kc = 0; kc < chunks; kc++) {
+                const uint32_t *b = xp + ((size_t)kc * groups + g0) * 256;
+                if (g0 == 0 && r0 + 48 <= rows)   /* the rows two tiles on, a line of each per step */
+                    for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(w + (size_t)(r0 + 32 + i) * ws + (size_t)kc * 32), _MM_HINT_T0);
+                _tile_loadd(4, a + (size_t)kc * 32, as);
+                _tile_loadd(5, b, 64);
+                _tile_dpbf16ps(0, 4, 5);
+                if (gn > 1) {
+                    _tile_loadd(6, b + 256, 64);
+                    _tile_dpbf16ps(1, 4, 6);
+                }
+                if (gn > 2) {
+                    _tile_loadd(7, b + 512, 64);
+                    _tile_dpbf16ps(2, 4, 7);
+                }
+                if (gn > 3) {
+                    _tile_loadd(5, b + 768, 64);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+            }
+            /* out[i][t]: key r0 + i, query 16 (g0 + g) + t; y wants queries as rows */
+            for (int g = 0; g < gn; g++) {
+                switch (g) {
+                case 0: _tile_stored(0, out, 64); break;
+                case 1: _tile_stored(1, out, 64); break;
+                case 2: _tile_stored(2, out, 64); break;
+                default: _tile_stored(3, out, 64); break;
+                }
+                int t0 = 16 * (g0 + g), tn = n - t0 < 16 ? n - t0 : 16;
+                __mmask16 m = (__mmask16)((1u << rn) - 1);
+                const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+                for (int t = 0; t < tn; t++)
+                    _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ys + r0, m, _mm512_i32gather_ps(column, out + t, 4));
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* ---- value sums: y[h][j] += sum_p a[h][p] * x[p][j] -----------------------
+ * Left: 16 heads x 32 keys of a (copied with zeros past nh and n). Right:
+ * the cached rows packed in pairs, xp[(p / 2) * cp + 2 j + p % 2] with cp =
+ * 2 * (cols rounded up to 16), zeros past n and cols. Per head group, 64
+ * columns at a time in four accumulator tiles. */
+static AMX void pack_key_pairs(const uint16_t *x, size_t xs, int n, int64_t cols, int64_t cp, uint16_t *xp) {
+    const __m512i lo = _mm512_setr_epi32(0x00200000, 0x00210001, 0x00220002, 0x00230003, 0x00240004, 0x00250005,
+                                         0x00260006, 0x00270007, 0x00280008, 0x00290009, 0x002a000a, 0x002b000b,
+                                         0x002c000c, 0x002d000d, 0x002e000e, 0x002f000f);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    int pairs = (n + 1) / 2;
+    for (int p2 = 0; p2 < pairs; p2++) {
+        const uint16_t *r0 = x + (size_t)(2 * p2) * xs, *r1 = 2 * p2 + 1 < n ? r0 + xs : NULL;
+        uint16_t *dst = xp + (size_t)p2 * cp;
+        for (int64_t j = 0; j < cp / 2; j += 32) {
+            int64_t live = cols - j;
+            __mmask32 m = live >= 32 ? 0xffffffffu : live <= 0 ? 0 : (__mmask32)((1u << live) - 1);
+            __m512i a = _mm512_maskz_loadu_epi16(m, r0 + j);
+            __m512i b = r1 ? _mm512_maskz_loadu_epi16(m, r1 + j) : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + 2 * j, _mm512_permutex2var_epi16(a, lo, b));
+            if (j + 16 < cp / 2) _mm512_storeu_si512(dst + 2 * j + 32, _mm512_permutex2var_epi16(a, hi, b));
+        }
+    }
+}
+
+static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh, const uint16_t *x, size_t xs, int n,
+                                           int64_t cols, float *y, size_t ys) {
+    int kchunks = (n + 31) / 32;
+    int64_t c16 = (cols + 15) & ~(int64_t)15, cp = 2 * c16;
+    size_t xp_n = (size_t)kchunks * 16 * cp, ap_n = (size_t)16 * kchunks * 32;
+    uint16_t *space = pack_space(xp_n + ap_n);
+    if (!space) {
+        fallback->weighted_sum_bf16_bf16(a, as, nh, x, xs, n, cols, y, ys);
+        return;
+    }
+    uint16_t *xp = space, *ap = space + xp_n;
+    memset(xp + (size_t)((n + 1) / 2) * cp, 0, (xp_n - (size_t)((n + 1) / 2) * cp) * sizeof *xp);
+    pack_key_pairs(x, xs, n, cols, cp, xp);
+    float out[16 * 16];
+    tiles_on();
+    for (int h0 = 0; h0 < nh; h0 += 16) {
+        int hn = nh - h0 < 16 ? nh - h0 : 16;
+        memset(ap, 0, ap_n * sizeof *ap);
+        for (int h = 0; h < hn; h++) memcpy(ap + (size_t)h * kchunks * 32, a + (size_t)(h0 + h) * as, (size_t)n * 2);
+        for (int64_t j0 = 0; j0 < c16; j0 += 64) {
+            int jn = (int)((c16 - j0) / 16 < 4 ? (c16 - j0) / 16 : 4);
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kc = 0; kc < kchunks; kc++) {
+                const uint16_t *b = xp + (size_t)kc * 16 * cp + 2 * j0;
+                _tile_loadd(4, ap + (size_t)kc * 32, kchunks * 64);
+                _tile_loadd(5, b, cp * 2);
+                _tile_dpbf16ps(0, 4, 5);
+                if (jn > 1) {
+                    _tile_loadd(6, b + 32, cp * 2);
+                    _tile_dpbf16ps(1, 4, 6);
+                }
+                if (jn > 2) {
+                    _tile_loadd(7, b + 64, cp * 2);
+                    _tile_dpbf16ps(2, 4, 7);
+                }
+                if (jn > 3) {
+                    _tile_loadd(5, b + 96, cp * 2);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+            }
+            for (int q = 0; q < jn; q++) {
+                switch (q) {
+                case 0: _tile_stored(0, out, 64); break;
+                case 1: _tile_stored(1, out, 64); break;
+                case 2: _tile_stored(2, out, 64); break;
+                default: _tile_stored(3, out, 64); break;
+                }
+                int64_t jc = j0 + 16 * q, live = cols - jc;
+                __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+                for (int h = 0; h < hn; h++) {
+                    float *yh = y + (size_t)(h0 + h) * ys + jc;
+                    _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out + 16 * h)));
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* The AVX-512 table with the two AMX entries, where the CPU has AMX-BF16
+ * and Linux lets this process use the tiles (asked once). */
+static kernel_table amx_table;
+static int amx_usable;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void build_amx_table(void) {
+    const kernel_table *base = kernels_avx512();
+    unsigned a, b, c, d;   /* CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE */
+    if (!base || !base->gemm_bf16_bf16 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 22 & 1) || !(d >> 24 & 1) ||
+        syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
+        return;
+    fallback = base;
+    amx_table = *base;
+    amx_table.gemm_bf16_bf16 = amx_gemm_bf16_bf16;
+    amx_table.weighted_sum_bf16_bf16 = amx_weighted_sum_bf16_bf16;
+    amx_usable = 1;
+}
+
+const kernel_table *kernels_amx(void) {
+    pthread_once(&amx_once, build_amx_table);
+    return amx_usable ? &amx_table : NULL;
+}
+
+#else
+const kernel_table *kernels_amx(void) { return NULL; }
+#endif
