@@ -91,8 +91,9 @@ const kernel_table *kernels_amx(void);
  * (no AMX) asks for less. */
 const kernel_table *kernels_active(void);
 /* The active table's name and, with AVX-512, the extensions the quantized
- * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16) take
- * where the CPU has them: "avx512+vnni+bf16+vbmi", "avx2", "reference". */
+ * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16, AMX)
+ * take where the CPU has them: "avx512+vnni+bf16+vbmi+amx", "avx2",
+ * "reference". */
 void kernels_describe(char *buf, size_t n);
 
 /* How decode asks for the lines of the weight rows it is about to read.
