@@ -165,7 +165,7 @@ static inline float group_scale(const weight *w, const uint8_t *sp, int64_t g) {
  * 8-bit rows 4-9% and 4-bit rows 5-7% faster while the probe read 77-83
  * GB/s, and 0-3% slower at 53-57 GB/s (8 KB: +4-9%, but -2 to -5% on 8-bit
  * rows when busy; 2 KB had been slower than 4 KB). On the Intel Xeon, 3 KB
- * was 5-10% slower than 6 KB, 12 KB the same. */
+ * was 9-10% slower than 6 KB, 12 KB the same. */
 
 /* The row to request a line of per step while row r is multiplied (NULL
  * when none is left before row1); requests its scales and biases now. */
