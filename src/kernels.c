@@ -123,6 +123,7 @@ const kernel_table *kernels_reference(void) { return &reference_table; }
 
 /* Chosen once, however many threads ask first (workers call this too). */
 static const kernel_table *chosen_table;
+static int chosen_avx512, chosen_amx;   /* the AVX-512 table is chosen, with AMX or without */
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
 
 row_prefetch kernels_prefetch = {0, 6144, 3072};
@@ -145,7 +146,7 @@ static void choose_bf16_pairs(void) {
     amd = __builtin_cpu_is("amd");
 #endif
     bf16_dot_fast = amd;
-    bf16_pairs = amd || chosen_table == kernels_amx();
+    bf16_pairs = amd || chosen_amx;
     if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) bf16_pairs = bf16_dot_fast = env[0] == '1';
     int has = chosen_table->gemm_bf16_bf16 != NULL;
     bf16_pairs = bf16_pairs && has;
@@ -154,10 +155,14 @@ static void choose_bf16_pairs(void) {
 
 static void choose_kernels(void) {
     const char *env = getenv("GLMLITE_KERNELS");
-    const kernel_table *fast = kernels_amx();
-    if (!fast || (env && strcmp(env, "avx512") == 0)) fast = kernels_avx512();
-    if (!fast || (env && strcmp(env, "avx2") == 0)) fast = kernels_avx2();
-    chosen_table = (env && strcmp(env, "reference") == 0) || !fast ? &reference_table : fast;
+    int ref = env && strcmp(env, "reference") == 0, avx2 = env && strcmp(env, "avx2") == 0;
+    int no_amx = ref || avx2 || (env && strcmp(env, "avx512") == 0);   /* then the tiles are not even asked for */
+    const kernel_table *fast = no_amx ? NULL : kernels_amx();
+    if (!fast && !ref && !avx2) fast = kernels_avx512();
+    if (!fast && !ref) fast = kernels_avx2();
+    chosen_table = fast ? fast : &reference_table;
+    chosen_amx = fast && fast == kernels_amx();
+    chosen_avx512 = fast && (chosen_amx || fast == kernels_avx512());
     choose_prefetch();
     choose_bf16_pairs();
 }
@@ -165,6 +170,11 @@ static void choose_kernels(void) {
 const kernel_table *kernels_active(void) {
     pthread_once(&choose_once, choose_kernels);
     return chosen_table;
+}
+
+int kernels_using_avx512(void) {
+    kernels_active();
+    return chosen_avx512;
 }
 
 int kernels_bf16_pairs(void) {
@@ -189,7 +199,7 @@ void kernels_describe(char *buf, size_t n) {
 #if defined(__x86_64__) || defined(__i386__)
     snprintf(buf, n, "%s%s%s%s%s", name, avx512 && __builtin_cpu_supports("avx512vnni") ? "+vnni" : "",
              avx512 && __builtin_cpu_supports("avx512bf16") ? "+bf16" : "",
-             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "", kernels_active() == kernels_amx() ? "+amx" : "");
+             avx512 && __builtin_cpu_supports("avx512vbmi") ? "+vbmi" : "", chosen_amx ? "+amx" : "");
 #else
     (void)avx512;
     snprintf(buf, n, "%s", name);

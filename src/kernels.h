@@ -90,6 +90,9 @@ const kernel_table *kernels_amx(void);
 /* The widest available, unless GLMLITE_KERNELS=reference, =avx2 or =avx512
  * (no AMX) asks for less. */
 const kernel_table *kernels_active(void);
+/* Whether the active table is the AVX-512 one (with AMX or without), so
+ * the quantized rows may take their AVX-512 paths too. */
+int kernels_using_avx512(void);
 /* The active table's name and, with AVX-512, the extensions the quantized
  * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16, AMX)
  * take where the CPU has them: "avx512+vnni+bf16+vbmi+amx", "avx2",

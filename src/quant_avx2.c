@@ -393,7 +393,7 @@ static AVX512 void decode_row_avx512(int kind, const weight *w, int64_t r, float
 
 /* The AVX-512 rows and decode where the kernels in use are the AVX-512 ones
  * (so GLMLITE_KERNELS=avx2 keeps every path on AVX2). */
-static int avx512_rows(void) { return strcmp(kernels_active()->name, "avx512") == 0; }   /* with or without AMX */
+static int avx512_rows(void) { return kernels_using_avx512(); }
 
 /* An mxfp8 row with AVX2: per group of 32 codes one NaN test (a NaN code
  * makes the dot NaN, whatever x holds) and four 8-code decodes straight from
