@@ -72,6 +72,44 @@ static uint16_t *pack_space(size_t n) {
     return pack_buf;
 }
 
+/* Up to four 16 x 16 f32 products summed over `chunks` steps, stored into
+ * out[q]: C_q = sum_k A_k B_kq, with A_k at a + k * a_step (rows as bytes
+ * apart) and B_kq at b + k * b_step + q * b_next (rows bs bytes apart).
+ * With pf, step k also requests the line at pf + i * pfs + 64 k of 16 rows
+ * i (rows the caller reads next). Tile numbers are constants: A in 4, the
+ * B tiles in 5-7, the sums in 0-3. */
+static AMX void tile_products(const char *a, size_t a_step, size_t as, const char *b, size_t b_step, size_t b_next,
+                              size_t bs, int chunks, int nq, const char *pf, size_t pfs, float out[4][256]) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int k = 0; k < chunks; k++) {
+        const char *bk = b + (size_t)k * b_step;
+        if (pf)
+            for (int i = 0; i < 16; i++) _mm_prefetch(pf + (size_t)i * pfs + (size_t)k * 64, _MM_HINT_T0);
+        _tile_loadd(4, a + (size_t)k * a_step, as);
+        _tile_loadd(5, bk, bs);
+        _tile_dpbf16ps(0, 4, 5);
+        if (nq > 1) {
+            _tile_loadd(6, bk + b_next, bs);
+            _tile_dpbf16ps(1, 4, 6);
+        }
+        if (nq > 2) {
+            _tile_loadd(7, bk + 2 * b_next, bs);
+            _tile_dpbf16ps(2, 4, 7);
+        }
+        if (nq > 3) {
+            _tile_loadd(5, bk + 3 * b_next, bs);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+    }
+    _tile_stored(0, out[0], 64);
+    if (nq > 1) _tile_stored(1, out[1], 64);
+    if (nq > 2) _tile_stored(2, out[2], 64);
+    if (nq > 3) _tile_stored(3, out[3], 64);
+}
+
 /* ---- scores: y[t * ys + r] = sum_c x[t][c] * w[r][c] ---------------------
  * Left: 16 cached rows x 32 columns (a tile load straight from the cache, or
  * from a zero-padded copy at the ends). Right: the queries packed per 32
@@ -119,7 +157,7 @@ static AMX void amx_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const
     uint32_t *xp = (uint32_t *)space;
     uint16_t *wpad = space + (size_t)chunks * groups * 512;   /* [16][chunks * 32] */
     pack_queries(x, xs, n, cols, chunks, groups, xp);
-    float out[16 * 16];
+    float out[4][256];
     tiles_on();
     for (int r0 = 0; r0 < rows; r0 += 16) {
         int rn = rows - r0 < 16 ? rows - r0 : 16;
@@ -133,43 +171,17 @@ static AMX void amx_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const
         }
         for (int g0 = 0; g0 < groups; g0 += 4) {
             int gn = groups - g0 < 4 ? groups - g0 : 4;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kc = 0; kc < chunks; kc++) {
-                const uint32_t *b = xp + ((size_t)kc * groups + g0) * 256;
-                if (g0 == 0 && r0 + 48 <= rows)   /* the rows two tiles on, a line of each per step */
-                    for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(w + (size_t)(r0 + 32 + i) * ws + (size_t)kc * 32), _MM_HINT_T0);
-                _tile_loadd(4, a + (size_t)kc * 32, as);
-                _tile_loadd(5, b, 64);
-                _tile_dpbf16ps(0, 4, 5);
-                if (gn > 1) {
-                    _tile_loadd(6, b + 256, 64);
-                    _tile_dpbf16ps(1, 4, 6);
-                }
-                if (gn > 2) {
-                    _tile_loadd(7, b + 512, 64);
-                    _tile_dpbf16ps(2, 4, 7);
-                }
-                if (gn > 3) {
-                    _tile_loadd(5, b + 768, 64);
-                    _tile_dpbf16ps(3, 4, 5);
-                }
-            }
-            /* out[i][t]: key r0 + i, query 16 (g0 + g) + t; y wants queries as rows */
+            /* the first group requests the rows two tiles on, a line of each per step */
+            const char *pf = g0 == 0 && r0 + 48 <= rows ? (const char *)(w + (size_t)(r0 + 32) * ws) : NULL;
+            tile_products((const char *)a, 64, as, (const char *)(xp + (size_t)g0 * 256), (size_t)groups * 1024, 1024, 64,
+                          chunks, gn, pf, ws * 2, out);
+            /* out[g][i * 16 + t]: key r0 + i, query 16 (g0 + g) + t; y wants queries as rows */
             for (int g = 0; g < gn; g++) {
-                switch (g) {
-                case 0: _tile_stored(0, out, 64); break;
-                case 1: _tile_stored(1, out, 64); break;
-                case 2: _tile_stored(2, out, 64); break;
-                default: _tile_stored(3, out, 64); break;
-                }
                 int t0 = 16 * (g0 + g), tn = n - t0 < 16 ? n - t0 : 16;
                 __mmask16 m = (__mmask16)((1u << rn) - 1);
                 const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
                 for (int t = 0; t < tn; t++)
-                    _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ys + r0, m, _mm512_i32gather_ps(column, out + t, 4));
+                    _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ys + r0, m, _mm512_i32gather_ps(column, out[g] + t, 4));
             }
         }
     }
@@ -214,7 +226,7 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
     uint16_t *xp = space, *ap = space + xp_n;
     memset(xp + (size_t)((n + 1) / 2) * cp, 0, (xp_n - (size_t)((n + 1) / 2) * cp) * sizeof *xp);
     pack_key_pairs(x, xs, n, cols, cp, xp);
-    float out[16 * 16];
+    float out[4][256];
     tiles_on();
     for (int h0 = 0; h0 < nh; h0 += 16) {
         int hn = nh - h0 < 16 ? nh - h0 : 16;
@@ -222,40 +234,14 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
         for (int h = 0; h < hn; h++) memcpy(ap + (size_t)h * kchunks * 32, a + (size_t)(h0 + h) * as, (size_t)n * 2);
         for (int64_t j0 = 0; j0 < c16; j0 += 64) {
             int jn = (int)((c16 - j0) / 16 < 4 ? (c16 - j0) / 16 : 4);
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kc = 0; kc < kchunks; kc++) {
-                const uint16_t *b = xp + (size_t)kc * 16 * cp + 2 * j0;
-                _tile_loadd(4, ap + (size_t)kc * 32, kchunks * 64);
-                _tile_loadd(5, b, cp * 2);
-                _tile_dpbf16ps(0, 4, 5);
-                if (jn > 1) {
-                    _tile_loadd(6, b + 32, cp * 2);
-                    _tile_dpbf16ps(1, 4, 6);
-                }
-                if (jn > 2) {
-                    _tile_loadd(7, b + 64, cp * 2);
-                    _tile_dpbf16ps(2, 4, 7);
-                }
-                if (jn > 3) {
-                    _tile_loadd(5, b + 96, cp * 2);
-                    _tile_dpbf16ps(3, 4, 5);
-                }
-            }
+            tile_products((const char *)ap, 64, (size_t)kchunks * 64, (const char *)(xp + 2 * j0), (size_t)16 * cp * 2, 64,
+                          (size_t)cp * 2, kchunks, jn, NULL, 0, out);
             for (int q = 0; q < jn; q++) {
-                switch (q) {
-                case 0: _tile_stored(0, out, 64); break;
-                case 1: _tile_stored(1, out, 64); break;
-                case 2: _tile_stored(2, out, 64); break;
-                default: _tile_stored(3, out, 64); break;
-                }
                 int64_t jc = j0 + 16 * q, live = cols - jc;
                 __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
                 for (int h = 0; h < hn; h++) {
                     float *yh = y + (size_t)(h0 + h) * ys + jc;
-                    _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out + 16 * h)));
+                    _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out[q] + 16 * h)));
                 }
             }
         }
