@@ -66,6 +66,19 @@ typedef struct {
     void (*weighted_sum_bf16_bf16)(const uint16_t *a, size_t a_stride, int nh, const uint16_t *x, size_t x_stride, int n,
                                    int64_t cols, float *y, size_t y_stride);
     void (*round_bf16)(const float *x, uint16_t *y, int64_t n);
+    /* Optional (NULL but on AMX tiles): the batched product over bf16 rows
+     * with each f32 vector split exactly into three bf16 parts, x = hi + mid
+     * + lo (hi = x rounded to nearest even, mid the remainder rounded, lo the
+     * rest), so every product of a weight with a part is exact and only the
+     * f32 sums round: the f32 product's accuracy at the tiles' rate.
+     * split_bf16 lays out columns [c0, c1) (c0 a multiple of 32) of n
+     * vectors x[t * x_stride + c] of cols columns in xs (split_bf16_elems(n,
+     * cols) values for all columns); gemm_bf16_split then gives y[t *
+     * y_stride + r] = sum_c w[r * w_stride + c] * x[t][c] for r < rows, t < n,
+     * each output one chain over its columns in order, whatever its tile. */
+    void (*split_bf16)(const float *x, size_t x_stride, int n, int64_t cols, int64_t c0, int64_t c1, uint16_t *xs);
+    void (*gemm_bf16_split)(const uint16_t *w, size_t w_stride, int rows, int64_t cols, const uint16_t *xs, int n,
+                            float *y, size_t y_stride);
     /* SwiGLU's gate: g[i] = silu(g[i]) * u[i]. */
     void (*swiglu)(float *g, const float *u, int64_t n);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
@@ -77,6 +90,12 @@ typedef struct {
 
 /* Lanes of gemm_f32_xt's transposed vectors: n rounded up to 16. */
 static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
+
+/* Values of split_bf16's layout for n vectors of cols columns: per 32
+ * columns and 16 vectors, three tiles (hi, mid, lo) of 16 x 32 bf16. */
+static inline size_t split_bf16_elems(int n, int64_t cols) {
+    return (size_t)((cols + 31) / 32) * (size_t)((n + 15) / 16) * 3 * 512;
+}
 
 const kernel_table *kernels_reference(void);
 const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA */

@@ -52,6 +52,13 @@ static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r
  * multiplies each block of rows with all vectors at once. */
 #define GEMM_MIN_VECTORS 4
 
+/* bf16 rows with 4 or more vectors on AMX tiles (kernels.h,
+ * gemm_bf16_split): the vectors split into bf16 parts once per pass instead
+ * of transposed, and the rows multiplied as stored, never widened. */
+static int takes_split(const kernel_table *k, const weight *w) {
+    return w->format == WF_BF16 && !w->exact_act && k->gemm_bf16_split;
+}
+
 /* Decode with int8 activations: each vector quantized once into scratch. */
 static int use_q8(const weight *w, int n) { return !w->exact_act && n < GEMM_MIN_VECTORS && quant_act_supported(w); }
 
@@ -152,6 +159,12 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
             quant_x16_matmul_rows(w, row0, row1, &a, y + (size_t)t0 * y_stride, y_stride, row_scratch);
             continue;
         }
+        if (takes_split(k, w)) {
+            k->split_bf16(x + (size_t)t0 * x_stride, x_stride, m, w->cols, 0, w->cols, (uint16_t *)xt);
+            k->gemm_bf16_split((const uint16_t *)(w->data + (size_t)row0 * w->row_stride), w->row_stride / 2,
+                               (int)(row1 - row0), w->cols, (const uint16_t *)xt, m, y + (size_t)t0 * y_stride + row0, y_stride);
+            continue;
+        }
         pack_columns(x + (size_t)t0 * x_stride, m, x_stride, 0, w->cols, xt);
         linear_rows_xt(k, w, row0, row1, xt, m, y + (size_t)t0 * y_stride, y_stride, row_scratch);
     }
@@ -185,6 +198,7 @@ typedef struct {
     size_t scratch_stride;
     const quant_act *act[LINEAR_MAX_WEIGHTS];   /* the quantized vectors per weight, or NULL */
     const float *xt;                            /* the transposed vectors (4 or more), or NULL */
+    const uint16_t *split;                      /* or the vectors split for bf16 rows on AMX tiles, or NULL */
     const quant_x16 *x16;                       /* or the vectors quantized to int16 for every weight, or NULL */
 } linear_job;
 
@@ -200,6 +214,9 @@ static void linear_task(void *ctx, int task, int thread) {
     float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
     if (j->act[k]) quant_matmul_rows_q8(w, r0, r1, j->act[k], j->n, j->y[k], j->y_stride);
     else if (j->x16) quant_x16_matmul_rows(w, r0, r1, j->x16, j->y[k], j->y_stride, row_scratch);
+    else if (j->split)
+        kernels_active()->gemm_bf16_split((const uint16_t *)(w->data + (size_t)r0 * w->row_stride), w->row_stride / 2,
+                                          (int)(r1 - r0), w->cols, j->split, j->n, j->y[k] + r0, j->y_stride);
     else if (j->xt) linear_rows_xt(kernels_active(), w, r0, r1, j->xt, j->n, j->y[k], j->y_stride, row_scratch);
     else linear_rows(w, r0, r1, j->x[k], j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
 }
@@ -211,6 +228,7 @@ typedef struct {
     int64_t cols, cols_per_task;
     float *xt;
     const quant_x16 *x16;   /* quantize into this instead of transposing into xt */
+    int split;              /* or split into bf16 parts there (split_bf16) */
 } pack_job;
 
 static void pack_task(void *ctx, int task, int thread) {
@@ -219,6 +237,7 @@ static void pack_task(void *ctx, int task, int thread) {
     int64_t c0 = (int64_t)task * j->cols_per_task, c1 = c0 + j->cols_per_task;
     if (c1 > j->cols) c1 = j->cols;
     if (j->x16) quant_x16_prepare(j->x, j->x_stride, c0, c1, j->x16);
+    else if (j->split) kernels_active()->split_bf16(j->x, j->x_stride, j->n, j->cols, c0, c1, (uint16_t *)j->xt);
     else pack_columns(j->x, j->n, j->x_stride, c0, c1, j->xt);
 }
 
@@ -287,18 +306,22 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
        transposed once (column ranges spread over the threads) and shared by
        every task */
     int64_t cols = w[0]->cols;
-    int pass = linear_pass_tokens(n, cols), key = x16_key(count, w);
+    int pass = linear_pass_tokens(n, cols), key = x16_key(count, w), split = 1;
     if (key < 0) key = 0;   /* not from linear_many, which calls linear() for each such weight */
-    int64_t unit = key ? quant_x16_key_group(key) : 16;   /* a task's columns: whole groups, or 16-column blocks */
+    for (int k = 0; k < count; k++) split &= takes_split(kernels_active(), w[k]);
+    /* a task's columns: whole groups, 32-column tiles, or 16-column blocks */
+    int64_t unit = key ? quant_x16_key_group(key) : split ? 32 : 16;
     int64_t cols_per = ((cols + threads - 1) / threads + unit - 1) / unit * unit;
     if (cols_per <= 0) cols_per = unit;
     for (int t0 = 0; t0 < n; t0 += pass) {
         int m = n - t0 < pass ? n - t0 : pass;
         quant_x16 a;
-        pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed, NULL};
+        pack_job pj = {x[0] + (size_t)t0 * x_stride, m, x_stride, cols, cols_per, packed, NULL, split};
         if (key) {
             quant_x16_layout(packed, m, cols, key, &a);
             pj.x16 = j.x16 = &a;
+        } else if (split) {
+            j.split = (const uint16_t *)packed;
         } else {
             j.xt = packed;
         }

@@ -79,7 +79,10 @@ static inline int linear_pass_tokens(int n, int64_t cols) {
 static inline size_t linear_packed_floats(int n, int64_t cols) {
     size_t all = (size_t)gemm_xt_lanes(n) * (size_t)cols, cap = LINEAR_XT_BYTES / sizeof(float);
     if (cap < 16 * (size_t)cols) cap = 16 * (size_t)cols;
-    return all < cap ? all : cap;
+    size_t f32 = all < cap ? all : cap;
+    /* or the same pass split into three bf16 parts for bf16 rows on AMX
+       tiles (split_bf16_elems): 1.5x, and the columns rounded up to 32 */
+    return f32 + f32 / 2 + 47 * (size_t)gemm_xt_lanes(n);
 }
 
 /* The same product on the calling thread only, rows [row0, row1);

@@ -292,6 +292,61 @@ TEST(kernels_bf16_arithmetic_matches_double) {
     if (kernels_amx()) check_bf16_arithmetic(kernels_amx());   /* the same on AMX tiles */
 }
 
+/* gemm_bf16_split (AMX): bf16 rows times f32 vectors split into three bf16
+ * parts. The parts hold each vector exactly, so against the exact (double)
+ * products the error is that of f32 sums of 3 * cols exact terms; with only
+ * the first part (x rounded to bf16) the short rows here would miss that
+ * bound by far. Shapes cover partial tiles of rows, vectors and columns,
+ * strides past the widths, the layout prepared in two column ranges, and
+ * values from 1e-3 to 1e3. An infinite activation gives an infinite sum,
+ * not a NaN from its parts. */
+TEST(kernels_bf16_split_matches_double) {
+    const kernel_table *k = kernels_amx();
+    if (!k) SKIP("no AMX tiles");
+    unsigned seed = 41;
+    int shapes[][3] = {{1, 4, 1}, {16, 16, 32}, {17, 20, 33}, {32, 32, 2048}, {40, 48, 100}, {5, 7, 0}, {33, 4, 64}, {64, 50, 576}};
+    for (size_t q = 0; q < sizeof shapes / sizeof *shapes; q++) {
+        int rows = shapes[q][0], n = shapes[q][1], cols = shapes[q][2];
+        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;
+        uint16_t *w = malloc(rows * ws * 2 + 2), *xsplit = malloc(split_bf16_elems(n, cols) * 2 + 2);
+        float *x = malloc(n * xs * 4 + 4), *y = malloc(n * ys * 4);
+        for (size_t i = 0; i < rows * ws; i++) w[i] = f32_to_bf16(frand(&seed));
+        for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed) * powf(10.0f, (float)(i % 7) - 3.0f);
+        for (size_t i = 0; i < n * ys; i++) y[i] = 77.0f;
+        int64_t mid = cols / 64 * 32;   /* the layout in two column ranges */
+        k->split_bf16(x, xs, n, cols, 0, mid, xsplit);
+        k->split_bf16(x, xs, n, cols, mid, cols, xsplit);
+        k->gemm_bf16_split(w, ws, rows, cols, xsplit, n, y, ys);
+        double gamma = (3.0 * cols + 2) * 0x1p-24 / (1 - (3.0 * cols + 2) * 0x1p-24);
+        for (int t = 0; t < n; t++)
+            for (size_t r = 0; r < ys; r++) {
+                if (r >= (size_t)rows) {
+                    CHECKF(y[t * ys + r] == 77.0f, "gemm_bf16_split wrote past the rows at %zu", r);
+                    continue;
+                }
+                double e = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                    double p = (double)bf16_to_f32(w[r * ws + c]) * x[t * xs + c];
+                    e += p;
+                    mag += fabs(p);
+                }
+                CHECKF(fabs(y[t * ys + r] - e) <= gamma * mag, "gemm_bf16_split shape %zu t=%d r=%zu: %.9g vs %.9g", q, t, r,
+                       y[t * ys + r], e);
+            }
+        free(w); free(xsplit); free(x); free(y);
+    }
+    uint16_t w[32];
+    float x[32], y;
+    uint16_t xsplit[1536];
+    for (int c = 0; c < 32; c++) {
+        w[c] = f32_to_bf16(1.0f);
+        x[c] = c == 5 ? INFINITY : 1.0f;
+    }
+    k->split_bf16(x, 32, 1, 32, 0, 32, xsplit);
+    k->gemm_bf16_split(w, 32, 1, 32, xsplit, 1, &y, 1);
+    CHECKF(isinf(y) && y > 0, "an infinite activation gave %g", y);
+}
+
 TEST(kernels_rope_pairings) {
     /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
     float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
