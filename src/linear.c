@@ -52,11 +52,38 @@ static const float *row_as_f32(const kernel_table *k, const weight *w, int64_t r
  * multiplies each block of rows with all vectors at once. */
 #define GEMM_MIN_VECTORS 4
 
-/* bf16 rows with 4 or more vectors on AMX tiles (kernels.h,
- * gemm_bf16_split): the vectors split into bf16 parts once per pass instead
- * of transposed, and the rows multiplied as stored, never widened. */
+/* Rows whose values bf16 holds exactly, with 4 or more vectors on AMX tiles
+ * (kernels.h, gemm_bf16_split): the vectors split into bf16 parts once per
+ * pass instead of transposed. bf16 rows are multiplied as stored; mxfp8
+ * rows without a global scale (each value an E4M3 code's, 4 significant
+ * bits, times a power of two: exact in bf16 down to 2^-126) are decoded a
+ * block of rows at a time (linear_rows_split), unless they take bf16 pairs
+ * (quant.h, "16-bit activations"), which come first. */
 static int takes_split(const kernel_table *k, const weight *w) {
-    return w->format == WF_BF16 && !w->exact_act && k->gemm_bf16_split;
+    if (w->exact_act || !k->gemm_bf16_split) return 0;
+    return w->format == WF_BF16 || (w->format == WF_MXFP8 && quant_global(w) == 1.0f);
+}
+
+/* Rows [row0, row1) times the split vectors: bf16 rows in place, others
+ * decoded per LINEAR_ROW_BLOCK rows into bf16 in scratch (exactly: the
+ * decoded f32 values hold bf16's precision). */
+static void linear_rows_split(const kernel_table *k, const weight *w, int64_t row0, int64_t row1, const uint16_t *xs,
+                              int n, float *y, size_t y_stride, float *scratch) {
+    if (w->format == WF_BF16) {
+        k->gemm_bf16_split((const uint16_t *)(w->data + (size_t)row0 * w->row_stride), w->row_stride / 2,
+                           (int)(row1 - row0), w->cols, xs, n, y + row0, y_stride);
+        return;
+    }
+    float *row = scratch;
+    uint16_t *block = (uint16_t *)(scratch + w->cols);   /* [LINEAR_ROW_BLOCK][cols] */
+    for (int64_t r = row0; r < row1; r += LINEAR_ROW_BLOCK) {
+        int rows = (int)(row1 - r < LINEAR_ROW_BLOCK ? row1 - r : LINEAR_ROW_BLOCK);
+        for (int i = 0; i < rows; i++) {
+            weight_row_f32(w, r + i, row);
+            k->round_bf16(row, block + (size_t)i * w->cols, w->cols);
+        }
+        k->gemm_bf16_split(block, (size_t)w->cols, rows, w->cols, xs, n, y + r, y_stride);
+    }
 }
 
 /* Decode with int8 activations: each vector quantized once into scratch. */
@@ -161,8 +188,7 @@ void linear_rows(const weight *w, int64_t row0, int64_t row1, const float *x, in
         }
         if (takes_split(k, w)) {
             k->split_bf16(x + (size_t)t0 * x_stride, x_stride, m, w->cols, 0, w->cols, (uint16_t *)xt);
-            k->gemm_bf16_split((const uint16_t *)(w->data + (size_t)row0 * w->row_stride), w->row_stride / 2,
-                               (int)(row1 - row0), w->cols, (const uint16_t *)xt, m, y + (size_t)t0 * y_stride + row0, y_stride);
+            linear_rows_split(k, w, row0, row1, (const uint16_t *)xt, m, y + (size_t)t0 * y_stride, y_stride, row_scratch);
             continue;
         }
         pack_columns(x + (size_t)t0 * x_stride, m, x_stride, 0, w->cols, xt);
@@ -214,9 +240,7 @@ static void linear_task(void *ctx, int task, int thread) {
     float *row_scratch = j->scratch + (size_t)thread * j->scratch_stride;
     if (j->act[k]) quant_matmul_rows_q8(w, r0, r1, j->act[k], j->n, j->y[k], j->y_stride);
     else if (j->x16) quant_x16_matmul_rows(w, r0, r1, j->x16, j->y[k], j->y_stride, row_scratch);
-    else if (j->split)
-        kernels_active()->gemm_bf16_split((const uint16_t *)(w->data + (size_t)r0 * w->row_stride), w->row_stride / 2,
-                                          (int)(r1 - r0), w->cols, j->split, j->n, j->y[k] + r0, j->y_stride);
+    else if (j->split) linear_rows_split(kernels_active(), w, r0, r1, j->split, j->n, j->y[k], j->y_stride, row_scratch);
     else if (j->xt) linear_rows_xt(kernels_active(), w, r0, r1, j->xt, j->n, j->y[k], j->y_stride, row_scratch);
     else linear_rows(w, r0, r1, j->x[k], j->n, j->x_stride, j->y[k], j->y_stride, row_scratch);
 }
@@ -306,8 +330,9 @@ static void linear_weights(thread_pool *pool, int count, const weight *const *w,
        transposed once (column ranges spread over the threads) and shared by
        every task */
     int64_t cols = w[0]->cols;
-    int pass = linear_pass_tokens(n, cols), key = x16_key(count, w), split = 1;
+    int pass = linear_pass_tokens(n, cols), key = x16_key(count, w);
     if (key < 0) key = 0;   /* not from linear_many, which calls linear() for each such weight */
+    int split = !key;
     for (int k = 0; k < count; k++) split &= takes_split(kernels_active(), w[k]);
     /* a task's columns: whole groups, 32-column tiles, or 16-column blocks */
     int64_t unit = key ? quant_x16_key_group(key) : split ? 32 : 16;

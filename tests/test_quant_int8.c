@@ -782,6 +782,71 @@ TEST(quant_x16_mxfp8_bf16_pairs) {
     free_weight(&rw);
 }
 
+/* mxfp8 rows with bf16 pairs off on AMX tiles (linear.c, takes_split): each
+ * decoded row is exact in bf16 and the vectors are split exactly, so every
+ * output is within f32 summation rounding (3 * cols exact terms) of the
+ * float64 dot of the dequantized row with the vectors as given (one row
+ * holds each non-NaN E4M3 code), and a single product is its f32 rounding;
+ * a NaN code makes its row's outputs NaN; 1 and 2 threads and linear_rows
+ * agree bit for bit. */
+TEST(quant_mxfp8_rows_on_amx_tiles) {
+    if (!kernels_active()->gemm_bf16_split) SKIP("no AMX tiles");
+    int rows = 45, cols = 544, n = 37;
+    rand_weight rw = make_weight(WF_MXFP8, 8, 32, DT_U8, rows, cols, 1.0f);
+    int default_pairs = kernels_set_bf16_pairs(0);
+    uint8_t *every = rw.data + 2 * rw.w.row_stride, *nan_row = rw.data + 3 * rw.w.row_stride;
+    for (int i = 0; i < cols; i++) every[i] = (uint8_t)((i % 256 & 0x7f) == 0x7f ? i % 256 - 1 : i % 256);
+    nan_row[300] = 0xff;
+    float *x = malloc((size_t)n * cols * 4), *wf = malloc((size_t)cols * 4);
+    float *y1 = malloc((size_t)n * rows * 4), *y2 = malloc((size_t)n * rows * 4), *y3 = malloc((size_t)n * rows * 4);
+    for (int t = 0; t < n; t++) make_x(x + (size_t)t * cols, cols, t);
+    size_t ss = linear_rows_scratch_floats(n, cols) + linear_packed_floats(n, cols);
+    float *scratch = malloc(2 * ss * 4), *packed = malloc(linear_packed_floats(n, cols) * 4);
+    thread_pool *p1 = pool_new(1), *p2 = pool_new(2);
+    linear(p1, &rw.w, x, n, cols, y1, rows, scratch, ss, packed);
+    linear(p2, &rw.w, x, n, cols, y2, rows, scratch, ss, packed);
+    linear_rows(&rw.w, 0, rows, x, n, cols, y3, rows, scratch);
+    CHECK(memcmp(y1, y2, (size_t)n * rows * 4) == 0);
+    CHECK(memcmp(y1, y3, (size_t)n * rows * 4) == 0);
+    double bound_terms = (3.0 * cols + 2) * 0x1p-24;
+    for (int r = 0; r < rows; r++) {
+        weight_row_f32(&rw.w, r, wf);
+        for (int t = 0; t < n; t++) {
+            float got = y1[(size_t)t * rows + r];
+            if (r == 3) { CHECKF(isnan(got), "vector %d: a NaN code gave %g", t, got); continue; }
+            double exact = 0, mag = 0;
+            for (int i = 0; i < cols; i++) {
+                exact += (double)wf[i] * x[(size_t)t * cols + i];
+                mag += fabs((double)wf[i] * x[(size_t)t * cols + i]);
+            }
+            CHECKF(fabs(got - exact) <= bound_terms * mag, "row %d vector %d: %.9g vs %.9g", r, t, got, exact);
+        }
+    }
+    /* one-hot vectors of full-precision values read single products: each
+       the f32 rounding of weight * value (bf16 activations, or only two
+       parts of them, would miss it) */
+    for (int t = 0; t < n; t++) {
+        memset(x + (size_t)t * cols, 0, (size_t)cols * 4);
+        x[(size_t)t * cols + (size_t)t * 17 % cols] = (1.0f + (float)(rnd() & 0x7fffff) * 0x1p-23f) * (t % 2 ? -3.0f : 0.01f);
+    }
+    linear(p2, &rw.w, x, n, cols, y1, rows, scratch, ss, packed);
+    int exact_ok = 1;
+    for (int r = 0; r < rows; r++) {
+        if (r == 3) continue;
+        weight_row_f32(&rw.w, r, wf);
+        for (int t = 0; t < n; t++) {
+            int c = t * 17 % cols;
+            exact_ok &= y1[(size_t)t * rows + r] == (float)((double)wf[c] * x[(size_t)t * cols + c]);
+        }
+    }
+    CHECKF(exact_ok, "a single product through the tiles differs from its f32 rounding");
+    pool_free(p1);
+    pool_free(p2);
+    kernels_set_bf16_pairs(default_pairs);
+    free(x); free(wf); free(y1); free(y2); free(y3); free(scratch); free(packed);
+    free_weight(&rw);
+}
+
 /* Non-finite activations make their vector's outputs NaN (the f32 path:
  * non-finite) and leave the other vectors' alone. */
 TEST(quant_x16_non_finite_activations) {
