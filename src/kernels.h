@@ -104,7 +104,8 @@ const kernel_table *kernels_avx2(void);      /* NULL when the CPU lacks AVX2+FMA
  * fma_probe; NULL without AVX-512F. */
 const kernel_table *kernels_avx512(void);
 /* The AVX-512 table with gemm_bf16_bf16 and weighted_sum_bf16_bf16 on AMX
- * tiles; NULL unless the CPU has AMX-BF16 and Linux grants the tiles. */
+ * tiles, and split_bf16 with gemm_bf16_split; NULL unless the CPU has
+ * AMX-BF16 and Linux grants the tiles. */
 const kernel_table *kernels_amx(void);
 /* The widest available, unless GLMLITE_KERNELS=reference, =avx2 or =avx512
  * (no AMX) asks for less. */

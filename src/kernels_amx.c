@@ -1,7 +1,9 @@
-/* kernels_amx.c — attention's bf16 products on Intel AMX tiles: the kernel
- * table's gemm_bf16_bf16 (scores) and weighted_sum_bf16_bf16 (value sums),
- * the same arithmetic as the AVX512-BF16 versions (bf16 products, f32 sums),
- * where the CPU has AMX-BF16 and Linux grants the tiles.
+/* kernels_amx.c — bf16 products on Intel AMX tiles, where the CPU has
+ * AMX-BF16 and Linux grants the tiles: attention's gemm_bf16_bf16 (scores)
+ * and weighted_sum_bf16_bf16 (value sums), the same arithmetic as the
+ * AVX512-BF16 versions (bf16 products, f32 sums), and prefill's
+ * gemm_bf16_split over rows exact in bf16, with the f32 vectors split
+ * exactly into bf16 parts (split_bf16).
  *
  * One tdpbf16ps multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16
  * f32 sums: on an Intel Xeon one core ran 1,217 G multiply-adds a second

@@ -13,7 +13,8 @@
  * Quantized rows, where the CPU has AVX-512 VNNI or AVX-VNNI, take the
  * vectors quantized to int16 instead (quant.h, "16-bit activations"; mxfp8
  * rows where bf16 pairs are on, kernels.h: rounded to bf16) and pair
- * products at twice the FMA rate. */
+ * products at twice the FMA rate. On AMX tiles, bf16 rows and the other
+ * mxfp8 rows take the vectors split exactly into bf16 parts (takes_split). */
 #include "linear.h"
 
 #include "kernels.h"

@@ -186,7 +186,9 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * weight's E4M3 value, exact in bf16, multiplied in pairs (vdpbf16ps: two
  * exact products per f32 lane and instruction); per group of 32 the f32 sum
  * of its 32 products (16 pair steps per lane) meets the E8M0 scale:
- * acc = fma(sum, s_g, acc). Weights with exact_act keep the f32 products. */
+ * acc = fma(sum, s_g, acc). Without bf16 pairs, on AMX tiles, mxfp8 rows
+ * take the f32 vectors split exactly instead (linear.c, takes_split).
+ * Weights with exact_act keep the f32 products. */
 #define QUANT_X16_ROWS 32
 #define QUANT_X16_BF16 0x10000   /* in a key: bf16 vectors (mxfp8 rows) */
 static inline int quant_x16_key_group(int key) { return key & ~QUANT_X16_BF16; }
