@@ -112,6 +112,18 @@ static AMX void tile_products(const char *a, size_t a_step, size_t as, const cha
     if (nq > 3) _tile_stored(3, out[3], 64);
 }
 
+/* A 16 x 16 tile's element offsets down one of its columns. */
+static inline AMX __m512i tile_column(void) {
+    return _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+}
+
+/* A 16 x 16 f32 sum tile out[i * 16 + t] (row i, vector t) stored with the
+ * vectors as rows: y[t * ys + i] for i < rn, t < tn. */
+static AMX void store_transposed(const float out[256], int rn, int tn, float *y, size_t ys) {
+    __mmask16 m = (__mmask16)((1u << rn) - 1);
+    for (int t = 0; t < tn; t++) _mm512_mask_storeu_ps(y + (size_t)t * ys, m, _mm512_i32gather_ps(tile_column(), out + t, 4));
+}
+
 /* ---- scores: y[t * ys + r] = sum_c x[t][c] * w[r][c] ---------------------
  * Left: 16 cached rows x 32 columns (a tile load straight from the cache, or
  * from a zero-padded copy at the ends). Right: the queries packed per 32
@@ -180,10 +192,7 @@ static AMX void amx_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const
             /* out[g][i * 16 + t]: key r0 + i, query 16 (g0 + g) + t; y wants queries as rows */
             for (int g = 0; g < gn; g++) {
                 int t0 = 16 * (g0 + g), tn = n - t0 < 16 ? n - t0 : 16;
-                __mmask16 m = (__mmask16)((1u << rn) - 1);
-                const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-                for (int t = 0; t < tn; t++)
-                    _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ys + r0, m, _mm512_i32gather_ps(column, out[g] + t, 4));
+                store_transposed(out[g], rn, tn, y + (size_t)t0 * ys + r0, ys);
             }
         }
     }
@@ -260,7 +269,6 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
  * zero-padded copy at the ends. */
 static AMX void amx_split_bf16(const float *x, size_t xs, int n, int64_t cols, int64_t c0, int64_t c1, uint16_t *out) {
     int groups = (n + 15) / 16;
-    const __m512i gather = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
     for (int64_t kc = c0 / 32; kc * 32 < c1; kc++) {
         int64_t live = cols - kc * 32;
         __mmask16 m0 = live >= 16 ? 0xffff : (__mmask16)((1u << live) - 1);
@@ -285,7 +293,7 @@ static AMX void amx_split_bf16(const float *x, size_t xs, int n, int64_t cols, i
             uint16_t *dst = out + ((size_t)kc * groups + g) * 1536;
             for (int p = 0; p < 3; p++)
                 for (int k2 = 0; k2 < 16; k2++)   /* pair row k2: column pair k2 of the 16 vectors */
-                    _mm512_storeu_si512(dst + p * 512 + k2 * 32, _mm512_i32gather_epi32(gather, &parts[p][0][k2], 4));
+                    _mm512_storeu_si512(dst + p * 512 + k2 * 32, _mm512_i32gather_epi32(tile_column(), &parts[p][0][k2], 4));
         }
     }
 }
@@ -315,7 +323,6 @@ static const uint16_t *left_tile(const uint16_t *w, size_t ws, int rows, int r, 
 static AMX void amx_gemm_bf16_split(const uint16_t *w, size_t ws, int rows, int64_t cols, const uint16_t *xs, int n,
                                     float *y, size_t ys) {
     int chunks = (int)((cols + 31) / 32), groups = (n + 15) / 16;
-    const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
     uint16_t pad[2][512];
     float out[4][256];
     tiles_on();
@@ -350,11 +357,9 @@ static AMX void amx_gemm_bf16_split(const uint16_t *w, size_t ws, int rows, int6
             /* out[2 i + j][l * 16 + t]: row r0 + 16 i + l, vector 16 (g0 + j) + t; y wants vectors as rows */
             for (int i = 0; i < 1 + two_rows; i++) {
                 int ri = r0 + 16 * i, rn = rows - ri < 16 ? rows - ri : 16;
-                __mmask16 m = (__mmask16)((1u << rn) - 1);
                 for (int j = 0; j < 1 + two_groups; j++) {
                     int t0 = 16 * (g0 + j), tn = n - t0 < 16 ? n - t0 : 16;
-                    for (int t = 0; t < tn; t++)
-                        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ys + ri, m, _mm512_i32gather_ps(column, out[2 * i + j] + t, 4));
+                    store_transposed(out[2 * i + j], rn, tn, y + (size_t)t0 * ys + ri, ys);
                 }
             }
         }
