@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tensor.h"
 
@@ -44,13 +45,15 @@ static void ref_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
 }
 
 static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
-                         float *y, size_t y_stride) {
+                         float *y, size_t y_stride, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
 }
 
 static void ref_gemm_bf16(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n,
-                          int64_t cols, float *y, size_t y_stride) {
+                          int64_t cols, float *y, size_t y_stride, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++)
             y[(size_t)t * y_stride + r] = ref_dot_bf16(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
@@ -68,13 +71,15 @@ static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const flo
 }
 
 static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
-                             float *y, size_t ys) {
+                             float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < n; p++) ref_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
 }
 
 static void ref_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
-                                  float *y, size_t ys) {
+                                  float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < n; p++)
             for (int64_t j = 0; j < cols; j++) y[(size_t)h * ys + j] += a[(size_t)h * as + p] * bf16_to_f32(x[(size_t)p * xs + j]);
@@ -135,6 +140,13 @@ static void choose_prefetch(void) {
     const char *env = getenv("GLMLITE_PREFETCH");
     if (env && strcmp(env, "nta") == 0) kernels_prefetch.nta = 1;
     if (env && strcmp(env, "t1") == 0) kernels_prefetch.nta = 0;
+}
+
+int kernels_decode_ahead(size_t block_bytes) {
+    const char *env = getenv("GLMLITE_DECODE_AHEAD");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) return env[0] == '1';
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);   /* 0 or -1 where Linux does not say */
+    return l2 > 0 && 2 * block_bytes <= (size_t)l2 / 4 * 3;
 }
 
 static int bf16_pairs, bf16_dot_fast;

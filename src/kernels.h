@@ -26,11 +26,11 @@ typedef struct {
      * t < n, over cols: attention's scores against cached rows (and the prefill
      * absorbed query), register-blocked in the fast version. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
-                     float *y, size_t y_stride);
+                     float *y, size_t y_stride, const void *ahead, size_t ahead_bytes);
     /* gemm_f32 over bf16 rows (a bf16 latent cache), widened as they are read:
      * the same bits as gemm_f32 on the widened rows, half the bytes read. */
     void (*gemm_bf16)(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
-                      float *y, size_t y_stride);
+                      float *y, size_t y_stride, const void *ahead, size_t ahead_bytes);
     /* The batched product with the vectors transposed (tokens in vector
      * lanes), over one block of columns: for r < rows and t < np =
      * gemm_xt_lanes(n), acc[r * np + t] = (first ? 0 : acc[r * np + t]) +
@@ -44,11 +44,11 @@ typedef struct {
      * j < cols: attention's probability-weighted sum of cached rows, for a
      * few heads at once (each row chunk loaded once for all of them). */
     void (*weighted_sum)(const float *a, size_t a_stride, int nh, const float *x, size_t x_stride, int n, int64_t cols,
-                         float *y, size_t y_stride);
+                         float *y, size_t y_stride, const void *ahead, size_t ahead_bytes);
     /* weighted_sum over bf16 rows, widened as read (the same bits as
      * weighted_sum on the widened rows). */
     void (*weighted_sum_bf16)(const float *a, size_t a_stride, int nh, const uint16_t *x, size_t x_stride, int n,
-                              int64_t cols, float *y, size_t y_stride);
+                              int64_t cols, float *y, size_t y_stride, const void *ahead, size_t ahead_bytes);
     /* Softmax's exponentials: x[i] = exp(x[i] * scale - m) in place (m: the
      * maximum of x times scale, so every term is <= 1); returns their sum. */
     float (*exp_sum)(float *x, int64_t n, float scale, float m);
@@ -145,6 +145,14 @@ static inline __attribute__((always_inline)) void row_prefetch_line(const void *
     if (kernels_prefetch.nta) __builtin_prefetch(p, 0, 0);   /* prefetchnta */
     else __builtin_prefetch(p, 0, 2);                        /* prefetcht1 */
 }
+
+/* Whether decode attention should request each thread's next block of
+ * cached rows (block_bytes) while it multiplies the current one: where a
+ * core's L2 holds both with a quarter to spare (an Intel Xeon's 2 MB holds
+ * two f32 blocks of 590 KB; Zen 4 and 5's 1 MB does not). On that Xeon it
+ * took decode attention at depth 8192 from ~150 to ~100 us a block and
+ * thread. GLMLITE_DECODE_AHEAD=0 or =1 overrides it. */
+int kernels_decode_ahead(size_t block_bytes);
 
 /* Whether attention over a bf16 cache multiplies bf16 values in pairs
  * (gemm_bf16_bf16, weighted_sum_bf16_bf16: the queries and probabilities

@@ -189,12 +189,14 @@ static inline __attribute__((always_inline)) void gemm_rows(const void *w, size_
 }
 
 static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
-                          size_t ys) {
+                          size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 0);
 }
 
 static void avx2_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
-                           size_t ys) {
+                           size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
 }
 
@@ -311,12 +313,14 @@ static inline __attribute__((always_inline)) void wsum_rows(const float *a, size
 }
 
 static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols, float *y,
-                              size_t ys) {
+                              size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 0);
 }
 
 static void avx2_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
-                                   float *y, size_t ys) {
+                                   float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
     wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 1);
 }
 

@@ -50,6 +50,27 @@ static inline __attribute__((always_inline)) float row_value(const void *w, size
     return BF ? bf16_to_f32(*(const uint16_t *)row_at(w, ws, i, c, BF)) : *(const float *)row_at(w, ws, i, c, BF);
 }
 
+/* Requests for memory a product will need after this call (decode: the
+ * thread's next block of cached rows), into L2, spread evenly over the
+ * call's inner steps: `lines` requests over `steps` steps. All at once they
+ * stall the product (a block's 9,216 requests before its value sums took
+ * those from 33 to 88 us); spread out they ride along with the arithmetic. */
+typedef struct {
+    const char *next, *end;
+    int64_t lines, steps, owed;
+} line_requests;
+
+static inline line_requests requests_over(const void *ahead, size_t bytes, int64_t steps) {
+    line_requests q = {ahead, (const char *)ahead + (ahead ? bytes : 0), (int64_t)((bytes + 63) / 64), steps, 0};
+    return q;
+}
+
+static inline __attribute__((always_inline)) void request_step(line_requests *q) {
+    if (q->next >= q->end) return;
+    for (q->owed += q->lines; q->owed >= q->steps && q->next < q->end; q->owed -= q->steps, q->next += 64)
+        _mm_prefetch(q->next, _MM_HINT_T1);
+}
+
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
  * weight rows, NT <= 6 vectors; constants after inlining, so the accumulators
  * live in registers): each output gets one 16-lane FMA chain over the
@@ -58,7 +79,8 @@ static inline __attribute__((always_inline)) float row_value(const void *w, size
  * next row block at that step's columns. */
 static inline __attribute__((always_inline)) AVX512 void gemm_tile(const void *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT, int phase, int period, const int BF) {
+                                                            const int NT, int phase, int period, line_requests *q,
+                                                            const int BF) {
     __m512 acc[4][6];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
@@ -69,6 +91,7 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const void *w
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) u[j] = _mm512_loadu_ps(x + (size_t)j * xs + c);
         int pf = k == phase;
+        request_step(q);
         _Pragma("GCC unroll 4")
         for (int i = 0; i < NR; i++) {
             /* the next row block's rows: streamed rows (decode's cached keys)
@@ -100,8 +123,8 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const void *w
 #define GEMM_ROWS(rb, NT)                                                                                      \
     do {                                                                                                       \
         int r = 0;                                                                                             \
-        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, i, tiles, BF); \
-        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, i, tiles, BF);       \
+        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, i, tiles, q, BF); \
+        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, i, tiles, q, BF);       \
     } while (0)
 
 #define GEMM_TILE(nt)                                                                                          \
@@ -131,8 +154,11 @@ static inline __attribute__((always_inline)) AVX512 void gemm_tile(const void *w
  * result does not depend on where the row and vector splits fall (thread
  * count, batch size). */
 static inline __attribute__((always_inline)) AVX512 void gemm_rows(const void *w, size_t ws, int rows, const float *x, size_t xs,
-                                                                     int n, int64_t cols, float *y, size_t ys, const int BF) {
+                                                                     int n, int64_t cols, float *y, size_t ys,
+                                                                     const void *ahead, size_t ahead_bytes, const int BF) {
     int64_t cw = cols & ~(int64_t)(15);
+    int row_tiles = rows / GEMM_RB * (GEMM_RB / 4) + rows % GEMM_RB / 4 + rows % 4;
+    line_requests requests = requests_over(ahead, ahead_bytes, (int64_t)row_tiles * ((n + 5) / 6) * (cw / 16)), *q = &requests;
     for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
         int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB;
         const void *wb = row_at(w, ws, (size_t)r0, 0, BF);
@@ -159,13 +185,13 @@ static inline __attribute__((always_inline)) AVX512 void gemm_rows(const void *w
 }
 
 static AVX512 void avx512_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols,
-                                   float *y, size_t ys) {
-    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 0);
+                                   float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, ahead, ahead_bytes, 0);
 }
 
 static AVX512 void avx512_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols,
-                                    float *y, size_t ys) {
-    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
+                                    float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, ahead, ahead_bytes, 1);
 }
 
 /* Decode's row dot products (plain weights): 16 lanes a step instead of 8,
@@ -283,7 +309,8 @@ static AVX512 void avx512_gemm_f32_xt(const float *w, size_t ws, int rows, const
  * bf16, as row_at): per row, 2 row loads and NH broadcasts feed 2 * NH FMAs.
  * Each output is one chain over the rows in order, whatever NH. */
 static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *a, size_t as, const void *x, size_t xs, int n,
-                                                                   float *y, size_t ys, const int NH, const int BF) {
+                                                                   float *y, size_t ys, const int NH, line_requests *q,
+                                                                   const int BF) {
     __m512 c[8][2];
     _Pragma("GCC unroll 8")
     for (int h = 0; h < NH; h++) {
@@ -292,6 +319,7 @@ static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *
     }
     for (int p = 0; p < n; p++) {
         __m512 x0 = load_row16(row_at(x, xs, (size_t)p, 0, BF), BF), x1 = load_row16(row_at(x, xs, (size_t)p, 16, BF), BF);
+        request_step(q);
         _Pragma("GCC unroll 8")
         for (int h = 0; h < NH; h++) {
             __m512 b = _mm512_set1_ps(a[(size_t)h * as + p]);
@@ -306,33 +334,43 @@ static inline __attribute__((always_inline)) AVX512 void wsum_tile(const float *
     }
 }
 
-/* Strips of 32 columns outermost, so a strip of the cached rows stays in L1
- * while every head group passes over it; heads in groups of up to 8, as even
- * as possible (20 heads: 7, 7, 6). Leftover columns: one chain per output in
- * row order, as the reference. */
+/* Rows in chunks of WSUM_RC, and in a chunk strips of 32 columns, so a
+ * chunk's strip (8 KB) stays in L1 beside the weights a while every head
+ * group passes over it (whole 256-row strips, 32 KB, did not: the value sums
+ * took 31 us a block instead of 35 in L2); heads in groups of up to 8, as
+ * even as possible (20 heads: 7, 7, 6). An output's chain continues from
+ * chunk to chunk through y, so it is the same arithmetic whatever the
+ * chunks. Leftover columns: one chain per output in row order, as the
+ * reference. */
+#define WSUM_RC 64
 static inline __attribute__((always_inline)) AVX512 void wsum_rows(const float *a, size_t as, int nh, const void *x, size_t xs,
-                                                                   int n, int64_t cols, float *y, size_t ys, const int BF) {
+                                                                   int n, int64_t cols, float *y, size_t ys,
+                                                                   const void *ahead, size_t ahead_bytes, const int BF) {
     int groups = (nh + 7) / 8;
-    int64_t j = 0;
-    for (; j + 32 <= cols; j += 32)
-        for (int g = 0, h = 0; g < groups; g++) {
-            int gh = (nh - h) / (groups - g);
-            const float *ag = a + (size_t)h * as;
-            const void *xj = row_at(x, xs, 0, j, BF);
-            float *yg = y + (size_t)h * ys + j;
-            switch (gh) {
-            case 8: wsum_tile(ag, as, xj, xs, n, yg, ys, 8, BF); break;
-            case 7: wsum_tile(ag, as, xj, xs, n, yg, ys, 7, BF); break;
-            case 6: wsum_tile(ag, as, xj, xs, n, yg, ys, 6, BF); break;
-            case 5: wsum_tile(ag, as, xj, xs, n, yg, ys, 5, BF); break;
-            case 4: wsum_tile(ag, as, xj, xs, n, yg, ys, 4, BF); break;
-            case 3: wsum_tile(ag, as, xj, xs, n, yg, ys, 3, BF); break;
-            case 2: wsum_tile(ag, as, xj, xs, n, yg, ys, 2, BF); break;
-            default: wsum_tile(ag, as, xj, xs, n, yg, ys, 1, BF); break;
+    int64_t cw = cols & ~(int64_t)31;
+    line_requests requests = requests_over(ahead, ahead_bytes, cw / 32 * groups * n), *q = &requests;
+    for (int p0 = 0; p0 < n; p0 += WSUM_RC) {
+        int np = n - p0 < WSUM_RC ? n - p0 : WSUM_RC;
+        for (int64_t j = 0; j < cw; j += 32)
+            for (int g = 0, h = 0; g < groups; g++) {
+                int gh = (nh - h) / (groups - g);
+                const float *ag = a + (size_t)h * as + p0;
+                const void *xj = row_at(x, xs, (size_t)p0, j, BF);
+                float *yg = y + (size_t)h * ys + j;
+                switch (gh) {
+                case 8: wsum_tile(ag, as, xj, xs, np, yg, ys, 8, q, BF); break;
+                case 7: wsum_tile(ag, as, xj, xs, np, yg, ys, 7, q, BF); break;
+                case 6: wsum_tile(ag, as, xj, xs, np, yg, ys, 6, q, BF); break;
+                case 5: wsum_tile(ag, as, xj, xs, np, yg, ys, 5, q, BF); break;
+                case 4: wsum_tile(ag, as, xj, xs, np, yg, ys, 4, q, BF); break;
+                case 3: wsum_tile(ag, as, xj, xs, np, yg, ys, 3, q, BF); break;
+                case 2: wsum_tile(ag, as, xj, xs, np, yg, ys, 2, q, BF); break;
+                default: wsum_tile(ag, as, xj, xs, np, yg, ys, 1, q, BF); break;
+                }
+                h += gh;
             }
-            h += gh;
-        }
-    for (; j < cols; j++)
+    }
+    for (int64_t j = cw; j < cols; j++)
         for (int h = 0; h < nh; h++) {
             float acc = y[(size_t)h * ys + j];
             for (int p = 0; p < n; p++) acc += a[(size_t)h * as + p] * row_value(x, xs, (size_t)p, j, BF);
@@ -341,13 +379,13 @@ static inline __attribute__((always_inline)) AVX512 void wsum_rows(const float *
 }
 
 static AVX512 void avx512_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
-                                       float *y, size_t ys) {
-    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 0);
+                                       float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, ahead, ahead_bytes, 0);
 }
 
 static AVX512 void avx512_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n,
-                                            int64_t cols, float *y, size_t ys) {
-    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 1);
+                                            int64_t cols, float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, ahead, ahead_bytes, 1);
 }
 
 /* exp for arguments <= 0: the AVX2 kernel's steps 16 lanes at a time (the

@@ -67,6 +67,7 @@ struct glm_session {
     int q_tile;                   /* tokens per prefill attention task */
     int kv_bf16;                  /* cache elements are bf16 (else f32) */
     int attn_bf16;                /* a bf16 cache read in bf16 arithmetic (kernels with AVX512-BF16) */
+    int decode_ahead;             /* decode requests a thread's next block of cached rows (kernels_decode_ahead) */
     void *arena;                  /* the one allocation every buffer below is a piece of (session_buffers) */
     void *kv;                     /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
     float *kv_row;                /* [Rkv+dr]: one row in f32 before it is stored */
@@ -385,6 +386,8 @@ static void session_init(glm_session *s, glm_model *m, const glm_session_options
     s->naive_attention = opt ? opt->naive_attention : 0;
     s->kv_bf16 = opt ? opt->kv_bf16 : 0;
     s->attn_bf16 = s->kv_bf16 && kernels_bf16_pairs();
+    int kvw = c->kv_lora_rank + c->qk_rope_head_dim;
+    s->decode_ahead = !s->attn_bf16 && kernels_decode_ahead((size_t)KEY_BLOCK * kvw * (s->kv_bf16 ? 2 : sizeof(float)));
 }
 
 glm_session *glm_session_new(glm_model *m, const glm_session_options *opt, char *err, size_t errlen) {
@@ -455,16 +458,18 @@ typedef struct {
  * reads half the bytes). With attn_bf16 the products run on bf16 pairs: the
  * queries rounded once per token (qa_bf16), the weights a rounded here into
  * a16 ([nh][KEY_BLOCK]). */
-static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, int q0, int nq, float *y, size_t ys) {
+static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, int q0, int nq, float *y, size_t ys,
+                         const void *ahead, size_t ahead_bytes) {
     const kernel_table *k = kernels_active();
     const size_t at = (size_t)p0 * kvw, qat = (size_t)q0 * kvw;
     if (s->attn_bf16) k->gemm_bf16_bf16((const uint16_t *)cache + at, (size_t)kvw, n, s->qa_bf16 + qat, (size_t)kvw, nq, kvw, y, ys);
-    else if (s->kv_bf16) k->gemm_bf16((const uint16_t *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys);
-    else k->gemm_f32((const float *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys);
+    else if (s->kv_bf16)
+        k->gemm_bf16((const uint16_t *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys, ahead, ahead_bytes);
+    else k->gemm_f32((const float *)cache + at, (size_t)kvw, n, s->qa + qat, (size_t)kvw, nq, kvw, y, ys, ahead, ahead_bytes);
 }
 
 static void cache_values(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *a, size_t as, int nh,
-                         uint16_t *a16, float *y, size_t ys) {
+                         uint16_t *a16, float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
     const kernel_table *k = kernels_active();
     int R = s->m->cfg.kv_lora_rank;
     const size_t at = (size_t)p0 * kvw;
@@ -475,9 +480,9 @@ static void cache_values(const glm_session *s, const void *cache, int p0, int n,
         }
         k->weighted_sum_bf16_bf16(a16, KEY_BLOCK, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
     } else if (s->kv_bf16) {
-        k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
+        k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys, ahead, ahead_bytes);
     } else {
-        k->weighted_sum(a, as, nh, (const float *)cache + at, (size_t)kvw, n, R, y, ys);
+        k->weighted_sum(a, as, nh, (const float *)cache + at, (size_t)kvw, n, R, y, ys, ahead, ahead_bytes);
     }
 }
 
@@ -493,7 +498,7 @@ static void attn_task(void *ctx, int task, int thread) {
     uint16_t *a16 = (uint16_t *)(score + (size_t)s->q_tile * H * s->n_ctx);   /* [nq][KEY_BLOCK] */
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk);
+        cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk, NULL, 0);
     }
     for (int i = 0; i < nq; i++) {
         float *sc = score + (size_t)i * nk;
@@ -507,7 +512,7 @@ static void attn_task(void *ctx, int task, int thread) {
     memset(ol, 0, (size_t)nq * R * sizeof *ol);
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R);
+        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R, NULL, 0);
     }
 }
 
@@ -517,15 +522,21 @@ static void attn_task(void *ctx, int task, int thread) {
  * GEMM), the block's own softmax statistics (max m_b, sum l_b of
  * exp(score - m_b)) and its unnormalised value sum. The reduction then
  * rescales the block sums by exp(m_b - M) / L and adds them in block order
- * (the blocks never depend on the thread count, so neither do the results). */
+ * (the blocks never depend on the thread count, so neither do the results).
+ *
+ * Where a core's L2 holds two blocks (decode_ahead), a task is a run of
+ * consecutive blocks, and while one block is multiplied the kernels request
+ * the next one's lines (the scores its first half, the value sums the
+ * rest): otherwise the products wait on memory, since the hardware
+ * prefetchers alone bring a block in at a fraction of one core's share of
+ * the bandwidth (docs/performance.md, "Attention at depth"). */
 typedef struct {
     glm_session *s;
     const void *cache;
-    int n_keys;
+    int n_keys, run;   /* blocks per task */
 } decode_job;
 
-static void decode_block_task(void *ctx, int b, int thread) {
-    decode_job *j = ctx;
+static void decode_block(decode_job *j, int b, int last, int thread) {
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
     const kernel_table *k = kernels_active();
@@ -533,8 +544,12 @@ static void decode_block_task(void *ctx, int b, int thread) {
     int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
     float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
     uint16_t *a16 = (uint16_t *)(sc + (size_t)H * KEY_BLOCK);           /* [H][KEY_BLOCK] */
+    size_t row_bytes = (size_t)kvw * (s->kv_bf16 ? 2 : sizeof(float));
+    const char *next = last ? NULL : (const char *)j->cache + (size_t)(p0 + n) * row_bytes;
+    int next_n = last ? 0 : (j->n_keys - p0 - n < KEY_BLOCK ? j->n_keys - p0 - n : KEY_BLOCK);
+    size_t half = (size_t)(next_n / 2) * row_bytes, rest = (size_t)(next_n - next_n / 2) * row_bytes;
     /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
-    cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK);
+    cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK, next, half);
     float *stat = s->dec_stat + (size_t)b * H * 2;
     for (int h = 0; h < H; h++) {
         float *e = sc + (size_t)h * KEY_BLOCK;
@@ -544,7 +559,14 @@ static void decode_block_task(void *ctx, int b, int thread) {
     }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R);
+    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R, next ? next + half : NULL, rest);
+}
+
+static void decode_run_task(void *ctx, int task, int thread) {
+    decode_job *j = ctx;
+    int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    int b1 = (task + 1) * j->run < blocks ? (task + 1) * j->run : blocks;
+    for (int b = task * j->run; b < b1; b++) decode_block(j, b, !j->s->decode_ahead || b + 1 == b1, thread);
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {
@@ -640,7 +662,7 @@ static void absorb_query_task(void *ctx, int h, int thread) {
             for (int r = 0; r < R; r++) wt[(size_t)r * dn + i] = tmp[r];
         }
         kernels_active()->gemm_f32(wt, (size_t)dn, R, s->q + (size_t)h * dqk, (size_t)H * dqk, j->T, dn,
-                                   s->qa + (size_t)h * kvw, (size_t)H * kvw);
+                                   s->qa + (size_t)h * kvw, (size_t)H * kvw, NULL, 0);
     } else {
         linear_transposed_rows(&j->L->kv_b, (int64_t)h * (dn + dv), dn, s->q + (size_t)h * dqk, j->T, (size_t)H * dqk,
                                s->qa + (size_t)h * kvw, (size_t)H * kvw, row);
@@ -733,8 +755,12 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         prof_end(PROF_MATMUL, t0);
         t0 = prof_begin();
         if (T == 1) {
-            decode_job dj = {s, cache, pos0 + 1};
-            pool_run(s->m->pool, decode_block_task, &dj, (dj.n_keys + KEY_BLOCK - 1) / KEY_BLOCK);
+            int blocks = (pos0 + 1 + KEY_BLOCK - 1) / KEY_BLOCK, threads = pool_size(s->m->pool);
+            /* with requests ahead, about two runs per thread: few blocks start cold, and a slow thread still
+               leaves the other work to take */
+            int run = s->decode_ahead ? (blocks + 2 * threads - 1) / (2 * threads) : 1;
+            decode_job dj = {s, cache, pos0 + 1, run};
+            pool_run(s->m->pool, decode_run_task, &dj, (blocks + run - 1) / run);
             prof_end(PROF_ATTENTION, t0);
             decode_output_job oj = {&dj, &hj};
             t0 = prof_begin();   /* the reduction (small) counts with the output projection */

@@ -83,8 +83,9 @@ static void check_gemm(const kernel_table *fast) {
         for (size_t i = 0; i < rows * ws; i++) w[i] = frand(&seed);
         for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed);
         for (size_t i = 0; i < n * ys; i++) y1[i] = y2[i] = 77.0f;
-        ref->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys);
-        fast->gemm_f32(w, ws, rows, x, xs, n, cols, y2, ys);
+        ref->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys, NULL, 0);
+        /* with requests ahead (decode's next block; here the vectors): the same bits as without, below */
+        fast->gemm_f32(w, ws, rows, x, xs, n, cols, y2, ys, x, n * xs * 4);
         for (int t = 0; t < n; t++)
             for (size_t r = 0; r < ys; r++) {
                 float a = y1[t * ys + r], b = y2[t * ys + r];
@@ -96,7 +97,7 @@ static void check_gemm(const kernel_table *fast) {
         float *y3 = malloc(ys * 4);
         for (int t = 0; t < n; t++)
             for (int r = 0; r < rows; r++) {
-                fast->gemm_f32(w + (size_t)r * ws, ws, 1, x + (size_t)t * xs, xs, 1, cols, y3, ys);
+                fast->gemm_f32(w + (size_t)r * ws, ws, 1, x + (size_t)t * xs, xs, 1, cols, y3, ys, NULL, 0);
                 CHECKF(memcmp(y3, &y2[t * ys + r], 4) == 0, "shape %zu t=%d r=%d depends on its tile", k, t, r);
             }
         /* bf16 rows (a bf16 cache): the same bits as gemm_f32 on the rows widened */
@@ -108,8 +109,8 @@ static void check_gemm(const kernel_table *fast) {
         const kernel_table *tables[] = {ref, fast};
         for (int v = 0; v < 2; v++) {
             for (size_t i = 0; i < n * ys; i++) y1[i] = y2[i] = 77.0f;
-            tables[v]->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys);
-            tables[v]->gemm_bf16(wb, ws, rows, x, xs, n, cols, y2, ys);
+            tables[v]->gemm_f32(w, ws, rows, x, xs, n, cols, y1, ys, NULL, 0);
+            tables[v]->gemm_bf16(wb, ws, rows, x, xs, n, cols, y2, ys, w, rows * ws * 4);
             CHECKF(memcmp(y1, y2, n * ys * 4) == 0, "%s gemm_bf16 shape %zu differs from gemm_f32 on its rows",
                    tables[v]->name, k);
         }
@@ -127,7 +128,7 @@ static void check_weighted_sum(const kernel_table *fast) {
     /* heads, rows, cols: every head grouping (1..6 per group for AVX2, 1..8 for
        AVX-512; 7, 13, 17 uneven) and column tails of 16- and 32-wide strips */
     int shapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17},
-                       {2, 256, 48}, {5, 2, 16}, {8, 5, 64}, {17, 3, 40}};
+                       {2, 256, 48}, {5, 2, 16}, {8, 5, 64}, {17, 3, 40}, {20, 150, 96}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int nh = shapes[k][0], n = shapes[k][1], cols = shapes[k][2];
         size_t as = (size_t)n + 2, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
@@ -137,14 +138,15 @@ static void check_weighted_sum(const kernel_table *fast) {
         for (size_t i = 0; i < nh * ys; i++) y1[i] = y2[i] = frand(&seed);
         float *y0 = malloc(nh * ys * 4);
         memcpy(y0, y1, nh * ys * 4);
-        ref->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys);
-        fast->weighted_sum(a, as, nh, x, xs, n, cols, y2, ys);
+        ref->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys, NULL, 0);
+        /* with requests ahead: the same bits as without, below */
+        fast->weighted_sum(a, as, nh, x, xs, n, cols, y2, ys, a, nh * as * 4);
         for (size_t i = 0; i < nh * ys; i++) CHECKF(fabsf(y1[i] - y2[i]) < 1e-5f * sqrtf((float)n), "shape %zu at %zu", k, i);
         /* one head at a time, from the same start, gives the same bits as the grouped pass */
         for (int h = 0; h < nh; h++) {
             float *y3 = malloc(ys * 4);
             memcpy(y3, y0 + (size_t)h * ys, ys * 4);
-            fast->weighted_sum(a + (size_t)h * as, as, 1, x, xs, n, cols, y3, ys);
+            fast->weighted_sum(a + (size_t)h * as, as, 1, x, xs, n, cols, y3, ys, NULL, 0);
             CHECKF(memcmp(y3, y2 + (size_t)h * ys, (size_t)cols * 4) == 0, "shape %zu head %d depends on its group", k, h);
             free(y3);
         }
@@ -158,8 +160,8 @@ static void check_weighted_sum(const kernel_table *fast) {
         for (int v = 0; v < 2; v++) {
             memcpy(y1, y0, nh * ys * 4);
             memcpy(y2, y0, nh * ys * 4);
-            tables[v]->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys);
-            tables[v]->weighted_sum_bf16(a, as, nh, xb, xs, n, cols, y2, ys);
+            tables[v]->weighted_sum(a, as, nh, x, xs, n, cols, y1, ys, NULL, 0);
+            tables[v]->weighted_sum_bf16(a, as, nh, xb, xs, n, cols, y2, ys, x, n * xs * 4);
             CHECKF(memcmp(y1, y2, nh * ys * 4) == 0, "%s weighted_sum_bf16 shape %zu differs from weighted_sum on its rows",
                    tables[v]->name, k);
         }

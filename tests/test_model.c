@@ -203,7 +203,9 @@ TEST(model_bf16_latent_cache) {
 }
 
 /* Decode splits the cached keys into fixed blocks of 256: past that, block
- * sums are combined. Check against prefill, and 1 vs 2 threads, at 600. */
+ * sums are combined. Check against prefill, and 1 vs 2 threads, at 600,
+ * with and without requests for each run's next block (decode_ahead: the
+ * same bits either way). */
 TEST(model_long_decode_matches_prefill) {
     const char *dir = test_fixture_model("tiny", "f32");
     REQUIRE(dir);
@@ -216,14 +218,21 @@ TEST(model_long_decode_matches_prefill) {
     float *a = run_logits(m2, ids, n, whole, 1, 0);
     float *b = run_logits(m2, ids, n, tail, 11, 0);
     float *c = run_logits(m1, ids, n, tail, 11, 0);
-    if (a && b && c) {
+    setenv("GLMLITE_DECODE_AHEAD", "1", 1);   /* read per session: 1 thread takes blocks 0-1 as one run */
+    float *d = run_logits(m1, ids, n, tail, 11, 0);
+    setenv("GLMLITE_DECODE_AHEAD", "0", 1);
+    float *e0 = run_logits(m2, ids, n, tail, 11, 0);
+    unsetenv("GLMLITE_DECODE_AHEAD");
+    if (a && b && c && d && e0) {
         size_t off = (size_t)590 * V, cnt = (size_t)10 * V;
         double e = rel_l2_f(b + off, a + off, cnt);
         printf("    decode at 590..599 cached keys vs prefill: %.2g\n", e);
         CHECK(e < 1e-5);
         CHECK(memcmp(b, c, (size_t)n * V * sizeof *b) == 0);
+        CHECK(memcmp(b, d, (size_t)n * V * sizeof *b) == 0);
+        CHECK(memcmp(b, e0, (size_t)n * V * sizeof *b) == 0);
     }
-    free(a); free(b); free(c); free(ids);
+    free(a); free(b); free(c); free(d); free(e0); free(ids);
     glm_model_free(m1);
     glm_model_free(m2);
 }
