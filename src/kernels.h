@@ -24,7 +24,12 @@ typedef struct {
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     /* y[t * y_stride + r] = dot(w + r * w_stride, x + t * x_stride) for r < rows,
      * t < n, over cols: attention's scores against cached rows (and the prefill
-     * absorbed query), register-blocked in the fast version. */
+     * absorbed query), register-blocked in the fast version. ahead (or NULL):
+     * ahead_bytes of memory the caller reads next (decode: part of its next
+     * block of cached rows), requested into L2 a line at a time over the
+     * call's work (the AVX-512 kernels; the others ignore it). The same for
+     * gemm_bf16, weighted_sum and weighted_sum_bf16; it never changes a
+     * result. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                      float *y, size_t y_stride, const void *ahead, size_t ahead_bytes);
     /* gemm_f32 over bf16 rows (a bf16 latent cache), widened as they are read:
