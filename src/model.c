@@ -566,7 +566,7 @@ static void decode_run_task(void *ctx, int task, int thread) {
     decode_job *j = ctx;
     int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
     int b1 = (task + 1) * j->run < blocks ? (task + 1) * j->run : blocks;
-    for (int b = task * j->run; b < b1; b++) decode_block(j, b, !j->s->decode_ahead || b + 1 == b1, thread);
+    for (int b = task * j->run; b < b1; b++) decode_block(j, b, b + 1 == b1, thread);   /* without decode_ahead, runs of one block */
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {
