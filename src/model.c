@@ -4,6 +4,7 @@
 #include "glm.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,19 +525,24 @@ static void attn_task(void *ctx, int task, int thread) {
  * rescales the block sums by exp(m_b - M) / L and adds them in block order
  * (the blocks never depend on the thread count, so neither do the results).
  *
- * Where a core's L2 holds two blocks (decode_ahead), a task is a run of
- * consecutive blocks, and while one block is multiplied the kernels request
- * the next one's lines (the scores its first half, the value sums the
- * rest): otherwise the products wait on memory, since the hardware
- * prefetchers alone bring a block in at a fraction of one core's share of
- * the bandwidth (docs/performance.md, "Attention at depth"). */
+ * Threads take blocks one at a time from a shared counter, so they finish
+ * together (blocks of equal work, however the host slows one of them).
+ * Where a core's L2 holds two blocks (decode_ahead), a thread takes its next
+ * block as soon as it starts one, and the kernels request that next block's
+ * lines while they multiply the current one (the scores its first half, the
+ * value sums the rest): otherwise the products wait on memory, since the
+ * hardware prefetchers alone bring a block in at a fraction of one core's
+ * share of the bandwidth (docs/performance.md, "Attention at depth"). */
 typedef struct {
     glm_session *s;
     const void *cache;
-    int n_keys, run;   /* blocks per task */
+    int n_keys;
+    atomic_int next_block;   /* the first block no thread has taken */
 } decode_job;
 
-static void decode_block(decode_job *j, int b, int last, int thread) {
+/* Block b's scores, softmax statistics and value sum; with next >= 0, block
+ * next's lines requested meanwhile. */
+static void decode_block(decode_job *j, int b, int next, int thread) {
     glm_session *s = j->s;
     const glm_config *c = &s->m->cfg;
     const kernel_table *k = kernels_active();
@@ -545,11 +551,11 @@ static void decode_block(decode_job *j, int b, int last, int thread) {
     float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
     uint16_t *a16 = (uint16_t *)(sc + (size_t)H * KEY_BLOCK);           /* [H][KEY_BLOCK] */
     size_t row_bytes = (size_t)kvw * (s->kv_bf16 ? 2 : sizeof(float));
-    const char *next = last ? NULL : (const char *)j->cache + (size_t)(p0 + n) * row_bytes;
-    int next_n = last ? 0 : (j->n_keys - p0 - n < KEY_BLOCK ? j->n_keys - p0 - n : KEY_BLOCK);
+    const char *ahead = next < 0 ? NULL : (const char *)j->cache + (size_t)next * KEY_BLOCK * row_bytes;
+    int next_n = next < 0 ? 0 : (j->n_keys - next * KEY_BLOCK < KEY_BLOCK ? j->n_keys - next * KEY_BLOCK : KEY_BLOCK);
     size_t half = (size_t)(next_n / 2) * row_bytes, rest = (size_t)(next_n - next_n / 2) * row_bytes;
     /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
-    cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK, next, half);
+    cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK, ahead, half);
     float *stat = s->dec_stat + (size_t)b * H * 2;
     for (int h = 0; h < H; h++) {
         float *e = sc + (size_t)h * KEY_BLOCK;
@@ -559,14 +565,22 @@ static void decode_block(decode_job *j, int b, int last, int thread) {
     }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R, next ? next + half : NULL, rest);
+    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R, ahead ? ahead + half : NULL, rest);
 }
 
-static void decode_run_task(void *ctx, int task, int thread) {
+/* One task per thread: blocks from the shared counter until none are left. */
+static void decode_blocks_task(void *ctx, int task, int thread) {
+    (void)task;
     decode_job *j = ctx;
     int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
-    int b1 = (task + 1) * j->run < blocks ? (task + 1) * j->run : blocks;
-    for (int b = task * j->run; b < b1; b++) decode_block(j, b, b + 1 == b1, thread);   /* without decode_ahead, runs of one block */
+    int ahead = j->s->decode_ahead;
+    int b = atomic_fetch_add_explicit(&j->next_block, 1, memory_order_relaxed);
+    while (b < blocks) {
+        /* with requests ahead, the next block is taken now; otherwise once this one is done */
+        int next = ahead ? atomic_fetch_add_explicit(&j->next_block, 1, memory_order_relaxed) : -1;
+        decode_block(j, b, next < blocks ? next : -1, thread);
+        b = ahead ? next : atomic_fetch_add_explicit(&j->next_block, 1, memory_order_relaxed);
+    }
 }
 
 static void decode_reduce_task(void *ctx, int h, int thread) {
@@ -756,11 +770,9 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         t0 = prof_begin();
         if (T == 1) {
             int blocks = (pos0 + 1 + KEY_BLOCK - 1) / KEY_BLOCK, threads = pool_size(s->m->pool);
-            /* with requests ahead, about two runs per thread: few blocks start cold, and a slow thread still
-               leaves the other work to take */
-            int run = s->decode_ahead ? (blocks + 2 * threads - 1) / (2 * threads) : 1;
-            decode_job dj = {s, cache, pos0 + 1, run};
-            pool_run(s->m->pool, decode_run_task, &dj, (blocks + run - 1) / run);
+            decode_job dj = {.s = s, .cache = cache, .n_keys = pos0 + 1};
+            atomic_init(&dj.next_block, 0);
+            pool_run(s->m->pool, decode_blocks_task, &dj, threads < blocks ? threads : blocks);
             prof_end(PROF_ATTENTION, t0);
             decode_output_job oj = {&dj, &hj};
             t0 = prof_begin();   /* the reduction (small) counts with the output projection */

@@ -218,7 +218,7 @@ TEST(model_long_decode_matches_prefill) {
     float *a = run_logits(m2, ids, n, whole, 1, 0);
     float *b = run_logits(m2, ids, n, tail, 11, 0);
     float *c = run_logits(m1, ids, n, tail, 11, 0);
-    setenv("GLMLITE_DECODE_AHEAD", "1", 1);   /* read per session: 1 thread takes blocks 0-1 as one run */
+    setenv("GLMLITE_DECODE_AHEAD", "1", 1);   /* read per session: the one thread requests each next block */
     float *d = run_logits(m1, ids, n, tail, 11, 0);
     setenv("GLMLITE_DECODE_AHEAD", "0", 1);
     float *e0 = run_logits(m2, ids, n, tail, 11, 0);
