@@ -537,6 +537,7 @@ typedef struct {
     glm_session *s;
     const void *cache;
     int n_keys;
+    int ahead;               /* take and request each next block (decode_ahead, with two blocks a thread or more) */
     atomic_int next_block;   /* the first block no thread has taken */
 } decode_job;
 
@@ -573,7 +574,7 @@ static void decode_blocks_task(void *ctx, int task, int thread) {
     (void)task;
     decode_job *j = ctx;
     int blocks = (j->n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
-    int ahead = j->s->decode_ahead;
+    int ahead = j->ahead;
     int b = atomic_fetch_add_explicit(&j->next_block, 1, memory_order_relaxed);
     while (b < blocks) {
         /* with requests ahead, the next block is taken now; otherwise once this one is done */
@@ -770,7 +771,8 @@ static void attention_block(glm_session *s, const layer *L, int li, int T, int p
         t0 = prof_begin();
         if (T == 1) {
             int blocks = (pos0 + 1 + KEY_BLOCK - 1) / KEY_BLOCK, threads = pool_size(s->m->pool);
-            decode_job dj = {.s = s, .cache = cache, .n_keys = pos0 + 1};
+            /* with fewer blocks than two a thread, taking a next block would leave a thread idle */
+            decode_job dj = {.s = s, .cache = cache, .n_keys = pos0 + 1, .ahead = s->decode_ahead && blocks >= 2 * threads};
             atomic_init(&dj.next_block, 0);
             pool_run(s->m->pool, decode_blocks_task, &dj, threads < blocks ? threads : blocks);
             prof_end(PROF_ATTENTION, t0);
