@@ -541,6 +541,12 @@ typedef struct {
     atomic_int next_block;   /* the first block no thread has taken */
 } decode_job;
 
+/* The cached keys in block b (the last block may be partial). */
+static int block_keys(const decode_job *j, int b) {
+    int left = j->n_keys - b * KEY_BLOCK;
+    return left < KEY_BLOCK ? left : KEY_BLOCK;
+}
+
 /* Block b's scores, softmax statistics and value sum; with next >= 0, block
  * next's lines requested meanwhile. */
 static void decode_block(decode_job *j, int b, int next, int thread) {
@@ -548,12 +554,12 @@ static void decode_block(decode_job *j, int b, int next, int thread) {
     const glm_config *c = &s->m->cfg;
     const kernel_table *k = kernels_active();
     int H = c->num_attention_heads, R = c->kv_lora_rank, kvw = R + c->qk_rope_head_dim;
-    int p0 = b * KEY_BLOCK, n = j->n_keys - p0 < KEY_BLOCK ? j->n_keys - p0 : KEY_BLOCK;
+    int p0 = b * KEY_BLOCK, n = block_keys(j, b);
     float *sc = s->thread_scratch + (size_t)thread * s->scratch_stride;   /* [H][KEY_BLOCK] */
     uint16_t *a16 = (uint16_t *)(sc + (size_t)H * KEY_BLOCK);           /* [H][KEY_BLOCK] */
     size_t row_bytes = (size_t)kvw * (s->kv_bf16 ? 2 : sizeof(float));
     const char *ahead = next < 0 ? NULL : (const char *)j->cache + (size_t)next * KEY_BLOCK * row_bytes;
-    int next_n = next < 0 ? 0 : (j->n_keys - next * KEY_BLOCK < KEY_BLOCK ? j->n_keys - next * KEY_BLOCK : KEY_BLOCK);
+    int next_n = next < 0 ? 0 : block_keys(j, next);
     size_t half = (size_t)(next_n / 2) * row_bytes, rest = (size_t)(next_n - next_n / 2) * row_bytes;
     /* scores[h][p] = q_h . row_p: keys as rows, heads as vectors */
     cache_scores(s, j->cache, p0, n, kvw, 0, H, sc, KEY_BLOCK, ahead, half);
