@@ -46,14 +46,14 @@ static void ref_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
 
 static void ref_gemm_f32(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,
                          float *y, size_t y_stride, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the vector kernels only */
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) y[(size_t)t * y_stride + r] = ref_dot_f32(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
 }
 
 static void ref_gemm_bf16(const uint16_t *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n,
                           int64_t cols, float *y, size_t y_stride, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the vector kernels only */
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++)
             y[(size_t)t * y_stride + r] = ref_dot_bf16(w + (size_t)r * w_stride, x + (size_t)t * x_stride, cols, NULL);
@@ -72,14 +72,14 @@ static void ref_gemm_f32_xt(const float *w, size_t w_stride, int rows, const flo
 
 static void ref_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
                              float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the vector kernels only */
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < n; p++) ref_axpy(a[(size_t)h * as + p], x + (size_t)p * xs, y + (size_t)h * ys, cols);
 }
 
 static void ref_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
                                   float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
+    (void)ahead, (void)ahead_bytes;   /* requests ahead: the vector kernels only */
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < n; p++)
             for (int64_t j = 0; j < cols; j++) y[(size_t)h * ys + j] += a[(size_t)h * as + p] * bf16_to_f32(x[(size_t)p * xs + j]);

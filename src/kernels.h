@@ -27,7 +27,8 @@ typedef struct {
      * absorbed query), register-blocked in the fast version. ahead (or NULL):
      * ahead_bytes of memory the caller reads next (decode: part of its next
      * block of cached rows), requested into L2 a line at a time over the
-     * call's work (the AVX-512 kernels; the others ignore it). The same for
+     * call's work (the AVX2 and AVX-512 kernels, line_requests.h; the
+     * reference ignores it). The same for
      * gemm_bf16, weighted_sum and weighted_sum_bf16; it never changes a
      * result. */
     void (*gemm_f32)(const float *w, size_t w_stride, int rows, const float *x, size_t x_stride, int n, int64_t cols,

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "line_requests.h"
 #include "tensor.h"
 
 #define GEMM_KC 512   /* columns per block of the prefill product: 2 KB of each row */
@@ -97,10 +98,12 @@ static inline __attribute__((always_inline)) float row_value(const void *w, size
  * live in registers): each output gets one 8-lane FMA chain over the
  * columns, summed across lanes, stored (first column block) or added. On
  * the 8-column steps k = phase (mod period) it requests the lines of the
- * next row block at that step's columns. */
+ * next row block at that step's columns, and every step takes its share of
+ * the requests q. */
 static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_t ws, const float *x, size_t xs, int64_t c0,
                                                             int64_t c1, float *y, size_t ys, int first, const int NR,
-                                                            const int NT, int phase, int period, const int BF) {
+                                                            const int NT, int phase, int period, line_requests *q,
+                                                            const int BF) {
     __m256 acc[4][3];
     _Pragma("GCC unroll 4")
     for (int i = 0; i < NR; i++)
@@ -111,6 +114,7 @@ static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_
         _Pragma("GCC unroll 6")
         for (int j = 0; j < NT; j++) u[j] = _mm256_loadu_ps(x + (size_t)j * xs + c);
         int pf = k == phase;
+        request_step(q);
         _Pragma("GCC unroll 4")
         for (int i = 0; i < NR; i++) {
             /* the next row block's rows: streamed rows (decode's cached keys)
@@ -135,8 +139,8 @@ static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_
 #define GEMM_ROWS(rb, NT)                                                                                      \
     do {                                                                                                       \
         int r = 0;                                                                                             \
-        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, phase, period, BF); \
-        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, phase, period, BF);       \
+        for (; r + 4 <= rb; r += 4) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 4, NT, phase, period, q, BF); \
+        for (; r < rb; r++) gemm_tile(row_at(wb, ws, r, 0, BF), ws, xt, xs, c0, c1, yt + r, ys, first, 1, NT, phase, period, q, BF);       \
     } while (0)
 
 #define GEMM_TAIL(nt)                                                                                          \
@@ -153,14 +157,18 @@ static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_
  * (streamed weights such as decode's cached keys arrive before they are
  * needed): decode's f32 scores at depth 8192 took 12-13% less time than with
  * the first tile requesting the next row tile (2 threads, rotating in one
- * process). Every output
+ * process). The requests for `ahead` (decode's next block) are spread over
+ * every tile's steps, as in the AVX-512 kernel. Every output
  * is the same arithmetic whatever the tile shape (the sum of its per-block
  * chains in block order, then the leftover columns in order), so a row's
  * result does not depend on where the row and vector splits fall (thread
  * count, batch size). */
 static inline __attribute__((always_inline)) void gemm_rows(const void *w, size_t ws, int rows, const float *x, size_t xs, int n,
-                                                            int64_t cols, float *y, size_t ys, const int BF) {
+                                                            int64_t cols, float *y, size_t ys, const void *ahead,
+                                                            size_t ahead_bytes, const int BF) {
     int64_t cw = cols & ~(int64_t)(7);
+    int row_tiles = rows / GEMM_RB * (GEMM_RB / 4) + rows % GEMM_RB / 4 + rows % 4;
+    line_requests requests = requests_over(ahead, ahead_bytes, (int64_t)row_tiles * ((n + 2) / 3) * (cw / 8)), *q = &requests;
     for (int r0 = 0; r0 < rows; r0 += GEMM_RB) {
         int rb = rows - r0 < GEMM_RB ? rows - r0 : GEMM_RB;
         const void *wb = row_at(w, ws, (size_t)r0, 0, BF);
@@ -190,14 +198,12 @@ static inline __attribute__((always_inline)) void gemm_rows(const void *w, size_
 
 static void avx2_gemm_f32(const float *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
                           size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
-    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 0);
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, ahead, ahead_bytes, 0);
 }
 
 static void avx2_gemm_bf16(const uint16_t *w, size_t ws, int rows, const float *x, size_t xs, int n, int64_t cols, float *y,
                            size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
-    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, 1);
+    gemm_rows(w, ws, rows, x, xs, n, cols, y, ys, ahead, ahead_bytes, 1);
 }
 
 /* Column c of a tile: MR weights times NV vectors of tokens. */
@@ -255,10 +261,11 @@ static void avx2_gemm_f32_xt(const float *w, size_t ws, int rows, const float *x
 }
 
 /* NH heads (<= 6) x 16 columns of accumulators over n cached rows: per row,
- * 2 row loads and NH broadcasts feed 2 * NH FMAs. Each output is one chain
- * over the rows in order, whatever NH. */
+ * 2 row loads and NH broadcasts feed 2 * NH FMAs, and a share of the
+ * requests q. Each output is one chain over the rows in order, whatever NH. */
 static inline __attribute__((always_inline)) void wsum_tile(const float *a, size_t as, const void *x, size_t xs, int n,
-                                                            float *y, size_t ys, const int NH, const int BF) {
+                                                            float *y, size_t ys, const int NH, line_requests *q,
+                                                            const int BF) {
     __m256 c[6][2];
     _Pragma("GCC unroll 6")
     for (int h = 0; h < NH; h++) {
@@ -266,6 +273,7 @@ static inline __attribute__((always_inline)) void wsum_tile(const float *a, size
         c[h][1] = _mm256_loadu_ps(y + (size_t)h * ys + 8);
     }
     for (int p = 0; p < n; p++) {
+        request_step(q);
         __m256 x0 = load_row8(row_at(x, xs, (size_t)p, 0, BF), BF), x1 = load_row8(row_at(x, xs, (size_t)p, 8, BF), BF);
         _Pragma("GCC unroll 6")
         for (int h = 0; h < NH; h++) {
@@ -283,10 +291,13 @@ static inline __attribute__((always_inline)) void wsum_tile(const float *a, size
 
 /* Strips of 16 columns outermost, so a strip of the cached rows stays in L1
  * while every head group passes over it; heads in groups of up to 6 (as
- * even as possible: 20 heads are 4 groups of 5, 10-12 independent chains). */
+ * even as possible: 20 heads are 4 groups of 5, 10-12 independent chains).
+ * The requests for `ahead` are spread over every tile's rows. */
 static inline __attribute__((always_inline)) void wsum_rows(const float *a, size_t as, int nh, const void *x, size_t xs, int n,
-                                                            int64_t cols, float *y, size_t ys, const int BF) {
+                                                            int64_t cols, float *y, size_t ys, const void *ahead,
+                                                            size_t ahead_bytes, const int BF) {
     int groups = (nh + 5) / 6;
+    line_requests requests = requests_over(ahead, ahead_bytes, cols / 16 * groups * n), *q = &requests;
     int64_t j = 0;
     for (; j + 16 <= cols; j += 16)
         for (int g = 0, h = 0; g < groups; g++) {
@@ -295,12 +306,12 @@ static inline __attribute__((always_inline)) void wsum_rows(const float *a, size
             const void *xj = row_at(x, xs, 0, j, BF);
             float *yg = y + (size_t)h * ys + j;
             switch (gh) {
-            case 6: wsum_tile(ag, as, xj, xs, n, yg, ys, 6, BF); break;
-            case 5: wsum_tile(ag, as, xj, xs, n, yg, ys, 5, BF); break;
-            case 4: wsum_tile(ag, as, xj, xs, n, yg, ys, 4, BF); break;
-            case 3: wsum_tile(ag, as, xj, xs, n, yg, ys, 3, BF); break;
-            case 2: wsum_tile(ag, as, xj, xs, n, yg, ys, 2, BF); break;
-            default: wsum_tile(ag, as, xj, xs, n, yg, ys, 1, BF); break;
+            case 6: wsum_tile(ag, as, xj, xs, n, yg, ys, 6, q, BF); break;
+            case 5: wsum_tile(ag, as, xj, xs, n, yg, ys, 5, q, BF); break;
+            case 4: wsum_tile(ag, as, xj, xs, n, yg, ys, 4, q, BF); break;
+            case 3: wsum_tile(ag, as, xj, xs, n, yg, ys, 3, q, BF); break;
+            case 2: wsum_tile(ag, as, xj, xs, n, yg, ys, 2, q, BF); break;
+            default: wsum_tile(ag, as, xj, xs, n, yg, ys, 1, q, BF); break;
             }
             h += gh;
         }
@@ -314,14 +325,12 @@ static inline __attribute__((always_inline)) void wsum_rows(const float *a, size
 
 static void avx2_weighted_sum(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols, float *y,
                               size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
-    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 0);
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, ahead, ahead_bytes, 0);
 }
 
 static void avx2_weighted_sum_bf16(const float *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
                                    float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
-    (void)ahead, (void)ahead_bytes;   /* requests ahead: the AVX-512 kernels only */
-    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, 1);
+    wsum_rows(a, as, nh, x, xs, n, cols, y, ys, ahead, ahead_bytes, 1);
 }
 
 /* exp for arguments <= 0 (softmax): 2^k * p(r) with r = x - k ln 2 in

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "line_requests.h"
 #include "tensor.h"
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -48,27 +49,6 @@ static inline __attribute__((always_inline)) AVX512 __m512 load_row16(const void
 }
 static inline __attribute__((always_inline)) float row_value(const void *w, size_t ws, size_t i, int64_t c, const int BF) {
     return BF ? bf16_to_f32(*(const uint16_t *)row_at(w, ws, i, c, BF)) : *(const float *)row_at(w, ws, i, c, BF);
-}
-
-/* Requests for memory a product will need after this call (decode: the
- * thread's next block of cached rows), into L2, spread evenly over the
- * call's inner steps: `lines` requests over `steps` steps. All at once they
- * stall the product (a block's 9,216 requests before its value sums took
- * those from 33 to 88 us); spread out they ride along with the arithmetic. */
-typedef struct {
-    const char *next, *end;
-    int64_t lines, steps, owed;
-} line_requests;
-
-static inline line_requests requests_over(const void *ahead, size_t bytes, int64_t steps) {
-    line_requests q = {ahead, (const char *)ahead + (ahead ? bytes : 0), (int64_t)((bytes + 63) / 64), steps, 0};
-    return q;
-}
-
-static inline __attribute__((always_inline)) void request_step(line_requests *q) {
-    if (q->next >= q->end) return;
-    for (q->owed += q->lines; q->owed >= q->steps && q->next < q->end; q->owed -= q->steps, q->next += 64)
-        _mm_prefetch(q->next, _MM_HINT_T1);
 }
 
 /* One NR x NT tile of the prefill product over columns [c0, c1) (NR <= 4
