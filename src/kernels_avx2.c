@@ -21,6 +21,15 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+/* The lane sums of four vectors, [sum a, sum b, sum c, sum d], in one
+ * transposing tree: pairs of adjacent lanes, then pairs of pairs, then the
+ * two halves (a single vector summed as lane_sums4(a, a, a, a) gets the
+ * same bits as one of four). */
+static inline __m128 lane_sums4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
 static inline __m256 load_bf16(const uint16_t *p) {
     __m128i h = _mm_loadu_si128((const __m128i *)p);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -125,13 +134,20 @@ static inline __attribute__((always_inline)) void gemm_tile(const void *w, size_
             for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(v, u[j], acc[i][j]);
         }
     }
-    _Pragma("GCC unroll 4")
-    for (int i = 0; i < NR; i++)
-        _Pragma("GCC unroll 6")
-        for (int j = 0; j < NT; j++) {
-            float s = hsum(acc[i][j]);
-            y[(size_t)j * ys + i] = first ? s : y[(size_t)j * ys + i] + s;
+    _Pragma("GCC unroll 6")
+    for (int j = 0; j < NT; j++) {
+        float *yj = y + (size_t)j * ys;
+        if (NR == 4) {
+            __m128 s = lane_sums4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+            _mm_storeu_ps(yj, first ? s : _mm_add_ps(_mm_loadu_ps(yj), s));
+        } else {
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NR; i++) {
+                float s = _mm_cvtss_f32(lane_sums4(acc[i][j], acc[i][j], acc[i][j], acc[i][j]));
+                yj[i] = first ? s : yj[i] + s;
+            }
         }
+    }
 }
 
 /* One vector tile (NT vectors) against a block of rb weight rows: tiles of 4
