@@ -85,6 +85,26 @@ typedef struct {
     void (*split_bf16)(const float *x, size_t x_stride, int n, int64_t cols, int64_t c0, int64_t c1, uint16_t *xs);
     void (*gemm_bf16_split)(const uint16_t *w, size_t w_stride, int rows, int64_t cols, const uint16_t *xs, int n,
                             float *y, size_t y_stride);
+    /* Optional (NULL but on AMX tiles): prefill attention over an f32 cache,
+     * both operands in exact bf16 parts. gemm_f32_split is gemm_f32 with the
+     * vectors given as split_bf16 lays them out (all columns);
+     * weighted_sum_split is weighted_sum (no requests ahead). The rows and
+     * the weights a are split too, and of the nine products of a left part
+     * (a row's for the scores, a weight's for the value sums) with a right
+     * part only the six whose orders add up to at most 2 are taken (the
+     * other three add up to less than 2^-22 of the product, about f32's own
+     * rounding): per 32 columns, and per output in this order, (2,0), (1,1),
+     * (1,0), (0,2), (0,1), (0,0). So each output is one chain in a fixed
+     * order whatever its tile, with the error of an f32 sum of its exact
+     * terms; for a tile of 80 queries the scores ran 1.6 times and the value
+     * sums 1.3 times as fast as the FMA kernels. Decode keeps the FMA
+     * kernels: with 20 queries and the rows streamed from memory, the parts
+     * were no faster (docs/performance.md). work: space for the parts,
+     * split_work_elems values. */
+    void (*gemm_f32_split)(const float *w, size_t w_stride, int rows, int64_t cols, const uint16_t *xs, int n, float *y,
+                           size_t y_stride, uint16_t *work);
+    void (*weighted_sum_split)(const float *a, size_t a_stride, int nh, const float *x, size_t x_stride, int n, int64_t cols,
+                               float *y, size_t y_stride, uint16_t *work);
     /* SwiGLU's gate: g[i] = silu(g[i]) * u[i]. */
     void (*swiglu)(float *g, const float *u, int64_t n);
     /* The bench's read-bandwidth probe: the sum of x[0..n) with full-width loads. */
@@ -101,6 +121,15 @@ static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
  * columns and 16 vectors, three tiles (hi, mid, lo) of 16 x 32 bf16. */
 static inline size_t split_bf16_elems(int n, int64_t cols) {
     return (size_t)((cols + 31) / 32) * (size_t)((n + 15) / 16) * 3 * 512;
+}
+
+/* Work values for gemm_f32_split over cols columns, or weighted_sum_split
+ * (0 cols) of nh heads over n rows: three 16 x 32 bf16 tiles per 32 columns
+ * of 32 rows, or per 16 heads (and per 2 x 16 columns) and 32 rows. */
+static inline size_t split_work_elems(int64_t cols, int nh, int n) {
+    size_t scores = (size_t)2 * (size_t)((cols + 31) / 32) * 1536;
+    size_t sums = (size_t)((nh + 15) / 16 + 2) * (size_t)((n + 31) / 32) * 1536;
+    return scores > sums ? scores : sums;
 }
 
 const kernel_table *kernels_reference(void);

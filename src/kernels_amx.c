@@ -367,6 +367,185 @@ static AMX void amx_gemm_bf16_split(const uint16_t *w, size_t ws, int rows, int6
     _tile_release();
 }
 
+/* ---- prefill attention over an f32 cache, in exact bf16 parts ------------
+ * The cached rows (and the probabilities) are split by truncation: part s
+ * is the top 16 bits of what the parts before it left, a remainder that is
+ * exact in f32, so x = p0 + p1 + p2 exactly (the queries come split by
+ * split_bf16). Products (s, p) of a left part s with a right part p are
+ * taken for s + p <= 2, in the order kernels.h gives. The tiles read bf16
+ * denormals as zero, so parts below 1.2e-38 (of values below ~1e-33) drop
+ * out; a cached value that is infinite or NaN makes its products NaN (its
+ * remainders are NaN). Per 32 rows (or weights) and 32 vectors (or
+ * columns) four sum tiles: 2 left tiles x 2 right ones a product, so no two
+ * products in a row wait on the same sum (two sum tiles ran the same work
+ * ~15% slower). */
+static inline AMX __m512 remainder_after_top(__m512 v) {
+    return _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0xffff0000u))));
+}
+
+/* Left tiles: rn <= 16 rows of m from m (ms apart), cn <= 32 columns, as
+ * parts[s][16][32], zeros past rn and cn. */
+static AMX void split_left(const float *m, size_t ms, int rn, int cn, uint16_t *parts) {
+    const __m512i top_halves = _mm512_setr_epi32(0x00030001, 0x00070005, 0x000b0009, 0x000f000d, 0x00130011, 0x00170015,
+                                                 0x001b0019, 0x001f001d, 0x00230021, 0x00270025, 0x002b0029, 0x002f002d,
+                                                 0x00330031, 0x00370035, 0x003b0039, 0x003f003d);
+    __mmask16 m0 = cn >= 16 ? 0xffff : (__mmask16)((1u << cn) - 1);
+    __mmask16 m1 = cn >= 32 ? 0xffff : cn <= 16 ? 0 : (__mmask16)((1u << (cn - 16)) - 1);
+    for (int i = 0; i < 16; i++) {
+        __m512 a = i < rn ? _mm512_maskz_loadu_ps(m0, m + (size_t)i * ms) : _mm512_setzero_ps();
+        __m512 b = i < rn ? _mm512_maskz_loadu_ps(m1, m + (size_t)i * ms + 16) : _mm512_setzero_ps();
+        for (int p = 0; p < 3; p++) {
+            _mm512_storeu_si512(parts + p * 512 + 32 * i,
+                               _mm512_permutex2var_epi16(_mm512_castps_si512(a), top_halves, _mm512_castps_si512(b)));
+            if (p < 2) {
+                a = remainder_after_top(a);
+                b = remainder_after_top(b);
+            }
+        }
+    }
+}
+
+/* Right tiles from rows: pn <= 32 rows of x (xs apart), cn <= 16 columns,
+ * as parts[s][k2][2 j + e] = part s of row 2 k2 + e, column j; zeros past pn
+ * and cn. */
+static AMX void split_right(const float *x, size_t xs, int pn, int cn, uint16_t *parts) {
+    const __m512i pair_tops = _mm512_setr_epi32(0x00210001, 0x00230003, 0x00250005, 0x00270007, 0x00290009, 0x002b000b,
+                                                0x002d000d, 0x002f000f, 0x00310011, 0x00330013, 0x00350015, 0x00370017,
+                                                0x00390019, 0x003b001b, 0x003d001d, 0x003f001f);
+    __mmask16 m = cn >= 16 ? 0xffff : (__mmask16)((1u << cn) - 1);
+    for (int k2 = 0; k2 < 16; k2++) {
+        __m512 a = 2 * k2 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2) * xs) : _mm512_setzero_ps();
+        __m512 b = 2 * k2 + 1 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2 + 1) * xs) : _mm512_setzero_ps();
+        for (int p = 0; p < 3; p++) {
+            _mm512_storeu_si512(parts + p * 512 + 32 * k2,
+                               _mm512_permutex2var_epi16(_mm512_castps_si512(a), pair_tops, _mm512_castps_si512(b)));
+            if (p < 2) {
+                a = remainder_after_top(a);
+                b = remainder_after_top(b);
+            }
+        }
+    }
+}
+
+/* Sum tiles 0-3 += the part products of left parts l0 (and l1, with two_l)
+ * with right parts r0 (and r1, with two_r), each three tiles 512 values
+ * apart: sum 0 = l0 r0, 1 = l0 r1, 2 = l1 r0, 3 = l1 r1. */
+static inline AMX void part_products(const uint16_t *l0, const uint16_t *l1, int two_l, const uint16_t *r0,
+                                     const uint16_t *r1, int two_r) {
+    for (int s = 2; s >= 0; s--) {
+        _tile_loadd(4, l0 + s * 512, 64);
+        if (two_l) _tile_loadd(5, l1 + s * 512, 64);
+        for (int p = 2 - s; p >= 0; p--) {
+            _tile_loadd(6, r0 + p * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two_l) _tile_dpbf16ps(2, 5, 6);
+            if (two_r) {
+                _tile_loadd(7, r1 + p * 512, 64);
+                _tile_dpbf16ps(1, 4, 7);
+                if (two_l) _tile_dpbf16ps(3, 5, 7);
+            }
+        }
+    }
+}
+
+/* Scores: left the cached rows, right the split queries. Per 32 rows, all
+ * their columns are split into work once for every pair of query groups. */
+static AMX void amx_gemm_f32_split(const float *w, size_t ws, int rows, int64_t cols, const uint16_t *xs, int n, float *y,
+                                   size_t ys, uint16_t *left) {
+    int chunks = (int)((cols + 31) / 32), groups = (n + 15) / 16;
+    float out[4][256];
+    tiles_on();
+    for (int r0 = 0; r0 < rows; r0 += 32) {
+        int two_rows = rows - r0 > 16;
+        const float *w0 = w + (size_t)r0 * ws, *w1 = w0 + 16 * ws;
+        int rn0 = two_rows ? 16 : rows - r0, rn1 = rows - r0 - 16 < 16 ? rows - r0 - 16 : 16;
+        for (int kc = 0; kc < chunks; kc++) {
+            int cn = cols - 32 * kc < 32 ? (int)(cols - 32 * kc) : 32;
+            split_left(w0 + 32 * kc, ws, rn0, cn, left + (size_t)kc * 1536);
+            if (two_rows) split_left(w1 + 32 * kc, ws, rn1, cn, left + ((size_t)chunks + kc) * 1536);
+        }
+        for (int g0 = 0; g0 < groups; g0 += 2) {
+            int two_groups = groups - g0 > 1;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kc = 0; kc < chunks; kc++) {
+                const uint16_t *b = xs + ((size_t)kc * groups + g0) * 1536;
+                part_products(left + (size_t)kc * 1536, left + ((size_t)chunks + kc) * 1536, two_rows, b, b + 1536,
+                              two_groups);
+            }
+            _tile_stored(0, out[0], 64);
+            _tile_stored(1, out[1], 64);
+            _tile_stored(2, out[2], 64);
+            _tile_stored(3, out[3], 64);
+            /* out[2 i + j][l * 16 + t]: row r0 + 16 i + l, vector 16 (g0 + j) + t */
+            for (int i = 0; i <= two_rows; i++) {
+                int ri = r0 + 16 * i, rn = i ? rn1 : rn0;
+                for (int j = 0; j <= two_groups; j++) {
+                    int t0 = 16 * (g0 + j), tn = n - t0 < 16 ? n - t0 : 16;
+                    store_transposed(out[2 * i + j], rn, tn, y + (size_t)t0 * ys + ri, ys);
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* Value sums: left the weights (split into work once a call), right the
+ * cached rows' pairs, per 32 columns split once for every pair of head
+ * groups. y += each tile's sums. */
+static AMX void amx_weighted_sum_split(const float *a, size_t as, int nh, const float *x, size_t xs, int n, int64_t cols,
+                                       float *y, size_t ys, uint16_t *work) {
+    int kchunks = (n + 31) / 32, groups = (nh + 15) / 16;
+    uint16_t *left = work, *right = work + (size_t)groups * kchunks * 1536;
+    float out[4][256];
+    for (int g = 0; g < groups; g++)
+        for (int kc = 0; kc < kchunks; kc++) {
+            int hn = nh - 16 * g < 16 ? nh - 16 * g : 16, pn = n - 32 * kc < 32 ? n - 32 * kc : 32;
+            split_left(a + (size_t)16 * g * as + 32 * kc, as, hn, pn, left + ((size_t)g * kchunks + kc) * 1536);
+        }
+    tiles_on();
+    for (int64_t j0 = 0; j0 < cols; j0 += 32) {
+        int two_strips = cols - j0 > 16;
+        int cn0 = two_strips ? 16 : (int)(cols - j0), cn1 = (int)(cols - j0 - 16 < 16 ? cols - j0 - 16 : 16);
+        for (int kc = 0; kc < kchunks; kc++) {
+            int pn = n - 32 * kc < 32 ? n - 32 * kc : 32;
+            const float *xk = x + (size_t)(32 * kc) * xs + j0;
+            split_right(xk, xs, pn, cn0, right + (size_t)kc * 1536);
+            if (two_strips) split_right(xk + 16, xs, pn, cn1, right + ((size_t)kchunks + kc) * 1536);
+        }
+        for (int g0 = 0; g0 < groups; g0 += 2) {
+            int two_groups = groups - g0 > 1;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kc = 0; kc < kchunks; kc++) {
+                const uint16_t *l0 = left + ((size_t)g0 * kchunks + kc) * 1536, *r0 = right + (size_t)kc * 1536;
+                part_products(l0, l0 + (size_t)kchunks * 1536, two_groups, r0, r0 + (size_t)kchunks * 1536, two_strips);
+            }
+            _tile_stored(0, out[0], 64);
+            _tile_stored(1, out[1], 64);
+            _tile_stored(2, out[2], 64);
+            _tile_stored(3, out[3], 64);
+            /* out[2 i + j][h * 16 + c]: head 16 (g0 + i) + h, column j0 + 16 j + c */
+            for (int i = 0; i <= two_groups; i++) {
+                int h0 = 16 * (g0 + i), hn = nh - h0 < 16 ? nh - h0 : 16;
+                for (int j = 0; j <= two_strips; j++) {
+                    int cn = j ? cn1 : cn0;
+                    __mmask16 m = cn >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cn) - 1);
+                    for (int h = 0; h < hn; h++) {
+                        float *yh = y + (size_t)(h0 + h) * ys + j0 + 16 * j;
+                        _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out[2 * i + j] + 16 * h)));
+                    }
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
 /* The AVX-512 table with the two AMX entries, where the CPU has AMX-BF16
  * and Linux lets this process use the tiles (asked once). */
 static kernel_table amx_table;
@@ -385,6 +564,8 @@ static void build_amx_table(void) {
     amx_table.weighted_sum_bf16_bf16 = amx_weighted_sum_bf16_bf16;
     amx_table.split_bf16 = amx_split_bf16;
     amx_table.gemm_bf16_split = amx_gemm_bf16_split;
+    amx_table.gemm_f32_split = amx_gemm_f32_split;
+    amx_table.weighted_sum_split = amx_weighted_sum_split;
     amx_usable = 1;
 }
 

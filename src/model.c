@@ -68,6 +68,7 @@ struct glm_session {
     int q_tile;                   /* tokens per prefill attention task */
     int kv_bf16;                  /* cache elements are bf16 (else f32) */
     int attn_bf16;                /* a bf16 cache read in bf16 arithmetic (kernels with AVX512-BF16) */
+    int attn_split;               /* prefill attention over an f32 cache in exact bf16 parts (AMX: gemm_f32_split) */
     int decode_ahead;             /* decode requests a thread's next block of cached rows (kernels_decode_ahead) */
     void *arena;                  /* the one allocation every buffer below is a piece of (session_buffers) */
     void *kv;                     /* [L][n_ctx][Rkv+dr]: normalised latent, then rotated rope key */
@@ -306,6 +307,14 @@ static void *take(buffer_plan *b, size_t n) {
     return p;
 }
 
+/* Floats of prefill attention's split queries (attn_split): a tile's q_tile * H
+ * absorbed queries in split_bf16's layout, rounded up to whole 64-byte lines. */
+static size_t split_queries_floats(const glm_session *s) {
+    const glm_config *c = &s->m->cfg;
+    size_t elems = split_bf16_elems(s->q_tile * c->num_attention_heads, c->kv_lora_rank + c->qk_rope_head_dim);
+    return (elems + 31) / 32 * 16;
+}
+
 static void session_buffers(glm_session *s, buffer_plan *b) {
     const glm_config *c = &s->m->cfg;
     int D = c->hidden_size, H = c->num_attention_heads, R = c->kv_lora_rank, dr = c->qk_rope_head_dim;
@@ -359,9 +368,12 @@ static void session_buffers(glm_session *s, buffer_plan *b) {
        tile for very long contexts, to bound this buffer */
     s->q_tile = Q_TILE;
     while (s->q_tile > 1 && (size_t)s->q_tile * H * (size_t)s->n_ctx > ((size_t)1 << 22)) s->q_tile--;
-    /* with attn_bf16, also a block of its probabilities in bf16, [q_tile * H][KEY_BLOCK] */
+    /* with attn_bf16, also a block of its probabilities in bf16, [q_tile * H][KEY_BLOCK]; with
+       attn_split, the tile's queries split into bf16 parts and the kernels' work space */
     size_t a16_floats = s->attn_bf16 ? KEY_BLOCK / 2 : 0;   /* per query */
     size_t tile_floats = (size_t)s->q_tile * H * ((size_t)s->n_ctx + a16_floats);
+    if (s->attn_split)
+        tile_floats += split_queries_floats(s) + (split_work_elems((int64_t)kvw, s->q_tile * H, KEY_BLOCK) + 1) / 2;
     if (tile_floats > widest) widest = tile_floats;
     /* prefill absorbed query: one head's W_UK transposed, [Rkv][dn], and a row */
     if ((size_t)R * (size_t)(dn + 1) > widest) widest = (size_t)R * (size_t)(dn + 1);
@@ -387,6 +399,7 @@ static void session_init(glm_session *s, glm_model *m, const glm_session_options
     s->naive_attention = opt ? opt->naive_attention : 0;
     s->kv_bf16 = opt ? opt->kv_bf16 : 0;
     s->attn_bf16 = s->kv_bf16 && kernels_bf16_pairs();
+    s->attn_split = !s->kv_bf16 && !s->naive_attention && kernels_active()->gemm_f32_split;
     int kvw = c->kv_lora_rank + c->qk_rope_head_dim;
     s->decode_ahead = !s->attn_bf16 && kernels_decode_ahead((size_t)KEY_BLOCK * kvw * (s->kv_bf16 ? 2 : sizeof(float)));
 }
@@ -497,9 +510,16 @@ static void attn_task(void *ctx, int task, int thread) {
     int nq = tq * H, nk = j->pos0 + t0 + tq;   /* causal: the tile's last token sees keys 0..pos0+t0+tq-1 */
     float *score = s->thread_scratch + (size_t)thread * s->scratch_stride;      /* [nq][nk] */
     uint16_t *a16 = (uint16_t *)(score + (size_t)s->q_tile * H * s->n_ctx);   /* [nq][KEY_BLOCK] */
+    /* attn_split: the tile's queries split once, then the kernels' work space */
+    uint16_t *qsplit = a16, *work = (uint16_t *)(score + (size_t)s->q_tile * H * s->n_ctx + split_queries_floats(s));
+    const float *cache = j->cache;
+    if (s->attn_split) k->split_bf16(s->qa + (size_t)t0 * H * kvw, (size_t)kvw, nq, kvw, 0, kvw, qsplit);
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk, NULL, 0);
+        if (s->attn_split)
+            k->gemm_f32_split(cache + (size_t)p0 * kvw, (size_t)kvw, n, kvw, qsplit, nq, score + p0, (size_t)nk, work);
+        else
+            cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk, NULL, 0);
     }
     for (int i = 0; i < nq; i++) {
         float *sc = score + (size_t)i * nk;
@@ -513,7 +533,10 @@ static void attn_task(void *ctx, int task, int thread) {
     memset(ol, 0, (size_t)nq * R * sizeof *ol);
     for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
         int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R, NULL, 0);
+        if (s->attn_split)
+            k->weighted_sum_split(score + p0, (size_t)nk, nq, cache + (size_t)p0 * kvw, (size_t)kvw, n, R, ol, (size_t)R, work);
+        else
+            cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R, NULL, 0);
     }
 }
 

@@ -349,6 +349,94 @@ TEST(kernels_bf16_split_matches_double) {
     CHECKF(isinf(y) && y > 0, "an infinite activation gave %g", y);
 }
 
+/* gemm_f32_split and weighted_sum_split (AMX): f32 rows and f32 vectors,
+ * both split exactly into three bf16 parts, six of the nine part products
+ * taken. Against the exact (double) products the error is that of f32 sums
+ * of 6 * cols terms plus the three dropped products (under 2^-22 of each
+ * product); the first part alone (bf16 operands) would miss that bound by
+ * far. Shapes cover partial tiles of rows, vectors, heads and columns,
+ * strides past the widths, a prefill tile (80 queries x 256 keys x 576) and
+ * values from 1e-3 to 1e3. Each output is the same bits whatever its tile:
+ * one row, vector or head at a time gives what the whole call gave. */
+static double split_bound(int terms) {
+    double g = (6.0 * terms + 2) * 0x1p-24;
+    return g / (1 - g) + 0x1p-22;
+}
+
+TEST(kernels_f32_split_attention_matches_double) {
+    const kernel_table *k = kernels_amx();
+    if (!k) SKIP("no AMX tiles");
+    unsigned seed = 43;
+    int shapes[][3] = {{1, 1, 1}, {16, 16, 32}, {17, 20, 33}, {33, 80, 576}, {256, 80, 576}, {40, 35, 100}, {5, 7, 0}, {3, 50, 48},
+                       {56, 20, 40}};
+    for (size_t q = 0; q < sizeof shapes / sizeof *shapes; q++) {
+        int rows = shapes[q][0], n = shapes[q][1], cols = shapes[q][2];
+        size_t ws = (size_t)cols + 3, xs = (size_t)cols + 5, ys = (size_t)rows + 2;
+        float *w = malloc(rows * ws * 4 + 4), *x = malloc(n * xs * 4 + 4), *y = malloc(n * ys * 4), y1;
+        uint16_t *xsplit = malloc(split_bf16_elems(n, cols) * 2 + 2), *work = malloc(split_work_elems(cols, 0, 0) * 2 + 2);
+        uint16_t *x1 = malloc(split_bf16_elems(1, cols) * 2 + 2);
+        for (size_t i = 0; i < rows * ws; i++) w[i] = frand(&seed) * powf(10.0f, (float)(i % 5) - 2.0f);
+        for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed) * powf(10.0f, (float)(i % 7) - 3.0f);
+        for (size_t i = 0; i < n * ys; i++) y[i] = 77.0f;
+        k->split_bf16(x, xs, n, cols, 0, cols, xsplit);
+        k->gemm_f32_split(w, ws, rows, cols, xsplit, n, y, ys, work);
+        for (int t = 0; t < n; t++) {
+            k->split_bf16(x + (size_t)t * xs, xs, 1, cols, 0, cols, x1);
+            for (size_t r = 0; r < ys; r++) {
+                if (r >= (size_t)rows) {
+                    CHECKF(y[t * ys + r] == 77.0f, "gemm_f32_split wrote past the rows at %zu", r);
+                    continue;
+                }
+                double e = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                    double p = (double)w[r * ws + c] * x[t * xs + c];
+                    e += p;
+                    mag += fabs(p);
+                }
+                CHECKF(fabs(y[t * ys + r] - e) <= split_bound(cols) * mag, "gemm_f32_split shape %zu t=%d r=%zu: %.9g vs %.9g",
+                       q, t, r, y[t * ys + r], e);
+                k->gemm_f32_split(w + r * ws, ws, 1, cols, x1, 1, &y1, 1, work);
+                CHECKF(memcmp(&y1, &y[t * ys + r], 4) == 0, "gemm_f32_split shape %zu t=%d r=%zu depends on its tile", q, t, r);
+            }
+        }
+        free(w); free(x); free(y); free(xsplit); free(work); free(x1);
+    }
+    /* heads, rows, cols for the value sums: y += sum_p a[h][p] x[p][j] */
+    int sums[][3] = {{1, 1, 1}, {16, 32, 16}, {20, 37, 512}, {80, 256, 512}, {17, 33, 45}, {35, 5, 40}, {3, 64, 17}};
+    for (size_t q = 0; q < sizeof sums / sizeof *sums; q++) {
+        int nh = sums[q][0], n = sums[q][1], cols = sums[q][2];
+        size_t as = (size_t)n + 2, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
+        float *a = malloc(nh * as * 4), *x = malloc(n * xs * 4), *y = malloc(nh * ys * 4), *y0 = malloc(nh * ys * 4);
+        float *y1 = malloc(ys * 4);
+        uint16_t *work = malloc(split_work_elems(0, nh, n) * 2 + 2);
+        for (size_t i = 0; i < nh * as; i++) a[i] = fabsf(frand(&seed)) * powf(10.0f, -(float)(i % 4));   /* probabilities */
+        for (size_t i = 0; i < n * xs; i++) x[i] = frand(&seed) * powf(10.0f, (float)(i % 7) - 3.0f);
+        for (size_t i = 0; i < nh * ys; i++) y[i] = y0[i] = frand(&seed);
+        k->weighted_sum_split(a, as, nh, x, xs, n, cols, y, ys, work);
+        for (int h = 0; h < nh; h++) {
+            for (size_t j = 0; j < ys; j++) {
+                if (j >= (size_t)cols) {
+                    CHECKF(y[h * ys + j] == y0[h * ys + j], "weighted_sum_split wrote past the columns at %zu", j);
+                    continue;
+                }
+                double e = y0[h * ys + j], mag = fabs(e);
+                for (int p = 0; p < n; p++) {
+                    double t = (double)a[h * as + p] * x[p * xs + j];
+                    e += t;
+                    mag += fabs(t);
+                }
+                CHECKF(fabs(y[h * ys + j] - e) <= split_bound(n + 1) * mag, "weighted_sum_split shape %zu h=%d j=%zu: %.9g vs %.9g",
+                       q, h, j, y[h * ys + j], e);
+            }
+            memcpy(y1, y0 + (size_t)h * ys, ys * 4);
+            k->weighted_sum_split(a + (size_t)h * as, as, 1, x, xs, n, cols, y1, ys, work);
+            CHECKF(memcmp(y1, y + (size_t)h * ys, (size_t)cols * 4) == 0, "weighted_sum_split shape %zu head %d depends on its group",
+                   q, h);
+        }
+        free(a); free(x); free(y); free(y0); free(y1); free(work);
+    }
+}
+
 TEST(kernels_rope_pairings) {
     /* Adjacent pairs rotate (x[2i], x[2i+1]); rotate-half rotates (x[i], x[i+d/2]). */
     float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};   /* pair 0 by 90 degrees, pair 1 unchanged */
