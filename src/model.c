@@ -22,7 +22,7 @@
 /* Tokens per forward chunk: bounds the scratch memory. Each expert's weights
  * are read once per chunk, for ~32 tokens on GLM-4.7-Flash (64 experts, top 4). */
 #define UBATCH 512
-#define Q_TILE 4        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
+#define Q_TILE 8        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
 #define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 
 typedef struct {
