@@ -52,6 +52,21 @@ static AMX void tiles_on(void) {
     _tile_loadconfig(&c);
 }
 
+/* The four sum tiles (0-3) every product here accumulates in. */
+static inline AMX void zero_sums(void) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
+
+static inline AMX void store_sums(float out[4][256]) {
+    _tile_stored(0, out[0], 64);
+    _tile_stored(1, out[1], 64);
+    _tile_stored(2, out[2], 64);
+    _tile_stored(3, out[3], 64);
+}
+
 /* Per-thread packing buffers, grown as needed (attention's shapes are
  * fixed, so this happens once per thread) and freed when the thread ends.
  * NULL when out of memory: the kernels then fall back to the AVX512-BF16
@@ -82,10 +97,7 @@ static uint16_t *pack_space(size_t n) {
  * B tiles in 5-7, the sums in 0-3. */
 static AMX void tile_products(const char *a, size_t a_step, size_t as, const char *b, size_t b_step, size_t b_next,
                               size_t bs, int chunks, int nq, const char *pf, size_t pfs, float out[4][256]) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    zero_sums();
     for (int k = 0; k < chunks; k++) {
         const char *bk = b + (size_t)k * b_step;
         if (pf)
@@ -122,6 +134,21 @@ static inline AMX __m512i tile_column(void) {
 static AMX void store_transposed(const float out[256], int rn, int tn, float *y, size_t ys) {
     __mmask16 m = (__mmask16)((1u << rn) - 1);
     for (int t = 0; t < tn; t++) _mm512_mask_storeu_ps(y + (size_t)t * ys, m, _mm512_i32gather_ps(tile_column(), out + t, 4));
+}
+
+/* The sum tiles of 2 x 2 left and right tiles stored to y with the vectors
+ * as rows: out[2 i + j][l * 16 + t] is row r0 + 16 i + l, vector 16 (g0 +
+ * j) + t. */
+static AMX void store_sums_transposed(float out[4][256], int r0, int rows, int two_rows, int g0, int n, int two_groups,
+                                      float *y, size_t ys) {
+    store_sums(out);
+    for (int i = 0; i <= two_rows; i++) {
+        int ri = r0 + 16 * i, rn = rows - ri < 16 ? rows - ri : 16;
+        for (int j = 0; j <= two_groups; j++) {
+            int t0 = 16 * (g0 + j), tn = n - t0 < 16 ? n - t0 : 16;
+            store_transposed(out[2 * i + j], rn, tn, y + (size_t)t0 * ys + ri, ys);
+        }
+    }
 }
 
 /* ---- scores: y[t * ys + r] = sum_c x[t][c] * w[r][c] ---------------------
@@ -330,10 +357,7 @@ static AMX void amx_gemm_bf16_split(const uint16_t *w, size_t ws, int rows, int6
         int two_rows = rows - r0 > 16;
         for (int g0 = 0; g0 < groups; g0 += 2) {
             int two_groups = groups - g0 > 1;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
+            zero_sums();
             for (int kc = 0; kc < chunks; kc++) {
                 size_t s0, s1;
                 _tile_loadd(4, left_tile(w, ws, rows, r0, cols, kc, pad[0], &s0), s0);
@@ -350,18 +374,7 @@ static AMX void amx_gemm_bf16_split(const uint16_t *w, size_t ws, int rows, int6
                     }
                 }
             }
-            _tile_stored(0, out[0], 64);
-            _tile_stored(1, out[1], 64);
-            _tile_stored(2, out[2], 64);
-            _tile_stored(3, out[3], 64);
-            /* out[2 i + j][l * 16 + t]: row r0 + 16 i + l, vector 16 (g0 + j) + t; y wants vectors as rows */
-            for (int i = 0; i < 1 + two_rows; i++) {
-                int ri = r0 + 16 * i, rn = rows - ri < 16 ? rows - ri : 16;
-                for (int j = 0; j < 1 + two_groups; j++) {
-                    int t0 = 16 * (g0 + j), tn = n - t0 < 16 ? n - t0 : 16;
-                    store_transposed(out[2 * i + j], rn, tn, y + (size_t)t0 * ys + ri, ys);
-                }
-            }
+            store_sums_transposed(out, r0, rows, two_rows, g0, n, two_groups, y, ys);
         }
     }
     _tile_release();
@@ -383,6 +396,18 @@ static inline AMX __m512 remainder_after_top(__m512 v) {
     return _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0xffff0000u))));
 }
 
+/* The three parts of 32 values in a and b, each picked into one 64-byte
+ * row of its tile (pick: which top halves, in which order) at dst + 512 s. */
+static inline AMX void store_parts(__m512 a, __m512 b, __m512i pick, uint16_t *dst) {
+    for (int s = 0; s < 3; s++) {
+        _mm512_storeu_si512(dst + s * 512, _mm512_permutex2var_epi16(_mm512_castps_si512(a), pick, _mm512_castps_si512(b)));
+        if (s < 2) {
+            a = remainder_after_top(a);
+            b = remainder_after_top(b);
+        }
+    }
+}
+
 /* Left tiles: rn <= 16 rows of m from m (ms apart), cn <= 32 columns, as
  * parts[s][16][32], zeros past rn and cn. */
 static AMX void split_left(const float *m, size_t ms, int rn, int cn, uint16_t *parts) {
@@ -394,14 +419,7 @@ static AMX void split_left(const float *m, size_t ms, int rn, int cn, uint16_t *
     for (int i = 0; i < 16; i++) {
         __m512 a = i < rn ? _mm512_maskz_loadu_ps(m0, m + (size_t)i * ms) : _mm512_setzero_ps();
         __m512 b = i < rn ? _mm512_maskz_loadu_ps(m1, m + (size_t)i * ms + 16) : _mm512_setzero_ps();
-        for (int p = 0; p < 3; p++) {
-            _mm512_storeu_si512(parts + p * 512 + 32 * i,
-                               _mm512_permutex2var_epi16(_mm512_castps_si512(a), top_halves, _mm512_castps_si512(b)));
-            if (p < 2) {
-                a = remainder_after_top(a);
-                b = remainder_after_top(b);
-            }
-        }
+        store_parts(a, b, top_halves, parts + 32 * i);
     }
 }
 
@@ -416,14 +434,7 @@ static AMX void split_right(const float *x, size_t xs, int pn, int cn, uint16_t 
     for (int k2 = 0; k2 < 16; k2++) {
         __m512 a = 2 * k2 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2) * xs) : _mm512_setzero_ps();
         __m512 b = 2 * k2 + 1 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2 + 1) * xs) : _mm512_setzero_ps();
-        for (int p = 0; p < 3; p++) {
-            _mm512_storeu_si512(parts + p * 512 + 32 * k2,
-                               _mm512_permutex2var_epi16(_mm512_castps_si512(a), pair_tops, _mm512_castps_si512(b)));
-            if (p < 2) {
-                a = remainder_after_top(a);
-                b = remainder_after_top(b);
-            }
-        }
+        store_parts(a, b, pair_tops, parts + 32 * k2);
     }
 }
 
@@ -466,27 +477,13 @@ static AMX void amx_gemm_f32_split(const float *w, size_t ws, int rows, int64_t 
         }
         for (int g0 = 0; g0 < groups; g0 += 2) {
             int two_groups = groups - g0 > 1;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
+            zero_sums();
             for (int kc = 0; kc < chunks; kc++) {
                 const uint16_t *b = xs + ((size_t)kc * groups + g0) * 1536;
                 part_products(left + (size_t)kc * 1536, left + ((size_t)chunks + kc) * 1536, two_rows, b, b + 1536,
                               two_groups);
             }
-            _tile_stored(0, out[0], 64);
-            _tile_stored(1, out[1], 64);
-            _tile_stored(2, out[2], 64);
-            _tile_stored(3, out[3], 64);
-            /* out[2 i + j][l * 16 + t]: row r0 + 16 i + l, vector 16 (g0 + j) + t */
-            for (int i = 0; i <= two_rows; i++) {
-                int ri = r0 + 16 * i, rn = i ? rn1 : rn0;
-                for (int j = 0; j <= two_groups; j++) {
-                    int t0 = 16 * (g0 + j), tn = n - t0 < 16 ? n - t0 : 16;
-                    store_transposed(out[2 * i + j], rn, tn, y + (size_t)t0 * ys + ri, ys);
-                }
-            }
+            store_sums_transposed(out, r0, rows, two_rows, g0, n, two_groups, y, ys);
         }
     }
     _tile_release();
@@ -517,18 +514,12 @@ static AMX void amx_weighted_sum_split(const float *a, size_t as, int nh, const 
         }
         for (int g0 = 0; g0 < groups; g0 += 2) {
             int two_groups = groups - g0 > 1;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
+            zero_sums();
             for (int kc = 0; kc < kchunks; kc++) {
                 const uint16_t *l0 = left + ((size_t)g0 * kchunks + kc) * 1536, *r0 = right + (size_t)kc * 1536;
                 part_products(l0, l0 + (size_t)kchunks * 1536, two_groups, r0, r0 + (size_t)kchunks * 1536, two_strips);
             }
-            _tile_stored(0, out[0], 64);
-            _tile_stored(1, out[1], 64);
-            _tile_stored(2, out[2], 64);
-            _tile_stored(3, out[3], 64);
+            store_sums(out);
             /* out[2 i + j][h * 16 + c]: head 16 (g0 + i) + h, column j0 + 16 j + c */
             for (int i = 0; i <= two_groups; i++) {
                 int h0 = 16 * (g0 + i), hn = nh - h0 < 16 ? nh - h0 : 16;
