@@ -37,11 +37,16 @@ static inline __m256 load_bf16(const uint16_t *p) {
 
 static inline __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-/* Four independent accumulators hide FMA latency. */
+/* Four independent accumulators hide FMA latency. Each step of 32
+ * elements requests the lines of `ahead` at its byte offsets, as the
+ * AVX-512 kernels and the quantized rows do (kernels.h, row_prefetch). */
 #define DOT_BODY(LOAD)                                                                 \
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
     int64_t i = 0;                                                                     \
     for (; i + 32 <= n; i += 32) {                                                     \
+        if (ahead)                                                                     \
+            for (size_t b = 0; b < 32 * sizeof *w; b += 64)                            \
+                row_prefetch_line((const char *)ahead + (size_t)i * sizeof *w + b);    \
         a0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), a0);                 \
         a1 = _mm256_fmadd_ps(LOAD(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);         \
         a2 = _mm256_fmadd_ps(LOAD(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);       \
@@ -51,21 +56,18 @@ static inline __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_lo
     float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 
 static float avx2_dot_f32(const float *w, const float *x, int64_t n, const void *ahead) {
-    (void)ahead;
     DOT_BODY(_mm256_loadu_ps)
     for (; i < n; i++) s += w[i] * x[i];
     return s;
 }
 
 static float avx2_dot_bf16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
-    (void)ahead;
     DOT_BODY(load_bf16)
     for (; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
 }
 
 static float avx2_dot_f16(const uint16_t *w, const float *x, int64_t n, const void *ahead) {
-    (void)ahead;
     DOT_BODY(load_f16)
     for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
     return s;
