@@ -178,15 +178,15 @@ static inline __attribute__((always_inline)) const uint8_t *row_ahead(const weig
     return w->data + (size_t)(r + ahead) * w->row_stride;
 }
 
-/* Row r against x. Unpacking codes, not memory, bounds this loop, so it
- * keeps two independent accumulators per group (one FMA chain would stall on
+/* Row r against x. Unpacking codes bounds this loop in cache, so it keeps
+ * two independent accumulators per group (one FMA chain would stall on
  * latency) and takes the bias term from the precomputed group sums.
  * (Interleaving several rows to share the x loads was measured slower from
  * DRAM: the extra streams defeat the hardware prefetcher.)
- * No row prefetch: decoding bounds it (mxfp8 rows ran 13% slower with one).
- * xsum: group_sums of x (affine only). */
+ * xsum: group_sums of x (affine only); pf: the row to request a line of per
+ * 64 bytes of codes, or NULL. */
 static inline __attribute__((always_inline)) float hot_row(int kind, const weight *w, int64_t r, const float *x,
-                                                           const float *xsum) {
+                                                           const float *xsum, const uint8_t *pf) {
     int gs = quant_format_group(w->format, w->group_size);
     int64_t ng = w->cols / gs;
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
@@ -197,6 +197,8 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (int64_t c = g * gs; c < (g + 1) * gs; c += 16) {
             __m256 v0, v1;
+            int64_t byte = kind == K_A8 ? c : c / 2;
+            if (pf && byte % 64 == 0) row_prefetch_line(pf + byte);
             step16(kind, row, c, &v0, &v1);
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), v0, a0);
             a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), v1, a1);
@@ -401,12 +403,13 @@ static int avx512_rows(void) { return kernels_using_avx512(); }
  * with step16 tested each 16 codes and widened them from one load (a shift
  * more): 1 thread in L2, 12.5-13.4 -> 18.0-18.6 GB/s. Widening through fp16
  * bits (vcvtph2ps) instead was 13-17% slower than that. */
-static float fp8_row_avx2(const weight *w, int64_t r, const float *x) {
+static float fp8_row_avx2(const weight *w, int64_t r, const float *x, const uint8_t *pf) {
     const uint8_t *row = w->data + (size_t)r * w->row_stride, *sp = w->scales + (size_t)r * w->scale_stride;
     const __m256i low7 = _mm256_set1_epi8(0x7f);
     __m256 tot = _mm256_setzero_ps();
     for (int64_t g = 0; g < w->cols / 32; g++) {
         const uint8_t *p = row + 32 * g;
+        if (pf && g % 2 == 0) row_prefetch_line(pf + 32 * g);
         __m256i q = _mm256_loadu_si256((const __m256i *)p);
         if (__builtin_expect(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(q, low7), low7)) != 0, 0)) return NAN;
         const float *xc = x + 32 * g;
@@ -419,15 +422,15 @@ static float fp8_row_avx2(const weight *w, int64_t r, const float *x) {
     return hsum(tot);
 }
 
-/* The kind as a constant, so each loop specializes; xr (fp8_x_order) and
- * pf (a row to request ahead, or NULL) are for fp8_row_avx512. */
+/* The kind as a constant, so each loop specializes; xr (fp8_x_order) is
+ * for fp8_row_avx512; pf: a row to request ahead, or NULL. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const float *xr,
                          const uint8_t *pf) {
     switch (kind) {
-    case K_A4: return hot_row(K_A4, w, r, x, xsum);
-    case K_A8: return hot_row(K_A8, w, r, x, xsum);
-    case K_FP4: return hot_row(K_FP4, w, r, x, xsum);
-    default: return avx512_rows() ? fp8_row_avx512(w, r, x, xr, pf) : fp8_row_avx2(w, r, x);
+    case K_A4: return hot_row(K_A4, w, r, x, xsum, pf);
+    case K_A8: return hot_row(K_A8, w, r, x, xsum, pf);
+    case K_FP4: return hot_row(K_FP4, w, r, x, xsum, pf);
+    default: return avx512_rows() ? fp8_row_avx512(w, r, x, xr, pf) : fp8_row_avx2(w, r, x, pf);
     }
 }
 
@@ -530,13 +533,13 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
         return;
     }
     float xsum[MAX_GROUPS], xr[MAX_ROW];
-    int fp8 = kind == K_FP8 && avx512_rows();   /* the one row here that streams */
+    int fp8_512 = kind == K_FP8 && avx512_rows();
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
         if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
-        if (fp8) fp8_x_order(xt, w->cols, xr);
+        if (fp8_512) fp8_x_order(xt, w->cols, xr);
         for (int64_t r = row0; r < row1; r++)
-            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, xr, fp8 && t == 0 ? row_ahead(w, r, row1) : NULL) * g;
+            y[(size_t)t * y_stride + r] = hot_row_any(kind, w, r, xt, xsum, xr, t == 0 ? row_ahead(w, r, row1) : NULL) * g;
     }
 }
 
