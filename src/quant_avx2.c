@@ -218,8 +218,7 @@ static inline __attribute__((always_inline)) float hot_row(int kind, const weigh
  * test per 16 codes and the scale decoded in scalar code, one thread read
  * 8-15 GB/s of rows from DRAM; now 16-18. The same values as fp8_row_avx2 (exact decode; NaN codes
  * through quant_e4m3), summed in 16 lanes. pf: the row to request a line of
- * per 64 bytes, or NULL (the AVX2 rows, at half this speed, gain nothing
- * from it). */
+ * per 64 bytes, or NULL. */
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
 
 /* 16 E8M0 scales as f32: 2^(code-127), code 0 -> 2^-127, 0xff -> NaN. */
