@@ -252,6 +252,9 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
 /* Nonzero where the AVX-512 kernels are in use and the CPU has VNNI (with
  * BW and VL): the int8 rows' and quant_x16.c's 512-bit kernels. */
 int quant_avx512_vnni(void);
+/* Nonzero where the CPU has AVX-VNNI (256-bit vpdpbusd/vpdpwssd, VEX-encoded):
+ * the AVX2 int8-activation rows and quant_x16.c's 256-bit kernels use it. */
+int quant_avx_vnni(void);
 /* Row r's group factors as f32 (affine 4/8-bit or other widths, nvfp4,
  * mxfp4, mxfp8): sc the scales; bi, for affine, the biases plus C * scale
  * (C = 2^(bits-1), the centred codes' common part). */

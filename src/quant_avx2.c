@@ -711,6 +711,17 @@ static inline __m256 lane_scales(int gs, const float *sc, int64_t c) {
     }
 }
 
+/* With AVX-VNNI (Intel's cores since Alder Lake, without AVX-512), one VEX
+ * vpdpbusd adds the four products of unsigned and signed bytes into each
+ * int32 lane: the same integers maddubs, the 16-bit add and madd give (they
+ * cannot saturate here), in one instruction instead of up to four. Written
+ * in assembly so that this file needs no AVX-VNNI target; run only after
+ * quant_avx_vnni() says the CPU has it. */
+static inline __attribute__((always_inline)) __m256i dpbusd_vex(__m256i acc, __m256i u8, __m256i s8) {
+    __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u8), "x"(s8));
+    return acc;
+}
+
 /* 64 elements of 4-bit codes against the split activations: int32 lanes of
  * sum(code * q) - kc, where the code is the affine code (0..15) or, for fp4,
  * 2 * e2m1 + 12 from a table (0..24), and kc takes off the offset (8 or 12)
@@ -718,7 +729,7 @@ static inline __m256 lane_scales(int gs, const float *sc, int64_t c) {
  * for maddubs, which cannot saturate (pairs of at most 2 * 24 * 127): the
  * fp4 rows that moved each table value's sign onto q (four vpsignb a step)
  * ran 14-19% slower (1 thread in L2, nvfp4 and mxfp4). */
-static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k, const int32_t *kc) {
+static inline __attribute__((always_inline)) __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k, const int32_t *kc, const int VEX) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256i bytes = _mm256_loadu_si256((const __m256i *)codes);
     __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
@@ -729,8 +740,10 @@ static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k
         lo = _mm256_shuffle_epi8(lut, lo);
         hi = _mm256_shuffle_epi8(lut, hi);
     }
+    __m256i kcv = _mm256_loadu_si256((const __m256i *)kc);
+    if (VEX) return _mm256_sub_epi32(dpbusd_vex(dpbusd_vex(_mm256_setzero_si256(), lo, xe), hi, xo), kcv);
     __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xe), _mm256_maddubs_epi16(hi, xo));
-    return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)kc));
+    return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), kcv);
 }
 
 /* 32 8-bit codes against 32 activations: int32 lanes of sum((code - 128) * q).
@@ -739,17 +752,19 @@ static inline __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k
  * which cannot saturate. Against codes widened to 16 bits for madd_epi16,
  * with C * sum(q) subtracted per block: 1 thread, rows in L2, +12% (768
  * columns) to +28% (5120), 2048 columns 33 -> 40 GB/s. */
-static inline __m256i step32_8bit(const uint8_t *codes, const int8_t *q) {
+static inline __attribute__((always_inline)) __m256i step32_8bit(const uint8_t *codes, const int8_t *q, const int VEX) {
     __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)codes), _mm256_set1_epi8((char)0x80));
-    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), w));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    __m256i a = _mm256_sign_epi8(w, w), b = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), w);
+    if (VEX) return dpbusd_vex(_mm256_setzero_si256(), a, b);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
 }
 
 /* Row r against one prepared vector: f32 partial sums per 64 (4-bit) or 32
  * (8-bit) elements, two accumulators so the FMA latency does not bound the
  * loop. sc/bi: the row's group scales and biases as f32. */
 static inline __attribute__((always_inline)) float q8_row(int kind, int gs, const uint8_t *row, const float *sc,
-                                                          const float *bi, const quant_act *a, const uint8_t *pf) {
+                                                          const float *bi, const quant_act *a, const uint8_t *pf,
+                                                          const int VEX) {
     int64_t cols = a->cols;
     __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
     if (kind == QA_A8) {
@@ -758,7 +773,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
             if (pf) row_prefetch_line(pf + c);
             for (int h = 0; h < 2; h++) {
                 int64_t e = c + 32 * h;
-                __m256i i = step32_8bit(row + e, a->q + e);
+                __m256i i = step32_8bit(row + e, a->q + e, VEX);
                 __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_broadcast_ss(a->d + e / 32));
                 if (h == 0) t0 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t0);
                 else t1 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t1);
@@ -770,15 +785,15 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
         int64_t c = 0;
         for (; c + 128 <= cols; c += 128) {
             if (pf) row_prefetch_line(pf + c / 2);
-            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
-            __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2 + 32, k + c + 64, a->kc + c / 8 + 8)),
+            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8, VEX)), _mm256_loadu_ps(a->kd + c / 8));
+            __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2 + 32, k + c + 64, a->kc + c / 8 + 8, VEX)),
                                       _mm256_loadu_ps(a->kd + c / 8 + 8));
             t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
             t1 = _mm256_fmadd_ps(f1, lane_scales(gs, sc, c + 64), t1);
         }
         if (c < cols) {
             if (pf) row_prefetch_line(pf + c / 2);
-            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8)), _mm256_loadu_ps(a->kd + c / 8));
+            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(step64_4bit(fp4, row + c / 2, k + c, a->kc + c / 8, VEX)), _mm256_loadu_ps(a->kd + c / 8));
             t0 = _mm256_fmadd_ps(f0, lane_scales(gs, sc, c), t0);
         }
     }
@@ -1003,6 +1018,23 @@ static VNNI void q8_rows_vnni(int kind, int gs, const weight *w, int64_t row0, i
     }
 }
 
+/* The kind, group size and instructions (VEX: AVX-VNNI) as constants, so
+ * each loop specializes. */
+static inline __attribute__((always_inline)) float q8_row_any(int kind, int gs, const uint8_t *row, const float *sc,
+                                                              const float *bi, const quant_act *a, const uint8_t *pf,
+                                                              const int VEX) {
+    switch (kind * 256 + gs) {
+    case QA_A4 * 256 + 32: return q8_row(QA_A4, 32, row, sc, bi, a, pf, VEX);
+    case QA_A4 * 256 + 64: return q8_row(QA_A4, 64, row, sc, bi, a, pf, VEX);
+    case QA_A4 * 256 + 128: return q8_row(QA_A4, 128, row, sc, bi, a, pf, VEX);
+    case QA_A8 * 256 + 32: return q8_row(QA_A8, 32, row, sc, bi, a, pf, VEX);
+    case QA_A8 * 256 + 64: return q8_row(QA_A8, 64, row, sc, bi, a, pf, VEX);
+    case QA_A8 * 256 + 128: return q8_row(QA_A8, 128, row, sc, bi, a, pf, VEX);
+    case QA_FP4 * 256 + 16: return q8_row(QA_FP4, 16, row, sc, bi, a, pf, VEX);
+    default: return q8_row(QA_FP4, 32, row, sc, bi, a, pf, VEX);
+    }
+}
+
 static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x,
                     float *y, size_t y_stride) {
     if (a->vnni) {
@@ -1012,22 +1044,13 @@ static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row
     float sc[QUANT_ACT_MAX_COLS / 16], bi[QUANT_ACT_MAX_COLS / 32];
     float g = quant_global(w);
     int64_t ng = w->cols / gs;
+    int vex = quant_avx_vnni();
     for (int64_t r = row0; r < row1; r++) {
         const uint8_t *row = w->data + (size_t)r * w->row_stride, *next = row_ahead(w, r, row1);
         row_factors(kind, w, r, ng, sc, bi);
         for (int t = 0; t < n_x; t++) {
             const uint8_t *pf = t == 0 ? next : NULL;   /* one request per line */
-            float v;
-            switch (kind * 256 + gs) {   /* constants, so each loop specializes */
-            case QA_A4 * 256 + 32: v = q8_row(QA_A4, 32, row, sc, bi, &a[t], pf); break;
-            case QA_A4 * 256 + 64: v = q8_row(QA_A4, 64, row, sc, bi, &a[t], pf); break;
-            case QA_A4 * 256 + 128: v = q8_row(QA_A4, 128, row, sc, bi, &a[t], pf); break;
-            case QA_A8 * 256 + 32: v = q8_row(QA_A8, 32, row, sc, bi, &a[t], pf); break;
-            case QA_A8 * 256 + 64: v = q8_row(QA_A8, 64, row, sc, bi, &a[t], pf); break;
-            case QA_A8 * 256 + 128: v = q8_row(QA_A8, 128, row, sc, bi, &a[t], pf); break;
-            case QA_FP4 * 256 + 16: v = q8_row(QA_FP4, 16, row, sc, bi, &a[t], pf); break;
-            default: v = q8_row(QA_FP4, 32, row, sc, bi, &a[t], pf); break;
-            }
+            float v = vex ? q8_row_any(kind, gs, row, sc, bi, &a[t], pf, 1) : q8_row_any(kind, gs, row, sc, bi, &a[t], pf, 0);
             y[(size_t)t * y_stride + r] = v * g;
         }
     }

@@ -82,13 +82,13 @@ static void read_avx_vnni(void) {
     unsigned eax, ebx, ecx, edx;
     avx_vnni = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 4 & 1);
 }
-static int has_avx_vnni(void) {
+int quant_avx_vnni(void) {
     pthread_once(&vnni_once, read_avx_vnni);
     return avx_vnni;
 }
 
 int quant_x16_available(void) {
-    return allowed && quant_using_avx2() && (quant_avx512_vnni() || (kernels_active() == kernels_avx2() && has_avx_vnni()));
+    return allowed && quant_using_avx2() && (quant_avx512_vnni() || (kernels_active() == kernels_avx2() && quant_avx_vnni()));
 }
 
 /* vdpbf16ps: the 512-bit kernels, and the attention kernels found AVX512-BF16. */
@@ -517,6 +517,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
 
 void quant_x16_allow(int on) { (void)on; }
 int quant_x16_available(void) { return 0; }
+int quant_avx_vnni(void) { return 0; }
 int quant_x16_group(const weight *w) { (void)w; return 0; }
 void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, const quant_x16 *a) {
     (void)x; (void)x_stride; (void)c0; (void)c1; (void)a;
