@@ -128,11 +128,13 @@ void quant_set_fast(int allow_avx2);
 typedef struct {
     int kind;            /* which kernel layout was prepared (0: none) */
     int vnni;            /* laid out for the AVX-512 VNNI kernels (affine: the regrouped sum) */
+    int vex;             /* for the AVX2 kernels with AVX-VNNI (8-bit: qc) */
     int64_t cols;
     int8_t *q;           /* [cols] quantized values, natural order */
     float *d;            /* [cols / 32] block scales */
     float *xsum;         /* [cols / group] exact f32 group sums of x (affine) */
     int8_t *k;           /* 4-bit kinds: q split into even and odd elements per 64 (or 128) */
+    int32_t *qc;         /* 8-bit with vex: 128 * the sum of each 4 q (in k's place) */
     float *kd;           /* 4-bit kinds: d per int32 lane of their kernels; fp4 with VNNI: d per group (x 2^8 for nvfp4) */
     int32_t *kc;         /* 4-bit kinds without VNNI: their codes' offset times sum q per block (nvfp4: per group), in its first lane */
     float *xres;         /* [cols / group] with VNNI: C * (xsum - sum of d * q) (affine) or -12 * sum q (fp4) per group */

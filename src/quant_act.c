@@ -36,12 +36,14 @@ void quant_act_prepare(const weight *w, const float *x, void *scratch, quant_act
     size_t c = (size_t)w->cols;
     uint8_t *p = (uint8_t *)(((uintptr_t)scratch + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     a->kind = act_kind(w);
-    a->vnni = 0;
+    a->vnni = a->vex = 0;
     a->cols = w->cols;
     a->q = (int8_t *)p;
     a->xb = (uint16_t *)(void *)p;   /* 2 * cols bytes: q and k, which mxfp8 does not use */
     p += up(c);
-    a->k = (int8_t *)p; p += up(c);
+    a->k = (int8_t *)p;
+    a->qc = (int32_t *)(void *)p;   /* cols / 4 values: the 8-bit kind, which has no k */
+    p += up(c);
     a->d = (float *)(void *)p; p += up(c / 32 * 4);
     a->kd = (float *)(void *)p; p += up(c / 8 * 4);
     a->kc = (int32_t *)(void *)p; p += up(c / 8 * 4);

@@ -602,7 +602,10 @@ void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a) {
         return;
     }
     a->vnni = quant_avx512_vnni();
+    a->vex = !a->vnni && quant_avx_vnni();
     for (int64_t b = 0; b < nb; b++) act_block(x + b * QUANT_ACT_BLOCK, a->q + b * QUANT_ACT_BLOCK, a->d + b);
+    if (a->kind == QA_A8 && a->vex)   /* step32_8bit's VEX form takes the codes as stored and subtracts these */
+        for (int64_t j = 0; j < cols / 4; j++) a->qc[j] = 128 * q_sum(a->q + 4 * j, 4);
     int C = a->kind == QA_A8 ? 128 : a->kind == QA_A4 ? 8 : 12;
     if (a->kind != QA_A8 && !a->vnni) {
         /* The 4-bit codes' offset (affine: C = 8; fp4: the table's 12) times
@@ -752,11 +755,12 @@ static inline __attribute__((always_inline)) __m256i step64_4bit(int fp4, const 
  * which cannot saturate. Against codes widened to 16 bits for madd_epi16,
  * with C * sum(q) subtracted per block: 1 thread, rows in L2, +12% (768
  * columns) to +28% (5120), 2048 columns 33 -> 40 GB/s. */
-static inline __attribute__((always_inline)) __m256i step32_8bit(const uint8_t *codes, const int8_t *q, const int VEX) {
-    __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)codes), _mm256_set1_epi8((char)0x80));
-    __m256i a = _mm256_sign_epi8(w, w), b = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), w);
-    if (VEX) return dpbusd_vex(_mm256_setzero_si256(), a, b);
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+static inline __attribute__((always_inline)) __m256i step32_8bit(const uint8_t *codes, const int8_t *q, const int32_t *qc,
+                                                                 const int VEX) {
+    __m256i c = _mm256_loadu_si256((const __m256i *)codes), x = _mm256_loadu_si256((const __m256i *)q);
+    if (VEX) return _mm256_sub_epi32(dpbusd_vex(_mm256_setzero_si256(), c, x), _mm256_loadu_si256((const __m256i *)qc));
+    __m256i w = _mm256_xor_si256(c, _mm256_set1_epi8((char)0x80));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
 }
 
 /* Row r against one prepared vector: f32 partial sums per 64 (4-bit) or 32
@@ -773,7 +777,7 @@ static inline __attribute__((always_inline)) float q8_row(int kind, int gs, cons
             if (pf) row_prefetch_line(pf + c);
             for (int h = 0; h < 2; h++) {
                 int64_t e = c + 32 * h;
-                __m256i i = step32_8bit(row + e, a->q + e, VEX);
+                __m256i i = step32_8bit(row + e, a->q + e, a->qc + e / 4, VEX);
                 __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_broadcast_ss(a->d + e / 32));
                 if (h == 0) t0 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t0);
                 else t1 = _mm256_fmadd_ps(f, _mm256_broadcast_ss(sc + e / gs), t1);
@@ -1044,7 +1048,7 @@ static void q8_rows(int kind, int gs, const weight *w, int64_t row0, int64_t row
     float sc[QUANT_ACT_MAX_COLS / 16], bi[QUANT_ACT_MAX_COLS / 32];
     float g = quant_global(w);
     int64_t ng = w->cols / gs;
-    int vex = quant_avx_vnni();
+    int vex = a[0].vex;
     for (int64_t r = row0; r < row1; r++) {
         const uint8_t *row = w->data + (size_t)r * w->row_stride, *next = row_ahead(w, r, row1);
         row_factors(kind, w, r, ng, sc, bi);
