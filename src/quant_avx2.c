@@ -732,7 +732,8 @@ static inline __attribute__((always_inline)) __m256i dpbusd_vex(__m256i acc, __m
  * for maddubs, which cannot saturate (pairs of at most 2 * 24 * 127): the
  * fp4 rows that moved each table value's sign onto q (four vpsignb a step)
  * ran 14-19% slower (1 thread in L2, nvfp4 and mxfp4). */
-static inline __attribute__((always_inline)) __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k, const int32_t *kc, const int VEX) {
+static inline __attribute__((always_inline)) __m256i step64_4bit(int fp4, const uint8_t *codes, const int8_t *k,
+                                                                 const int32_t *kc, const int VEX) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256i bytes = _mm256_loadu_si256((const __m256i *)codes);
     __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
@@ -754,7 +755,9 @@ static inline __attribute__((always_inline)) __m256i step64_4bit(int fp4, const 
  * 0x80, read as 128) against q with w's sign: pairs of at most 2 * 128 * 127,
  * which cannot saturate. Against codes widened to 16 bits for madd_epi16,
  * with C * sum(q) subtracted per block: 1 thread, rows in L2, +12% (768
- * columns) to +28% (5120), 2048 columns 33 -> 40 GB/s. */
+ * columns) to +28% (5120), 2048 columns 33 -> 40 GB/s. With AVX-VNNI
+ * (VEX), vpdpbusd takes the codes as stored (unsigned) against q, and qc,
+ * 128 times each lane's four q, comes off: the same lanes. */
 static inline __attribute__((always_inline)) __m256i step32_8bit(const uint8_t *codes, const int8_t *q, const int32_t *qc,
                                                                  const int VEX) {
     __m256i c = _mm256_loadu_si256((const __m256i *)codes), x = _mm256_loadu_si256((const __m256i *)q);
