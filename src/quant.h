@@ -192,6 +192,7 @@ double quant_dot_q8_ref(const weight *w, int64_t row, const int8_t *q, const flo
  * take the f32 vectors split exactly instead (linear.c, takes_split).
  * Weights with exact_act keep the f32 products. */
 #define QUANT_X16_ROWS 32
+#define QUANT_X16_SG 16          /* a row block's group factors come in runs of 16 groups */
 #define QUANT_X16_BF16 0x10000   /* in a key: bf16 vectors (mxfp8 rows) */
 static inline int quant_x16_key_group(int key) { return key & ~QUANT_X16_BF16; }
 typedef struct {
@@ -200,6 +201,7 @@ typedef struct {
     int64_t cols;
     int16_t *q;         /* [cols/2][np][2]: per column pair, each lane's two values */
     float *d, *xsum;    /* [cols/group][np] */
+    int8_t *qh, *ql;    /* with AMX-INT8 tiles, q's high and low bytes (quant_amx_split), else NULL */
 } quant_x16;
 /* Nonzero where the kernels exist (and quant_set_fast and quant_x16_allow
  * allow them); tests turn the path off with quant_x16_allow(0) to compare.
@@ -221,6 +223,13 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
 size_t quant_x16_scratch_floats(int n, int64_t cols);
 void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const quant_x16 *a, float *y,
                            size_t y_stride, float *scratch);
+
+/* On Intel CPUs with AMX-INT8 (where the AMX kernels are in use),
+ * quant_x16_matmul_rows multiplies affine and fp4 rows on the tiles instead,
+ * with the same bits (quant_amx.c); quant_amx_allow(0) turns that off, for
+ * tests to compare. */
+void quant_amx_allow(int on);
+int quant_amx_int8(void);
 
 /* ---- quantizer ------------------------------------------------------------ */
 /* One row of cols (a multiple of the group) in MLX's algorithms:
@@ -270,6 +279,21 @@ int quant_act_fp8_available(void);
 void quant_act_prepare_avx2(const weight *w, const float *x, quant_act *a);
 void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, const quant_act *a, int n_x, float *y,
                                size_t y_stride);
+/* quant_amx.c's parts of quant_x16_matmul_rows (called only where
+ * quant_amx_int8 says so): the prepared values split into bytes for columns
+ * [c0, c1), a row's weight integers as bytes, the tile configuration for
+ * groups of gs (begin, before a thread's first block of rows; end, after its
+ * last) and a block of rows times every vector. */
+typedef struct {
+    const char *at[3];   /* up to three byte ranges (a block of rows' codes, scales, biases) */
+    size_t bytes[3];
+} quant_ahead;
+void quant_amx_split(const quant_x16 *a, int64_t c0, int64_t c1);
+void quant_amx_row_codes(const weight *w, int64_t r, int8_t *codes, int i, uint8_t *bytes);
+void quant_amx_begin(int gs);
+void quant_amx_end(void);
+void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, const quant_x16 *a, int affine, int rows,
+                    float *y, size_t y_stride, const quant_ahead *ahead);
 /* Dequantize cols [c0, c0+n) of row r (n and c0 multiples of the group) into
  * out, exactly as weight_row_f32 but without the global scale. Shared by both
  * implementations. */

@@ -6,8 +6,10 @@
  * FMA does one: 512-bit (AVX-512 VNNI) with the AVX-512 kernels, 256-bit
  * (AVX-VNNI) with the AVX2 ones. Both give the same bits. mxfp8 rows take
  * the same layouts and tiles with bf16 values and vdpbf16ps (AVX512-BF16,
- * 512-bit only). Compiled with -mavx2 -mfma -mf16c; each is chosen only
- * after a CPU check (quant_x16_available, bf16_pairs). */
+ * 512-bit only). On Intel CPUs with AMX-INT8, groups of 32 or more go to
+ * AMX tiles instead (quant_amx.c), with the same bits again. Compiled with
+ * -mavx2 -mfma -mf16c; each is chosen only after a CPU check
+ * (quant_x16_available, bf16_pairs, quant_amx_int8). */
 #include "quant.h"
 
 #include <string.h>
@@ -19,10 +21,15 @@ static size_t up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
 static size_t lanes(int n) { return (size_t)(n + 15) & ~(size_t)15; }
 
-/* q [cols/2][np][2] int16 | d [ng][np] | xsum [ng][np] */
+/* Whether vectors of this key are split into bytes for AMX-INT8 tiles: not
+ * for groups of 16 (nvfp4), whose tile products would use a quarter of
+ * each tile and whose per-group f32 work made them slower than vpdpwssd. */
+static int amx_key(int key) { return !(key & QUANT_X16_BF16) && quant_x16_key_group(key) >= 32 && quant_amx_int8(); }
+
+/* q [cols/2][np][2] int16 | d [ng][np] | xsum [ng][np] | with AMX, qh and ql [np*cols] each */
 size_t quant_x16_bytes(int n, int64_t cols, int key) {
     size_t np = lanes(n), ng = (size_t)(cols / quant_x16_key_group(key));
-    return ALIGN + up(np * (size_t)cols * 2) + 2 * up(ng * np * 4);
+    return ALIGN + up(np * (size_t)cols * 2) + 2 * up(ng * np * 4) + (amx_key(key) ? 2 * up(np * (size_t)cols) : 0);
 }
 
 void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a) {
@@ -39,6 +46,12 @@ void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a) {
     a->d = (float *)p;
     p += up(ng * np * 4);
     a->xsum = (float *)p;
+    p += up(ng * np * 4);
+    a->qh = a->ql = NULL;
+    if (amx_key(key)) {
+        a->qh = (int8_t *)p;
+        a->ql = (int8_t *)p + up(np * (size_t)cols);
+    }
 }
 
 /* A row block's buffers in scratch, each laid out so that a tile reaches its
@@ -49,7 +62,7 @@ void quant_x16_layout(void *buf, int n, int64_t cols, int key, quant_x16 *a) {
  * converted, and its codes as bytes (widths other than 4 and 8 bits). */
 #define X16_KC 256
 #define X16_LANES 48
-#define X16_SG 16
+#define X16_SG QUANT_X16_SG
 static size_t codes_elems(int64_t cols) { return (size_t)QUANT_X16_ROWS * (size_t)((cols + X16_KC - 1) / X16_KC * X16_KC); }
 static size_t acc_floats(int n) { return (size_t)QUANT_X16_ROWS * ((lanes(n) + X16_LANES - 1) / X16_LANES * X16_LANES); }
 static size_t scale_floats(size_t ng) { return (size_t)QUANT_X16_ROWS * ((ng + X16_SG - 1) / X16_SG * X16_SG); }
@@ -179,6 +192,7 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
             else group_ymm(tile, gs, a->d + g * np + t0, a->xsum + g * np + t0, q, np);
         }
     }
+    if (a->qh) quant_amx_split(a, c0, c1);
 }
 
 /* 32 nibbles (16 bytes at p, the first `bytes` of them read) as int16: each
@@ -489,12 +503,26 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
     float *sg = (float *)(codes + codes_elems(cols)), *bg = sg + scale_floats(ng);
     float *rs = bg + scale_floats(ng), *rb = rs + ng;
     uint8_t *bytes = (uint8_t *)(rb + ng);
+    int amx = a->qh != NULL;
+    if (amx) quant_amx_begin(a->group);
     for (int64_t r = row0; r < row1; r += QUANT_X16_ROWS) {
         int rows = (int)(row1 - r < QUANT_X16_ROWS ? row1 - r : QUANT_X16_ROWS);
         for (int i = 0; i < rows; i++) {
-            if (zmm) row_codes_zmm(w, r + i, codes, i, bytes);
+            if (amx) quant_amx_row_codes(w, r + i, (int8_t *)codes, i, bytes);
+            else if (zmm) row_codes_zmm(w, r + i, codes, i, bytes);
             else row_codes_ymm(w, r + i, codes, i, bytes);
             row_factors(w, r + i, i, ng, rs, rb, sg, bg);
+        }
+        if (amx) {
+            /* the next block's rows, contiguous in each array */
+            int64_t next = r + rows, more = row1 - next < QUANT_X16_ROWS ? row1 - next : QUANT_X16_ROWS;
+            quant_ahead ahead = {{(const char *)w->data + (size_t)next * w->row_stride,
+                                  (const char *)w->scales + (size_t)next * w->scale_stride,
+                                  w->biases ? (const char *)w->biases + (size_t)next * w->scale_stride : NULL},
+                                 {(size_t)more * w->row_stride, (size_t)more * w->scale_stride,
+                                  w->biases ? (size_t)more * w->scale_stride : 0}};
+            quant_amx_rows((const int8_t *)codes, sg, bg, a, kind == X16_AFFINE, rows, y + r, y_stride, &ahead);
+            continue;
         }
         memset(acc, 0, acc_floats(a->n) * sizeof *acc);
         for (int64_t c0 = 0; c0 < cols; c0 += kc) {
@@ -511,6 +539,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
             for (int i = 0; i < rows; i++) y[(size_t)t * y_stride + (size_t)(r + i)] = at[(size_t)i * X16_LANES];
         }
     }
+    if (amx) quant_amx_end();
 }
 
 #else   /* no AVX2 at compile time: never available */

@@ -617,8 +617,19 @@ static float x16_expected_dot(const weight *w, int64_t r, const int16_t *q, cons
  * 4-50 vectors (1-3 vectors of 16 lanes per tile, idle lanes). Against the
  * f64 dot of the dequantized row, each output is within the activations'
  * bound 0.5 * sum_g d_g |s_g| sum_i |c_i| plus f32 rounding. Without the
- * kernels (no AVX-512 VNNI or AVX-VNNI), no weight takes them. */
+ * kernels (no AVX-512 VNNI or AVX-VNNI), no weight takes them. Where the CPU
+ * has AMX-INT8, twice: on its tiles (groups of 32 or more) and without. */
+static void x16_cases(int amx);
 TEST(quant_x16_matches_definition_and_bound) {
+    x16_cases(1);
+    if (quant_amx_int8()) {
+        quant_amx_allow(0);
+        x16_cases(0);
+        quant_amx_allow(1);
+    }
+}
+
+static void x16_cases(int amx) {
     rand_weight probe = make_weight(WF_AFFINE, 4, 64, DT_BF16, 1, 64, 1.0f);
     int avail = quant_x16_available();
     CHECK(quant_x16_group(&probe.w) == (avail ? 64 : 0));
@@ -643,6 +654,8 @@ TEST(quant_x16_matches_definition_and_bound) {
         float *scratch = malloc(quant_x16_scratch_floats(n, cols) * 4);
         quant_x16 a;
         quant_x16_layout(buf, n, cols, gs, &a);
+        int tiles = amx && gs >= 32 && quant_amx_int8();
+        CHECKF((a.qh != NULL) == tiles, "case %zu: AMX tiles %s", k, tiles ? "not taken" : "taken");
         int64_t half = (int64_t)(ng / 2) * gs;
         quant_x16_prepare(x, (size_t)cols, 0, half, &a);
         quant_x16_prepare(x, (size_t)cols, half, cols, &a);
@@ -679,8 +692,8 @@ TEST(quant_x16_matches_definition_and_bound) {
                 CHECKF(err <= allowed, "case %zu row %d vector %d: |%g - %g| > %g", k, r, t, got, exact, allowed);
             }
         }
-        CHECKF(same, "case %zu (format %d, %d-bit, group %d): outputs differ from the definition", k, (int)cases[k].f,
-               cases[k].bits, gs);
+        CHECKF(same, "case %zu (format %d, %d-bit, group %d%s): outputs differ from the definition", k, (int)cases[k].f,
+               cases[k].bits, gs, tiles ? ", AMX tiles" : "");
         free(x); free(y); free(wf); free(buf); free(scratch); free(q); free(d); free(xs); free(sg); free(bg); free(c);
         free_weight(&rw);
     }
