@@ -49,7 +49,9 @@ static AMX void tiles_on(void) {
         c.colsb[i] = 64;
         c.rows[i] = 16;
     }
-    _tile_loadconfig(&c);
+    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, so the
+       stores above could be dropped; this operand is the whole struct */
+    __asm__ volatile("ldtilecfg %0" : : "m"(c));
 }
 
 /* The four sum tiles (0-3) every product here accumulates in. */

@@ -284,16 +284,12 @@ void quant_matmul_rows_q8_avx2(const weight *w, int64_t row0, int64_t row1, cons
  * [c0, c1), a row's weight integers as bytes, the tile configuration for
  * groups of gs (begin, before a thread's first block of rows; end, after its
  * last) and a block of rows times every vector. */
-typedef struct {
-    const char *at[3];   /* up to three byte ranges (a block of rows' codes, scales, biases) */
-    size_t bytes[3];
-} quant_ahead;
 void quant_amx_split(const quant_x16 *a, int64_t c0, int64_t c1);
 void quant_amx_row_codes(const weight *w, int64_t r, int8_t *codes, int i, uint8_t *bytes);
 void quant_amx_begin(int gs);
 void quant_amx_end(void);
 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, const quant_x16 *a, int affine, int rows,
-                    float *y, size_t y_stride, const quant_ahead *ahead);
+                    float *y, size_t y_stride);
 /* Dequantize cols [c0, c0+n) of row r (n and c0 multiples of the group) into
  * out, exactly as weight_row_f32 but without the global scale. Shared by both
  * implementations. */

@@ -165,22 +165,17 @@ static inline __attribute__((always_inline)) AMX8 void add_group(const int32_t (
 /* rows (<= QUANT_X16_ROWS) decoded rows times every prepared vector:
  * y[t * y_stride + i] for i < rows, t < a->n. codes: quant_amx_row_codes's
  * layout; sg, bg: the rows' group factors, [groups / QUANT_X16_SG][32][16];
- * ahead: what the next call will read, requested into L2 meanwhile (the
- * weights come from memory, and their decode waited on it).
  * Per 16 rows and 16 tokens the f32 sums stay in registers over the groups.
  * A group's f32 work waits for its products and the next products for the
  * sum tiles, so the groups alternate between two pairs of sum tiles and
  * each group's products are issued before the f32 work of the one before. */
 AMX8 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, const quant_x16 *a, int affine,
-                          int rows, float *y, size_t y_stride, const quant_ahead *ahead) {
+                          int rows, float *y, size_t y_stride) {
     size_t np = (size_t)a->np, quads = (size_t)a->cols / 4;
     int gs = a->group, k = gs < 64 ? gs : 64;
     int64_t ng = a->cols / gs;
     int32_t sums[2][2][256] __attribute__((aligned(64)));
     float out[16][16] __attribute__((aligned(64)));
-    /* the lines ahead, spread evenly over the groups' steps */
-    size_t lines[3], all = 0, done = 0, steps = (size_t)(rows + 15) / 16 * (np / 16) * (size_t)ng, step = 0;
-    for (int r = 0; r < 3; r++) all += lines[r] = (ahead->bytes[r] + 63) / 64;
     for (int i0 = 0; i0 < rows; i0 += 16) {
         const int8_t *w = codes + (size_t)i0 * 64;
         for (size_t t0 = 0; t0 < np; t0 += 16) {
@@ -188,13 +183,7 @@ AMX8 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, 
             __m512 acc[16];
             for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
             GROUP_PRODUCTS(0, 0, 1);
-            for (int64_t g = 0; g < ng; g++, step++) {
-                for (size_t upto = all * (step + 1) / steps; done < upto; done++) {
-                    size_t l = done;
-                    int r = 0;
-                    while (l >= lines[r]) l -= lines[r++];
-                    _mm_prefetch(ahead->at[r] + l * 64, _MM_HINT_T1);
-                }
+            for (int64_t g = 0; g < ng; g++) {
                 if (g % 2 == 0) {
                     if (g + 1 < ng) GROUP_PRODUCTS(g + 1, 2, 3);
                     _tile_stored(0, sums[0][0], 64);
@@ -234,8 +223,8 @@ void quant_amx_row_codes(const weight *w, int64_t r, int8_t *codes, int i, uint8
 void quant_amx_begin(int gs) { (void)gs; }
 void quant_amx_end(void) {}
 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, const quant_x16 *a, int affine, int rows,
-                    float *y, size_t y_stride, const quant_ahead *ahead) {
-    (void)codes; (void)sg; (void)bg; (void)a; (void)affine; (void)rows; (void)y; (void)y_stride; (void)ahead;
+                    float *y, size_t y_stride) {
+    (void)codes; (void)sg; (void)bg; (void)a; (void)affine; (void)rows; (void)y; (void)y_stride;
 }
 
 #endif

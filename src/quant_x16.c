@@ -514,14 +514,7 @@ void quant_x16_matmul_rows(const weight *w, int64_t row0, int64_t row1, const qu
             row_factors(w, r + i, i, ng, rs, rb, sg, bg);
         }
         if (amx) {
-            /* the next block's rows, contiguous in each array */
-            int64_t next = r + rows, more = row1 - next < QUANT_X16_ROWS ? row1 - next : QUANT_X16_ROWS;
-            quant_ahead ahead = {{(const char *)w->data + (size_t)next * w->row_stride,
-                                  (const char *)w->scales + (size_t)next * w->scale_stride,
-                                  w->biases ? (const char *)w->biases + (size_t)next * w->scale_stride : NULL},
-                                 {(size_t)more * w->row_stride, (size_t)more * w->scale_stride,
-                                  w->biases ? (size_t)more * w->scale_stride : 0}};
-            quant_amx_rows((const int8_t *)codes, sg, bg, a, kind == X16_AFFINE, rows, y + r, y_stride, &ahead);
+            quant_amx_rows((const int8_t *)codes, sg, bg, a, kind == X16_AFFINE, rows, y + r, y_stride);
             continue;
         }
         memset(acc, 0, acc_floats(a->n) * sizeof *acc);
