@@ -164,8 +164,9 @@ static inline __attribute__((always_inline)) AMX8 void add_group(const int32_t (
 
 /* rows (<= QUANT_X16_ROWS) decoded rows times every prepared vector:
  * y[t * y_stride + i] for i < rows, t < a->n. codes: quant_amx_row_codes's
- * layout; sg, bg: the rows' group factors, [groups / QUANT_X16_SG][32][16];
- * Per 16 rows and 16 tokens the f32 sums stay in registers over the groups.
+ * layout; sg, bg: the rows' group factors, [groups / QUANT_X16_SG][32][16],
+ * those of rows past `rows` in its last 16 zero (their codes may be stale;
+ * their sums are not stored). Per 16 rows and 16 tokens the f32 sums stay in registers over the groups.
  * A group's f32 work waits for its products and the next products for the
  * sum tiles, so the groups alternate between two pairs of sum tiles and
  * each group's products are issued before the f32 work of the one before. */
