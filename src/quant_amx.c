@@ -182,6 +182,7 @@ AMX8 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, 
         for (size_t t0 = 0; t0 < np; t0 += 16) {
             const int8_t *vh = a->qh + t0 / 16 * quads * 64, *vl = a->ql + t0 / 16 * quads * 64;
             __m512 acc[16];
+            _Pragma("GCC unroll 16")
             for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
             GROUP_PRODUCTS(0, 0, 1);
             for (int64_t g = 0; g < ng; g++) {
@@ -203,6 +204,7 @@ AMX8 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, 
                           bg + (size_t)i0 * QUANT_X16_SG, affine, acc);
             }
             /* token t's sums down the rows */
+            _Pragma("GCC unroll 16")
             for (int i = 0; i < 16; i++) _mm512_store_ps(out[i], acc[i]);
             const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
             int tn = (size_t)a->n - t0 < 16 ? (int)((size_t)a->n - t0) : 16, rn = rows - i0 < 16 ? rows - i0 : 16;
