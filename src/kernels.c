@@ -173,7 +173,7 @@ static void choose_kernels(void) {
     if (!fast && !ref && !avx2) fast = kernels_avx512();
     if (!fast && !ref) fast = kernels_avx2();
     chosen_table = fast ? fast : &reference_table;
-    chosen_amx = fast && fast == kernels_amx();
+    chosen_amx = !no_amx && fast && fast == kernels_amx();
     chosen_avx512 = fast && (chosen_amx || fast == kernels_avx512());
     choose_prefetch();
     choose_bf16_pairs();
@@ -187,6 +187,11 @@ const kernel_table *kernels_active(void) {
 int kernels_using_avx512(void) {
     kernels_active();
     return chosen_avx512;
+}
+
+int kernels_using_amx(void) {
+    kernels_active();
+    return chosen_amx;
 }
 
 int kernels_bf16_pairs(void) {

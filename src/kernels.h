@@ -149,6 +149,9 @@ const kernel_table *kernels_active(void);
 /* Whether the active table is the AVX-512 one (with AMX or without), so
  * the quantized rows may take their AVX-512 paths too. */
 int kernels_using_avx512(void);
+/* Whether the active table is the AMX one (so prefill's integer products
+ * may take AMX-INT8 tiles too, quant_amx.c). */
+int kernels_using_amx(void);
 /* The active table's name and, with AVX-512, the extensions the quantized
  * rows (VNNI; VBMI for mxfp8) and the bf16 rows and attention (BF16, AMX)
  * take where the CPU has them: "avx512+vnni+bf16+vbmi+amx", "avx2",

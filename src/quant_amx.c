@@ -36,8 +36,9 @@ static int allowed = 1;
 void quant_amx_allow(int on) { allowed = on; }
 
 /* CPUID leaf 7, EDX bit 25: AMX-INT8 (read once). The tiles themselves are
- * asked of Linux by kernels_amx(), which is the active table only when they
- * were granted and GLMLITE_KERNELS does not leave AMX out. */
+ * asked of Linux by kernels_amx(), whose table is the active one only when
+ * they were granted and GLMLITE_KERNELS does not leave AMX out (and then
+ * they are not asked for at all). */
 static pthread_once_t int8_once = PTHREAD_ONCE_INIT;
 static int has_int8;
 static void read_int8(void) {
@@ -46,7 +47,7 @@ static void read_int8(void) {
 }
 
 int quant_amx_int8(void) {
-    if (!allowed || !kernels_amx() || kernels_active() != kernels_amx()) return 0;
+    if (!allowed || !kernels_using_amx()) return 0;
     pthread_once(&int8_once, read_int8);
     return has_int8;
 }
