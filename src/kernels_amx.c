@@ -29,29 +29,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "tile_config.h"
+
 #define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512dq,avx512bf16,avx2,fma")))
 
 #define ARCH_REQ_XCOMP_PERM 0x1023   /* Linux: ask for an extended state component */
 #define XFEATURE_XTILEDATA 18        /* the tiles' data */
 
-/* The tile configuration: palette 1, 8 tiles of 16 rows x 64 bytes. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
+/* Every kernel here: 8 tiles of 16 rows x 64 bytes. */
 static AMX void tiles_on(void) {
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        c.colsb[i] = 64;
-        c.rows[i] = 16;
-    }
-    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, so the
-       stores above could be dropped; this operand is the whole struct */
-    __asm__ volatile("ldtilecfg %0" : : "m"(c));
+    static const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+    static const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    tile_config_load(colsb, rows);
 }
 
 /* The four sum tiles (0-3) every product here accumulates in. */

@@ -30,6 +30,8 @@
 #include <immintrin.h>
 #include <pthread.h>
 
+#include "tile_config.h"
+
 #define AMX8 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx2,fma")))
 
 static int allowed = 1;
@@ -105,24 +107,11 @@ AMX8 void quant_amx_row_codes(const weight *w, int64_t r, int8_t *codes, int i, 
 /* The tile configuration for groups of gs columns: sums 0-3 (16 rows x 16
  * int32), rows 4-5 (16 x K bytes), vectors 6-7 (K/4 x 64 bytes), K = the
  * group or 64, whichever is less (a product never spans two groups). */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
 AMX8 void quant_amx_begin(int gs) {
-    int k = gs < 64 ? gs : 64;
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        c.colsb[t] = (uint16_t)(t == 4 || t == 5 ? k : 64);
-        c.rows[t] = (uint8_t)(t >= 6 ? k / 4 : 16);
-    }
-    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, so the
-       stores before it can be dropped; this operand is the whole struct */
-    __asm__ volatile("ldtilecfg %0" : : "m"(c));
+    uint16_t k = (uint16_t)(gs < 64 ? gs : 64);
+    const uint16_t colsb[8] = {64, 64, 64, 64, k, k, 64, 64};
+    const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, (uint8_t)(k / 4), (uint8_t)(k / 4)};
+    tile_config_load(colsb, rows);
 }
 
 AMX8 void quant_amx_end(void) { _tile_release(); }
