@@ -121,7 +121,7 @@ static double ref_fma_probe(long iters, float *sink) {
 static const kernel_table reference_table = {
     "reference", ref_dot_f32, ref_dot_bf16, ref_dot_f16, ref_axpy, ref_bf16_to_f32, ref_f16_to_f32, ref_gemm_f32,
     ref_gemm_bf16, ref_gemm_f32_xt, ref_weighted_sum, ref_weighted_sum_bf16, ref_exp_sum,
-    ref_max_f32, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ref_swiglu, ref_sum_f32, ref_fma_probe,
+    ref_max_f32, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ref_swiglu, ref_sum_f32, ref_fma_probe,
 };
 
 const kernel_table *kernels_reference(void) { return &reference_table; }

@@ -461,7 +461,7 @@ static double avx2_fma_probe(long iters, float *sink) {
 static const kernel_table avx2_table = {
     "avx2", avx2_dot_f32, avx2_dot_bf16, avx2_dot_f16, avx2_axpy, avx2_bf16_to_f32, avx2_f16_to_f32, avx2_gemm_f32,
     avx2_gemm_bf16, avx2_gemm_f32_xt, avx2_weighted_sum, avx2_weighted_sum_bf16, avx2_exp_sum,
-    avx2_max_f32, NULL, NULL, NULL, NULL, NULL, NULL, NULL, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
+    avx2_max_f32, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, avx2_swiglu, avx2_sum_f32, avx2_fma_probe,
 };
 
 const kernel_table *kernels_avx2(void) {

@@ -471,7 +471,8 @@ typedef struct {
  * cached rows [p0, p0 + n) in f32 or bf16 (read as stored: a bf16 cache
  * reads half the bytes). With attn_bf16 the products run on bf16 pairs: the
  * queries rounded once per token (qa_bf16), the weights a rounded here into
- * a16 ([nh][KEY_BLOCK]). */
+ * a16 ([nh][KEY_BLOCK]), and decode's value sums read the rows as stored
+ * where the kernels can (weighted_sum_bf16_few). */
 static void cache_scores(const glm_session *s, const void *cache, int p0, int n, int kvw, int q0, int nq, float *y, size_t ys,
                          const void *ahead, size_t ahead_bytes) {
     const kernel_table *k = kernels_active();
@@ -483,7 +484,7 @@ static void cache_scores(const glm_session *s, const void *cache, int p0, int n,
 }
 
 static void cache_values(const glm_session *s, const void *cache, int p0, int n, int kvw, const float *a, size_t as, int nh,
-                         uint16_t *a16, float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
+                         int decode, uint16_t *a16, float *y, size_t ys, const void *ahead, size_t ahead_bytes) {
     const kernel_table *k = kernels_active();
     int R = s->m->cfg.kv_lora_rank;
     const size_t at = (size_t)p0 * kvw;
@@ -492,7 +493,9 @@ static void cache_values(const glm_session *s, const void *cache, int p0, int n,
             k->round_bf16(a + (size_t)h * as, a16 + (size_t)h * KEY_BLOCK, n);
             if (n % 2) a16[(size_t)h * KEY_BLOCK + n] = 0;   /* the pair past an odd n */
         }
-        k->weighted_sum_bf16_bf16(a16, KEY_BLOCK, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
+        if (decode && k->weighted_sum_bf16_few)
+            k->weighted_sum_bf16_few(a16, KEY_BLOCK, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
+        else k->weighted_sum_bf16_bf16(a16, KEY_BLOCK, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys);
     } else if (s->kv_bf16) {
         k->weighted_sum_bf16(a, as, nh, (const uint16_t *)cache + at, (size_t)kvw, n, R, y, ys, ahead, ahead_bytes);
     } else {
@@ -514,13 +517,16 @@ static void attn_task(void *ctx, int task, int thread) {
     uint16_t *qsplit = a16, *work = (uint16_t *)(score + (size_t)s->q_tile * H * s->n_ctx + split_queries_floats(s));
     const float *cache = j->cache;
     if (s->attn_split) k->split_bf16(s->qa + (size_t)t0 * H * kvw, (size_t)kvw, nq, kvw, 0, kvw, qsplit);
-    for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
-        int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
-        if (s->attn_split)
-            k->gemm_f32_split(cache + (size_t)p0 * kvw, (size_t)kvw, n, kvw, qsplit, nq, score + p0, (size_t)nk, work);
-        else
-            cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk, NULL, 0);
-    }
+    if (s->attn_bf16)   /* one call, so the kernel lays out the tile's queries once for all its keys */
+        cache_scores(s, j->cache, 0, nk, kvw, t0 * H, nq, score, (size_t)nk, NULL, 0);
+    else
+        for (int p0 = 0; p0 < nk; p0 += KEY_BLOCK) {
+            int n = nk - p0 < KEY_BLOCK ? nk - p0 : KEY_BLOCK;
+            if (s->attn_split)
+                k->gemm_f32_split(cache + (size_t)p0 * kvw, (size_t)kvw, n, kvw, qsplit, nq, score + p0, (size_t)nk, work);
+            else
+                cache_scores(s, j->cache, p0, n, kvw, t0 * H, nq, score + p0, (size_t)nk, NULL, 0);
+        }
     for (int i = 0; i < nq; i++) {
         float *sc = score + (size_t)i * nk;
         int own = j->pos0 + t0 + i / H + 1;
@@ -536,7 +542,7 @@ static void attn_task(void *ctx, int task, int thread) {
         if (s->attn_split)
             k->weighted_sum_split(score + p0, (size_t)nk, nq, cache + (size_t)p0 * kvw, (size_t)kvw, n, R, ol, (size_t)R, work);
         else
-            cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, a16, ol, (size_t)R, NULL, 0);
+            cache_values(s, j->cache, p0, n, kvw, score + p0, (size_t)nk, nq, 0, a16, ol, (size_t)R, NULL, 0);
     }
 }
 
@@ -595,7 +601,7 @@ static void decode_block(decode_job *j, int b, int next, int thread) {
     }
     float *part = s->dec_part + (size_t)b * H * R;
     memset(part, 0, (size_t)H * R * sizeof *part);
-    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, a16, part, (size_t)R, ahead ? ahead + half : NULL, rest);
+    cache_values(s, j->cache, p0, n, kvw, sc, KEY_BLOCK, H, 1, a16, part, (size_t)R, ahead ? ahead + half : NULL, rest);
 }
 
 /* One task per thread: blocks from the shared counter until none are left. */

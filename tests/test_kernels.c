@@ -226,6 +226,41 @@ TEST(kernels_max_matches_reference) {
 /* bf16 arithmetic (AVX512-BF16, optional): against double sums of the same
  * bf16 values; products of two bf16 values are exact in f32, so only the
  * order of the f32 sums differs. */
+typedef void (*bf16_weighted_sum_fn)(const uint16_t *a, size_t as, int nh, const uint16_t *x, size_t xs, int n, int64_t cols,
+                                     float *y, size_t ys);
+
+/* y += a x with bf16 weights and rows, against double; and each row of a
+ * alone gives the same bits as among the others. */
+static void check_bf16_weighted_sum(bf16_weighted_sum_fn ws, const char *name, const int shape[3], size_t q, unsigned *seed) {
+    int nh = shape[0], n = shape[1], cols = shape[2];
+    size_t as = (size_t)n + 3, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
+    uint16_t *a = malloc(nh * as * 2), *x = malloc(n * xs * 2);
+    float *y = malloc(nh * ys * 4), *y0 = malloc(nh * ys * 4), *y1 = malloc(ys * 4);
+    for (size_t i = 0; i < nh * as; i++) a[i] = f32_to_bf16(frand(seed) * 0.5f + 0.5f);
+    for (int h = 0; h < nh; h++)
+        if (n % 2) a[h * as + n] = 0;   /* the pair past an odd n */
+    for (size_t i = 0; i < n * xs; i++) x[i] = f32_to_bf16(frand(seed));
+    for (size_t i = 0; i < nh * ys; i++) y[i] = y0[i] = frand(seed);
+    ws(a, as, nh, x, xs, n, cols, y, ys);
+    for (int h = 0; h < nh; h++)
+        for (size_t j = 0; j < ys; j++) {
+            if (j >= (size_t)cols) {
+                CHECKF(y[h * ys + j] == y0[h * ys + j], "%s wrote past the columns at %zu", name, j);
+                continue;
+            }
+            double e = y0[h * ys + j];
+            for (int p = 0; p < n; p++) e += (double)bf16_to_f32(a[h * as + p]) * bf16_to_f32(x[p * xs + j]);
+            CHECKF(fabs(y[h * ys + j] - e) < 1e-5 * sqrt((double)n) * (1 + fabs(e)), "%s shape %zu h=%d j=%zu: %g vs %g", name, q, h,
+                   j, y[h * ys + j], e);
+        }
+    for (int h = 0; h < nh; h++) {
+        memcpy(y1, y0 + (size_t)h * ys, ys * 4);
+        ws(a + (size_t)h * as, as, 1, x, xs, n, cols, y1, ys);
+        CHECKF(memcmp(y1, y + (size_t)h * ys, ys * 4) == 0, "%s shape %zu h=%d depends on the rows beside it", name, q, h);
+    }
+    free(a); free(x); free(y); free(y0); free(y1);
+}
+
 static void check_bf16_arithmetic(const kernel_table *k) {
     unsigned seed = 31;
     /* rounding: every value the reference's way, ties to even included */
@@ -260,30 +295,11 @@ static void check_bf16_arithmetic(const kernel_table *k) {
             }
         free(w); free(x); free(y); free(y1);
     }
-    int wshapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17}, {20, 256, 512}};
+    int wshapes[][3] = {{1, 1, 1}, {4, 5, 16}, {20, 37, 512}, {6, 3, 45}, {3, 9, 24}, {7, 4, 32}, {13, 6, 17}, {20, 256, 512},
+                        {33, 40, 64}, {20, 19, 70}};
     for (size_t q = 0; q < sizeof wshapes / sizeof *wshapes; q++) {
-        int nh = wshapes[q][0], n = wshapes[q][1], cols = wshapes[q][2];
-        size_t as = (size_t)n + 3, xs = (size_t)cols + 3, ys = (size_t)cols + 1;
-        uint16_t *a = malloc(nh * as * 2), *x = malloc(n * xs * 2);
-        float *y = malloc(nh * ys * 4), *y0 = malloc(nh * ys * 4);
-        for (size_t i = 0; i < nh * as; i++) a[i] = f32_to_bf16(frand(&seed) * 0.5f + 0.5f);
-        for (int h = 0; h < nh; h++)
-            if (n % 2) a[h * as + n] = 0;   /* the pair past an odd n */
-        for (size_t i = 0; i < n * xs; i++) x[i] = f32_to_bf16(frand(&seed));
-        for (size_t i = 0; i < nh * ys; i++) y[i] = y0[i] = frand(&seed);
-        k->weighted_sum_bf16_bf16(a, as, nh, x, xs, n, cols, y, ys);
-        for (int h = 0; h < nh; h++)
-            for (size_t j = 0; j < ys; j++) {
-                if (j >= (size_t)cols) {
-                    CHECKF(y[h * ys + j] == y0[h * ys + j], "weighted_sum_bf16_bf16 wrote past the columns at %zu", j);
-                    continue;
-                }
-                double e = y0[h * ys + j];
-                for (int p = 0; p < n; p++) e += (double)bf16_to_f32(a[h * as + p]) * bf16_to_f32(x[p * xs + j]);
-                CHECKF(fabs(y[h * ys + j] - e) < 1e-5 * sqrt((double)n) * (1 + fabs(e)), "weighted_sum_bf16_bf16 shape %zu h=%d j=%zu: %g vs %g",
-                       q, h, j, y[h * ys + j], e);
-            }
-        free(a); free(x); free(y); free(y0);
+        check_bf16_weighted_sum(k->weighted_sum_bf16_bf16, "weighted_sum_bf16_bf16", wshapes[q], q, &seed);
+        if (k->weighted_sum_bf16_few) check_bf16_weighted_sum(k->weighted_sum_bf16_few, "weighted_sum_bf16_few", wshapes[q], q, &seed);
     }
 }
 
