@@ -80,41 +80,6 @@ static uint16_t *pack_space(size_t n) {
     return pack_buf;
 }
 
-/* Up to four 16 x 16 f32 products summed over `chunks` steps, stored into
- * out[q]: C_q = sum_k A_k B_kq, with A_k at a + k * a_step (rows as bytes
- * apart) and B_kq at b + k * b_step + q * b_next (rows bs bytes apart).
- * With pf, step k also requests the line at pf + i * pfs + 64 k of 16 rows
- * i (rows the caller reads next). Tile numbers are constants: A in 4, the
- * B tiles in 5-7, the sums in 0-3. */
-static AMX void tile_products(const char *a, size_t a_step, size_t as, const char *b, size_t b_step, size_t b_next,
-                              size_t bs, int chunks, int nq, const char *pf, size_t pfs, float out[4][256]) {
-    zero_sums();
-    for (int k = 0; k < chunks; k++) {
-        const char *bk = b + (size_t)k * b_step;
-        if (pf)
-            for (int i = 0; i < 16; i++) _mm_prefetch(pf + (size_t)i * pfs + (size_t)k * 64, _MM_HINT_T0);
-        _tile_loadd(4, a + (size_t)k * a_step, as);
-        _tile_loadd(5, bk, bs);
-        _tile_dpbf16ps(0, 4, 5);
-        if (nq > 1) {
-            _tile_loadd(6, bk + b_next, bs);
-            _tile_dpbf16ps(1, 4, 6);
-        }
-        if (nq > 2) {
-            _tile_loadd(7, bk + 2 * b_next, bs);
-            _tile_dpbf16ps(2, 4, 7);
-        }
-        if (nq > 3) {
-            _tile_loadd(5, bk + 3 * b_next, bs);
-            _tile_dpbf16ps(3, 4, 5);
-        }
-    }
-    _tile_stored(0, out[0], 64);
-    if (nq > 1) _tile_stored(1, out[1], 64);
-    if (nq > 2) _tile_stored(2, out[2], 64);
-    if (nq > 3) _tile_stored(3, out[3], 64);
-}
-
 /* A 16 x 16 tile's element offsets down one of its columns. */
 static inline AMX __m512i tile_column(void) {
     return _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
@@ -390,7 +355,7 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
                                            int64_t cols, float *y, size_t ys) {
     int kchunks = (n + 31) / 32;
     int64_t c16 = (cols + 15) & ~(int64_t)15, cp = 2 * c16;
-    size_t xp_n = (size_t)kchunks * 16 * cp, ap_n = (size_t)16 * kchunks * 32;
+    size_t xp_n = (size_t)kchunks * 16 * cp, ap_n = (size_t)32 * kchunks * 32, as_bytes = (size_t)kchunks * 64;
     uint16_t *space = pack_space(xp_n + ap_n);
     if (!space) {
         fallback->weighted_sum_bf16_bf16(a, as, nh, x, xs, n, cols, y, ys);
@@ -401,22 +366,41 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
     pack_key_pairs(x, xs, n, cols, cp, xp);
     float out[4][256];
     tiles_on();
-    for (int h0 = 0; h0 < nh; h0 += 16) {
-        int hn = nh - h0 < 16 ? nh - h0 : 16;
+    for (int h0 = 0; h0 < nh; h0 += 32) {   /* two head groups (left tiles) */
+        int hn = nh - h0 < 32 ? nh - h0 : 32, two_groups = hn > 16;
         memset(ap, 0, ap_n * sizeof *ap);
         for (int h = 0; h < hn; h++) memcpy(ap + (size_t)h * kchunks * 32, a + (size_t)(h0 + h) * as, (size_t)n * 2);
-        for (int64_t j0 = 0; j0 < c16; j0 += 64) {
-            int jn = (int)((c16 - j0) / 16 < 4 ? (c16 - j0) / 16 : 4);
-            tile_products((const char *)ap, 64, (size_t)kchunks * 64, (const char *)(xp + 2 * j0), (size_t)16 * cp * 2, 64,
-                          (size_t)cp * 2, kchunks, jn, NULL, 0, out);
-            for (int q = 0; q < jn; q++) {
-                int64_t jc = j0 + 16 * q, live = cols - jc;
-                __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
-                for (int h = 0; h < hn; h++) {
-                    float *yh = y + (size_t)(h0 + h) * ys + jc;
-                    _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out[q] + 16 * h)));
+        for (int64_t j0 = 0; j0 < c16; j0 += 32) {   /* two 16-column strips (right tiles) */
+            int two_strips = c16 - j0 > 16;
+            zero_sums();
+            for (int kc = 0; kc < kchunks; kc++) {
+                const uint16_t *b = xp + (size_t)kc * 16 * cp + 2 * j0;
+                _tile_loadd(4, ap + (size_t)kc * 32, as_bytes);
+                _tile_loadd(6, b, (size_t)cp * 2);
+                _tile_dpbf16ps(0, 4, 6);
+                if (two_groups) {
+                    _tile_loadd(5, ap + (size_t)(16 * kchunks + kc) * 32, as_bytes);
+                    _tile_dpbf16ps(2, 5, 6);
+                }
+                if (two_strips) {
+                    _tile_loadd(7, b + 32, (size_t)cp * 2);
+                    _tile_dpbf16ps(1, 4, 7);
+                    if (two_groups) _tile_dpbf16ps(3, 5, 7);
                 }
             }
+            store_sums(out);
+            /* out[2 i + j][h * 16 + c]: head h0 + 16 i + h, column j0 + 16 j + c */
+            for (int i = 0; i <= two_groups; i++)
+                for (int j = 0; j <= two_strips; j++) {
+                    int64_t jc = j0 + 16 * j, live = cols - jc;
+                    if (live <= 0) continue;
+                    __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+                    for (int h = 16 * i; h < hn && h < 16 * i + 16; h++) {
+                        float *yh = y + (size_t)(h0 + h) * ys + jc;
+                        _mm512_mask_storeu_ps(yh, m,
+                                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out[2 * i + j] + 16 * (h - 16 * i))));
+                    }
+                }
         }
     }
     _tile_release();
