@@ -11,7 +11,8 @@
  * out in pairs of its rows ("VNNI": row k2 holds, per column, rows 2 k2 and
  * 2 k2 + 1), so each kernel first packs the operand that lacks that layout:
  * the queries for the scores (small, and a cached key row is already a left
- * operand row), the cached rows for the value sums.
+ * operand row), the cached rows for prefill's value sums (decode's read them
+ * as stored, weighted_sum_bf16_few).
  *
  * Each output is one chain over its columns in 32-wide steps from column 0
  * (zeros past the end), whatever its tile, so a result does not depend on
