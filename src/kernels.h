@@ -100,8 +100,9 @@ typedef struct {
      * part only the six whose orders add up to at most 2 are taken (the
      * other three add up to less than 2^-21 of the product, as a truncated
      * part is below 2^-7 of what it was split from and the third below
-     * 2^-15): per 32 columns, and per output in this order, (2,0), (1,1),
-     * (1,0), (0,2), (0,1), (0,0). So each output is one chain in a fixed
+     * 2^-15): per 32 columns, and per output in this order, (2,0), (1,0),
+     * (1,1), (0,1), (0,2), (0,0) (each step reloads one operand's tiles
+     * only). So each output is one chain in a fixed
      * order whatever its tile, with the error of an f32 sum of its exact
      * terms; for a tile of 80 queries the scores ran 1.6 times and the value
      * sums 1.3 times as fast as the FMA kernels. Decode keeps the FMA

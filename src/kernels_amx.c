@@ -547,18 +547,23 @@ static AMX void split_right(const float *x, size_t xs, int pn, int cn, uint16_t 
  * apart: sum 0 = l0 r0, 1 = l0 r1, 2 = l1 r0, 3 = l1 r1. */
 static inline AMX void part_products(const uint16_t *l0, const uint16_t *l1, int two_l, const uint16_t *r0,
                                      const uint16_t *r1, int two_r) {
-    for (int s = 2; s >= 0; s--) {
-        _tile_loadd(4, l0 + s * 512, 64);
-        if (two_l) _tile_loadd(5, l1 + s * 512, 64);
-        for (int p = 2 - s; p >= 0; p--) {
+    /* (s, p) in an order where each step reloads one side only */
+    static const int8_t order[6][2] = {{2, 0}, {1, 0}, {1, 1}, {0, 1}, {0, 2}, {0, 0}};
+    for (int i = 0; i < 6; i++) {
+        int s = order[i][0], p = order[i][1];
+        if (i == 0 || s != order[i - 1][0]) {
+            _tile_loadd(4, l0 + s * 512, 64);
+            if (two_l) _tile_loadd(5, l1 + s * 512, 64);
+        }
+        if (i == 0 || p != order[i - 1][1]) {
             _tile_loadd(6, r0 + p * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if (two_l) _tile_dpbf16ps(2, 5, 6);
-            if (two_r) {
-                _tile_loadd(7, r1 + p * 512, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                if (two_l) _tile_dpbf16ps(3, 5, 7);
-            }
+            if (two_r) _tile_loadd(7, r1 + p * 512, 64);
+        }
+        _tile_dpbf16ps(0, 4, 6);
+        if (two_l) _tile_dpbf16ps(2, 5, 6);
+        if (two_r) {
+            _tile_dpbf16ps(1, 4, 7);
+            if (two_l) _tile_dpbf16ps(3, 5, 7);
         }
     }
 }
