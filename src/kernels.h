@@ -73,9 +73,10 @@ typedef struct {
                                    int64_t cols, float *y, size_t y_stride);
     void (*round_bf16)(const float *x, uint16_t *y, int64_t n);
     /* Optional (NULL but on AMX tiles): weighted_sum_bf16_bf16 for few
-     * weights' rows (decode's heads), reading the cached rows as stored; its
-     * sums round in other places than weighted_sum_bf16_bf16's, so the bits
-     * differ from it (never with the rows of a beside an output). */
+     * weights' rows (decode's heads), reading the cached rows as stored. Its
+     * sums round in other places than weighted_sum_bf16_bf16's, so its bits
+     * differ from that kernel's; like them, they never depend on the other
+     * rows of a in the call. */
     void (*weighted_sum_bf16_few)(const uint16_t *a, size_t a_stride, int nh, const uint16_t *x, size_t x_stride, int n,
                                   int64_t cols, float *y, size_t y_stride);
     /* Optional (NULL but on AMX tiles): the batched product over bf16 rows
