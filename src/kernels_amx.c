@@ -243,7 +243,7 @@ static AMX void spread_weights(const uint16_t *a, size_t as, int nh, int n, int 
 typedef struct {
     const uint16_t *x, *rows_pad, *cols_pad;
     size_t xs;
-    int n, kchunks;
+    int n;
     int64_t cols, full_cols;   /* full_cols: columns in whole tiles */
 } right_tiles;
 
@@ -265,7 +265,7 @@ static inline const uint16_t *right_tile(const right_tiles *r, int kc, int64_t j
 static AMX void amx_weighted_sum_bf16_few(const uint16_t *a, size_t as, int nh, const uint16_t *x, size_t xs, int n,
                                           int64_t cols, float *y, size_t ys) {
     int kchunks = (n + 15) / 16, groups = (nh + 15) / 16;
-    right_tiles r = {.x = x, .xs = xs, .n = n, .kchunks = kchunks, .cols = cols, .full_cols = cols & ~(int64_t)31};
+    right_tiles r = {.x = x, .xs = xs, .n = n, .cols = cols, .full_cols = cols & ~(int64_t)31};
     size_t ap_n = (size_t)groups * kchunks * 1024, rows_n = (size_t)16 * cols, cols_n = (size_t)16 * kchunks * 32;
     uint16_t *space = pack_space(ap_n + rows_n + cols_n);
     if (!space) {
@@ -330,8 +330,8 @@ static AMX void amx_weighted_sum_bf16_few(const uint16_t *a, size_t as, int nh, 
 /* weighted_sum_bf16_bf16: the cached rows packed once a call into key pairs,
  * xp[(p / 2) * cp + 2 j + p % 2] with cp = 2 * (cols rounded up to 16),
  * zeros past n and cols, as the right tiles; left: 16 heads x 32 keys of a
- * (copied with zeros past nh and n). Per head group, 64 columns at a time in
- * four accumulator tiles. */
+ * (copied with zeros past nh and n). Per two head groups and two 16-column
+ * strips, four accumulator tiles. */
 static AMX void pack_key_pairs(const uint16_t *x, size_t xs, int n, int64_t cols, int64_t cp, uint16_t *xp) {
     const __m512i lo = _mm512_setr_epi32(0x00200000, 0x00210001, 0x00220002, 0x00230003, 0x00240004, 0x00250005,
                                          0x00260006, 0x00270007, 0x00280008, 0x00290009, 0x002a000a, 0x002b000b,
