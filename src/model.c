@@ -27,9 +27,9 @@
 /* Decode's value sums over a bf16 cache read the rows as stored
  * (weighted_sum_bf16_few) up to this many heads: twice the tile products of
  * packing the rows into key pairs, but nothing written per row. One thread,
- * a 256-row block in L2: 20 heads 10.7 against 10.8 us, 48 16.4 against
- * 15.9, 128 43.3 against 29.2; in the model (20 heads, depth 8192) attention
- * 3.07 against 3.34-3.46 ms a token. */
+ * a 256-row block in L2: 20 heads 9.2-9.9 against 10.4-11.3 us, 48
+ * 16.2-16.4 against 16.0-16.2, 128 44.6-45.8 against 31.1-31.3; in the model
+ * (20 heads, depth 8192) attention 3.07 against 3.34-3.46 ms a token. */
 #define FEW_HEADS_MAX 48
 
 typedef struct {
