@@ -218,9 +218,8 @@ static AMX void amx_gemm_bf16_bf16(const uint16_t *w, size_t ws, int rows, const
  * more products than packed key pairs, but nothing is written per cached
  * row: with a 256-key block in L2, 9.2-9.9 us against 10.4-11.3 (one
  * thread, 20 heads, 512 columns). A tile product rounds its sum once, so 16
- * keys a product instead
- * of 32 gives other bits than the packed kernel (each kernel's bits never
- * depend on the heads beside an output). */
+ * keys a product instead of 32 gives other bits than the packed kernel (each
+ * kernel's bits never depend on the heads beside an output). */
 
 /* Left tile t, key chunk kc: ap[(kc * tiles + t) * 512 + 32 (2 h + e) + 2 i
  * + e] = a[8 t + h][16 kc + i], zeros elsewhere and past n and nh. */

@@ -25,11 +25,13 @@
 #define Q_TILE 8        /* tokens one prefill attention task handles (all heads): a cached row is read once per tile */
 #define KEY_BLOCK 256   /* keys per decode attention task; fixed, so results do not depend on the threads */
 /* Decode's value sums over a bf16 cache read the rows as stored
- * (weighted_sum_bf16_few) up to this many heads: twice the tile products of
- * packing the rows into key pairs, but nothing written per row. One thread,
- * a 256-row block in L2: 20 heads 9.2-9.9 against 10.4-11.3 us, 48
- * 16.2-16.4 against 16.0-16.2, 128 44.6-45.8 against 31.1-31.3; in the model
- * (20 heads, depth 8192) attention 3.07 against 3.34-3.46 ms a token. */
+ * (weighted_sum_bf16_few) up to this many heads: more tile products than
+ * packing the rows into key pairs (20 heads: 768 a block against 512), but
+ * nothing written per row. One thread, a 256-row block in L2: 20 heads
+ * 9.2-9.9 against 10.4-11.3 us, 48 16.2-16.4 against 16.0-16.2, 128
+ * 44.6-45.8 against 31.1-31.3; in the model (20 heads, depth 8192, before
+ * the in-place kernel's 8-head tiles) attention 3.07 against 3.34-3.46 ms a
+ * token. */
 #define FEW_HEADS_MAX 48
 
 typedef struct {
