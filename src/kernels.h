@@ -123,6 +123,12 @@ typedef struct {
     double (*fma_probe)(long iters, float *sink);
 } kernel_table;
 
+/* A 16-lane mask of the first `live` lanes (none when live <= 0, all from
+ * 16): where a row of 16 values runs out. */
+static inline uint16_t first_lanes16(int64_t live) {
+    return live >= 16 ? 0xffff : live <= 0 ? 0 : (uint16_t)((1u << live) - 1);
+}
+
 /* Lanes of gemm_f32_xt's transposed vectors: n rounded up to 16. */
 static inline int gemm_xt_lanes(int n) { return (n + 15) & ~15; }
 

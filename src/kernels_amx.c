@@ -89,7 +89,7 @@ static inline AMX __m512i tile_column(void) {
 /* A 16 x 16 f32 sum tile out[i * 16 + t] (row i, vector t) stored with the
  * vectors as rows: y[t * ys + i] for i < rn, t < tn. */
 static AMX void store_transposed(const float out[256], int rn, int tn, float *y, size_t ys) {
-    __mmask16 m = (__mmask16)((1u << rn) - 1);
+    __mmask16 m = first_lanes16(rn);
     for (int t = 0; t < tn; t++) _mm512_mask_storeu_ps(y + (size_t)t * ys, m, _mm512_i32gather_ps(tile_column(), out + t, 4));
 }
 
@@ -139,7 +139,7 @@ static AMX void pack_queries(const uint16_t *x, size_t xs, int n, int64_t cols, 
         for (int kc = 0; kc < chunks; kc++)
             for (int g = 0; g < groups; g++) {
                 int tn = n - 16 * g < 16 ? n - 16 * g : 16;
-                __mmask16 tm = (__mmask16)((1u << tn) - 1);
+                __mmask16 tm = first_lanes16(tn);
                 const uint32_t *base = x32 + (size_t)16 * g * (xs / 2);
                 uint32_t *dst = xp + ((size_t)kc * groups + g) * 256;
                 for (int k2 = 0; k2 < 16; k2++) {
@@ -228,7 +228,7 @@ static AMX void spread_weights(const uint16_t *a, size_t as, int nh, int n, int 
         for (int kc = 0; kc < kchunks; kc++) {
             uint16_t *tile = ap + (size_t)(kc * tiles + t) * 512;
             int live = n - 16 * kc;
-            __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+            __mmask16 m = first_lanes16(live);
             for (int h = 0; h < 8; h++) {
                 __m512i v = _mm512_setzero_si512();   /* each 32-bit word: the weight, then a zero */
                 if (8 * t + h < nh) v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, a + (size_t)(8 * t + h) * as + 16 * kc));
@@ -268,8 +268,8 @@ static AMX void add_head_sums(const float sums[256], int t, int nh, int64_t j0, 
     const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
     int64_t live = cols - j0;
-    __mmask16 m0 = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
-    __mmask16 m1 = live >= 32 ? (__mmask16)0xffff : live <= 16 ? 0 : (__mmask16)((1u << (live - 16)) - 1);
+    __mmask16 m0 = first_lanes16(live);
+    __mmask16 m1 = first_lanes16(live - 16);
     for (int h = 0; h < 8 && 8 * t + h < nh; h++) {
         float *yh = y + (size_t)(8 * t + h) * ys + j0;
         __m512 even = _mm512_loadu_ps(sums + 32 * h), odd = _mm512_loadu_ps(sums + 32 * h + 16);
@@ -429,7 +429,7 @@ static AMX void amx_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, int nh,
                 for (int j = 0; j <= two_strips; j++) {
                     int64_t jc = j0 + 16 * j, live = cols - jc;
                     if (live <= 0) continue;
-                    __mmask16 m = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+                    __mmask16 m = first_lanes16(live);
                     for (int h = 16 * i; h < hn && h < 16 * i + 16; h++) {
                         float *yh = y + (size_t)(h0 + h) * ys + jc;
                         _mm512_mask_storeu_ps(yh, m,
@@ -452,8 +452,8 @@ static AMX void amx_split_bf16(const float *x, size_t xs, int n, int64_t cols, i
     int groups = (n + 15) / 16;
     for (int64_t kc = c0 / 32; kc * 32 < c1; kc++) {
         int64_t live = cols - kc * 32;
-        __mmask16 m0 = live >= 16 ? 0xffff : (__mmask16)((1u << live) - 1);
-        __mmask16 m1 = live >= 32 ? 0xffff : live <= 16 ? 0 : (__mmask16)((1u << (live - 16)) - 1);
+        __mmask16 m0 = first_lanes16(live);
+        __mmask16 m1 = first_lanes16(live - 16);
         for (int g = 0; g < groups; g++) {
             uint32_t parts[3][16][16];   /* [part][vector][column pair] */
             for (int t = 0; t < 16; t++) {
@@ -552,8 +552,8 @@ static AMX void split_left(const float *m, size_t ms, int rn, int cn, uint16_t *
     const __m512i top_halves = _mm512_setr_epi32(0x00030001, 0x00070005, 0x000b0009, 0x000f000d, 0x00130011, 0x00170015,
                                                  0x001b0019, 0x001f001d, 0x00230021, 0x00270025, 0x002b0029, 0x002f002d,
                                                  0x00330031, 0x00370035, 0x003b0039, 0x003f003d);
-    __mmask16 m0 = cn >= 16 ? 0xffff : (__mmask16)((1u << cn) - 1);
-    __mmask16 m1 = cn >= 32 ? 0xffff : cn <= 16 ? 0 : (__mmask16)((1u << (cn - 16)) - 1);
+    __mmask16 m0 = first_lanes16(cn);
+    __mmask16 m1 = first_lanes16(cn - 16);
     for (int i = 0; i < 16; i++) {
         __m512 a = i < rn ? _mm512_maskz_loadu_ps(m0, m + (size_t)i * ms) : _mm512_setzero_ps();
         __m512 b = i < rn ? _mm512_maskz_loadu_ps(m1, m + (size_t)i * ms + 16) : _mm512_setzero_ps();
@@ -568,7 +568,7 @@ static AMX void split_right(const float *x, size_t xs, int pn, int cn, uint16_t 
     const __m512i pair_tops = _mm512_setr_epi32(0x00210001, 0x00230003, 0x00250005, 0x00270007, 0x00290009, 0x002b000b,
                                                 0x002d000d, 0x002f000f, 0x00310011, 0x00330013, 0x00350015, 0x00370017,
                                                 0x00390019, 0x003b001b, 0x003d001d, 0x003f001f);
-    __mmask16 m = cn >= 16 ? 0xffff : (__mmask16)((1u << cn) - 1);
+    __mmask16 m = first_lanes16(cn);
     for (int k2 = 0; k2 < 16; k2++) {
         __m512 a = 2 * k2 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2) * xs) : _mm512_setzero_ps();
         __m512 b = 2 * k2 + 1 < pn ? _mm512_maskz_loadu_ps(m, x + (size_t)(2 * k2 + 1) * xs) : _mm512_setzero_ps();
@@ -668,7 +668,7 @@ static AMX void amx_weighted_sum_split(const float *a, size_t as, int nh, const 
                 int h0 = 16 * (g0 + i), hn = nh - h0 < 16 ? nh - h0 : 16;
                 for (int j = 0; j <= two_strips; j++) {
                     int cn = j ? cn1 : cn0;
-                    __mmask16 m = cn >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cn) - 1);
+                    __mmask16 m = first_lanes16(cn);
                     for (int h = 0; h < hn; h++) {
                         float *yh = y + (size_t)(h0 + h) * ys + j0 + 16 * j;
                         _mm512_mask_storeu_ps(yh, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yh), _mm512_loadu_ps(out[2 * i + j] + 16 * h)));

@@ -390,7 +390,7 @@ static inline AVX512 __m512 exp_nonpos16(__m512 x) {
 static AVX512 float avx512_exp_sum(float *x, int64_t n, float scale, float m) {
     __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 live = first_lanes16(n - i);
         __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), live, x + i);
         __m512 e = exp_nonpos16(_mm512_sub_ps(_mm512_mul_ps(v, vs), vm));
         _mm512_mask_storeu_ps(x + i, live, e);
@@ -402,7 +402,7 @@ static AVX512 float avx512_exp_sum(float *x, int64_t n, float scale, float m) {
 static AVX512 float avx512_max_f32(const float *x, int64_t n) {
     __m512 a = _mm512_set1_ps(-INFINITY);
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 live = first_lanes16(n - i);
         a = _mm512_max_ps(a, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), live, x + i));
     }
     return _mm512_reduce_max_ps(a);
@@ -536,8 +536,8 @@ static inline __attribute__((always_inline)) BF16DOT void wsum_bf16_tile(const u
     }
     const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
     const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    __mmask16 m0 = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
-    __mmask16 m1 = live >= 32 ? (__mmask16)0xffff : live <= 16 ? 0 : (__mmask16)((1u << (live - 16)) - 1);
+    __mmask16 m0 = first_lanes16(live);
+    __mmask16 m1 = first_lanes16(live - 16);
     _Pragma("GCC unroll 8")
     for (int h = 0; h < NH; h++) {
         float *yh = y + (size_t)h * ys;
@@ -574,7 +574,7 @@ static BF16DOT void avx512_weighted_sum_bf16_bf16(const uint16_t *a, size_t as, 
 /* f32 to bf16, rounding to nearest even (16 a step; the tail masked). */
 static BF16DOT void avx512_round_bf16(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = first_lanes16(n - i);
         __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
         _mm512_mask_storeu_epi16(y + i, (__mmask32)m, _mm512_castsi256_si512(b));
     }

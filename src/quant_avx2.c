@@ -909,7 +909,7 @@ static inline __attribute__((always_inline)) VNNI float a8_row_vnni(int gs, cons
     }
     int64_t ng = cols / gs;
     for (int64_t g = 0; g < ng; g += 16) {
-        __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
+        __mmask16 m = first_lanes16(ng - g);
         t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bi + g), _mm512_maskz_loadu_ps(m, a->xsum + g), t);
         t1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, sc + g), _mm512_maskz_loadu_ps(m, a->xres + g), t1);
     }
@@ -956,7 +956,7 @@ static inline __attribute__((always_inline)) VNNI float nibble_row_vnni(int kind
                                       gs == 16 ? 1 : gs == 32 ? 2 : gs == 64 ? 3 : 4);
     __m512 t = _mm512_setzero_ps(), t1 = _mm512_setzero_ps(), tb = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
-        __mmask16 m = ng - g0 >= 16 ? 0xffff : (__mmask16)((1u << (ng - g0)) - 1);
+        __mmask16 m = first_lanes16(ng - g0);
         __m512 S;
         if (fp4) {
             __m128i codes = m == 0xffff ? _mm_loadu_si128((const __m128i *)(sp + g0)) : _mm_maskz_loadu_epi8(m, sp + g0);
