@@ -520,6 +520,30 @@ TEST(quant_decode_rows_match_portable) {
     }
 }
 
+/* The AVX2 mxfp8 row takes x times 2^120 when every |x| < 2^8, so the
+ * codes need no rescaling, and x as it is otherwise: exact either way. The
+ * last group's codes are zeros, so an x that differs only there, once below
+ * 2^8 and once above, must give the same bits, and both the reference's
+ * value; at the AVX-512 rows this holds as well. */
+TEST(quant_mxfp8_rows_exact_for_any_x) {
+    enum { ROWS = 3, COLS = 1088 };
+    rand_weight rw = make_weight(WF_MXFP8, 0, 0, DT_U8, ROWS, COLS, 0.0f);
+    for (int r = 0; r < ROWS; r++) memset(rw.data + (size_t)r * rw.w.row_stride + COLS - 32, 0, 32);
+    float small[COLS], large[COLS], ys[ROWS], yl[ROWS];
+    for (int i = 0; i < COLS; i++) small[i] = large[i] = 200.0f * rndf();
+    small[COLS - 1] = 0.5f;
+    large[COLS - 1] = 1000.0f;
+    quant_matmul_rows(&rw.w, 0, ROWS, small, 1, COLS, ys, 1);
+    quant_matmul_rows(&rw.w, 0, ROWS, large, 1, COLS, yl, 1);
+    for (int r = 0; r < ROWS; r++) {
+        CHECKF(same_f32(ys[r], yl[r]), "row %d: %.9g with every |x| < 2^8, %.9g with one above", r, ys[r], yl[r]);
+        CHECKF(same_f32(quant_dot(&rw.w, r, small), ys[r]) && same_f32(quant_dot(&rw.w, r, large), yl[r]), "row %d", r);
+        double ref = quant_dot_ref(&rw.w, r, small);
+        CHECKF(fabs(ys[r] - ref) <= dot_tolerance(&rw.w, r, small), "row %d: %.9g vs ref %.9g", r, ys[r], ref);
+    }
+    free_weight(&rw);
+}
+
 TEST(quant_dot_nan_codes_propagate) {
     /* mxfp8 element codes 0x7F and 0xFF are NaN in every path: in a pair of
        groups (row 0) and in an odd last group (row 2) of 3 groups */
