@@ -409,7 +409,7 @@ static int avx512_rows(void) { return kernels_using_avx512(); }
  * low 7 bits all set) makes the row's dot NaN, found at the row's end from
  * the largest low-7-bit value; the E8M0 scales are decoded 8 at a time. One
  * thread, against widening 8 codes at a time (cvtepi8_epi32) with a NaN test
- * per group: 11.4-12.4 -> 14.9-16.2 GB/s of rows in L2, 8.2-8.3 -> 10.2-11.0
+ * per group: 11.4-12.4 -> 14.9-16.2 GB/s of rows in L2, 8.1-8.5 -> 10.2-11.0
  * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2). */
 static inline __attribute__((always_inline)) __m256 e4m3_top_byte(__m256i t, int scaled) {
     __m256 v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_srai_epi32(t, 4), _mm256_set1_epi32((int)0x87f00000)));
