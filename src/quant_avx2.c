@@ -410,7 +410,8 @@ static int avx512_rows(void) { return kernels_using_avx512(); }
  * the largest low-7-bit value; the E8M0 scales are decoded 8 at a time. One
  * thread, against widening 8 codes at a time (cvtepi8_epi32) with a NaN test
  * per group: 11.4-12.4 -> 14.9-16.2 GB/s of rows in L2, 8.1-8.5 -> 10.2-11.0
- * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2). */
+ * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2); widening through fp16 bits
+ * (vcvtph2ps) had been slower than that widening. */
 static inline __attribute__((always_inline)) __m256 e4m3_top_byte(__m256i t, int scaled) {
     __m256 v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_srai_epi32(t, 4), _mm256_set1_epi32((int)0x87f00000)));
     return scaled ? v : _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));
@@ -478,8 +479,9 @@ static int fp8_x_order32(const float *x, int64_t cols, float *xr) {
     return scaled;
 }
 
-/* The kind as a constant, so each loop specializes; xr (fp8_x_order) is
- * for fp8_row_avx512; pf: a row to request ahead, or NULL. */
+/* The kind as a constant, so each loop specializes; xr is x as the mxfp8
+ * rows meet it (fp8_x_order for fp8_row_avx512; fp8_x_order32, times 2^120
+ * where scaled, for fp8_row_avx2); pf: a row to request ahead, or NULL. */
 static float hot_row_any(int kind, const weight *w, int64_t r, const float *x, const float *xsum, const float *xr,
                          int scaled, const uint8_t *pf) {
     switch (kind) {
