@@ -397,10 +397,10 @@ static AVX512 void decode_row_avx512(int kind, const weight *w, int64_t r, float
 static int avx512_rows(void) { return kernels_using_avx512(); }
 
 /* An mxfp8 row with AVX2. Decoding the E4M3 codes bounds this loop, so, as
- * in the AVX-512 row, each code is decoded where it lies in its 32-bit lane:
- * per 32 codes one load; a byte shuffle puts code k of each lane in the
- * lane's top byte (code 3 is there already), and an arithmetic shift and a
- * mask leave its sign at bit 31 and its 7 other bits at 26..20: an f32 whose
+ * in the AVX-512 row, each code is decoded where it lies in its 32-bit lane
+ * (fp8_group): per 32 codes one load, and per code a 16-bit arithmetic shift
+ * (shared by two codes), a mask and for two of the four a 32-bit shift, which
+ * leave its sign at bit 31 and its 7 other bits at 26..20: an f32 whose
  * value is the code's times 2^-120, exactly (subnormal codes give f32
  * denormals, slower but rare among a group's codes). x comes in that order
  * and, where every |x| < 2^8, already times 2^120 (fp8_x_order32), so x' v'
@@ -409,11 +409,12 @@ static int avx512_rows(void) { return kernels_using_avx512(); }
  * low 7 bits all set) makes the row's dot NaN, found at the row's end from
  * the largest low-7-bit value; the E8M0 scales are decoded 8 at a time. One
  * thread, against widening 8 codes at a time (cvtepi8_epi32) with a NaN test
- * per group: 11.4-12.4 -> 14.9-16.2 GB/s of rows in L2, 8.1-8.5 -> 10.2-11.0
- * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2); widening through fp16 bits
- * (vcvtph2ps) had been slower than that widening. */
-static inline __attribute__((always_inline)) __m256 e4m3_top_byte(__m256i t, int scaled) {
-    __m256 v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_srai_epi32(t, 4), _mm256_set1_epi32((int)0x87f00000)));
+ * per group: 11.4-12.4 -> 16.1-16.4 GB/s of rows in L2, 8.1-8.5 -> 10.0-10.2
+ * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2; a byte shuffle per code
+ * instead of the shared 16-bit shifts: 14.2-16.0 in L2); widening through
+ * fp16 bits (vcvtph2ps) had been slower than that widening. */
+static inline __attribute__((always_inline)) __m256 e4m3_bits(__m256i bits, int scaled) {
+    __m256 v = _mm256_castsi256_ps(bits);
     return scaled ? v : _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));
 }
 
@@ -425,17 +426,20 @@ static inline __m256 e8m0x8(const uint8_t *p) {
 }
 
 /* tot + s * (the group's 32 codes at p against xr), the codes' low 7 bits
- * folded into *most. */
+ * folded into *most. Codes 1 and 3 of each lane are the high bytes of its
+ * 16-bit halves: one 16-bit arithmetic shift leaves both in place for two
+ * masks (code 1's then moved to the top); codes 0 and 2 go through the same
+ * after a 16-bit shift up. */
 static inline __attribute__((always_inline)) __m256 fp8_group(const uint8_t *p, const float *xr, float s, __m256 tot,
                                                               __m256i *most, int scaled) {
-    const __m256i lane = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8,
-                                          8, 8, 12, 12, 12, 12);   /* byte 0 of each lane, to every byte of it */
+    const __m256i top = _mm256_set1_epi32((int)0x87f00000), low = _mm256_set1_epi32(0x87f0);
     __m256i q = _mm256_loadu_si256((const __m256i *)p);
     *most = _mm256_max_epu8(*most, _mm256_and_si256(q, _mm256_set1_epi8(0x7f)));
-    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(xr), e4m3_top_byte(_mm256_shuffle_epi8(q, lane), scaled));
-    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), e4m3_top_byte(_mm256_shuffle_epi8(q, _mm256_add_epi8(lane, _mm256_set1_epi32(1 << 24))), scaled), a);
-    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), e4m3_top_byte(_mm256_shuffle_epi8(q, _mm256_add_epi8(lane, _mm256_set1_epi32(2 << 24))), scaled), a);
-    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), e4m3_top_byte(q, scaled), a);
+    __m256i odd = _mm256_srai_epi16(q, 4), even = _mm256_srai_epi16(_mm256_slli_epi16(q, 8), 4);
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(xr), e4m3_bits(_mm256_slli_epi32(_mm256_and_si256(even, low), 16), scaled));
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), e4m3_bits(_mm256_slli_epi32(_mm256_and_si256(odd, low), 16), scaled), a);
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), e4m3_bits(_mm256_and_si256(even, top), scaled), a);
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), e4m3_bits(_mm256_and_si256(odd, top), scaled), a);
     return _mm256_fmadd_ps(_mm256_set1_ps(s), a, tot);
 }
 
