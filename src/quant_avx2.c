@@ -407,8 +407,8 @@ static int avx512_rows(void) { return kernels_using_avx512(); }
  * = x v exactly and no multiply is left; a vector with a larger |x| takes
  * the multiply instead (scaled = 0), the same bits. A NaN code (0x7F/0xFF:
  * low 7 bits all set) makes the row's dot NaN, found at the row's end from
- * the largest low-7-bit value; the E8M0 scales are decoded 8 at a time. One
- * thread, against widening 8 codes at a time (cvtepi8_epi32) with a NaN test
+ * the largest low-7-bit value; the row's E8M0 scales are decoded first
+ * (fp4_scales). One thread, against widening 8 codes at a time (cvtepi8_epi32) with a NaN test
  * per group: 11.4-12.4 -> 16.1-16.4 GB/s of rows in L2, 8.1-8.5 -> 10.0-10.2
  * from DRAM (Intel Xeon, GLMLITE_KERNELS=avx2; a byte shuffle per code
  * instead of the shared 16-bit shifts: 14.2-16.0 in L2); widening through
@@ -418,12 +418,10 @@ static inline __attribute__((always_inline)) __m256 e4m3_bits(__m256i bits, int 
     return scaled ? v : _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7b800000)));
 }
 
-/* 8 E8M0 scales as f32: 2^(code-127), code 0 -> 2^-127, 0xff -> NaN. */
-static inline __m256 e8m0x8(const uint8_t *p) {
-    __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), bits = _mm256_slli_epi32(c, 23);
-    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x400000), _mm256_cmpeq_epi32(c, _mm256_setzero_si256()));
-    return _mm256_castsi256_ps(_mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), _mm256_cmpeq_epi32(c, _mm256_set1_epi32(0xff))));
-}
+/* Longest row the hot kernels take. */
+#define MAX_ROW 16384
+
+static void fp4_scales(const weight *w, const uint8_t *p, int64_t n, float *out);
 
 /* tot + s * (the group's 32 codes at p against xr), the codes' low 7 bits
  * folded into *most. Codes 1 and 3 of each lane are the high bytes of its
@@ -449,18 +447,12 @@ static inline __attribute__((always_inline)) float fp8_row_avx2_any(const weight
     int64_t ng = w->cols / 32;
     __m256 tot0 = _mm256_setzero_ps(), tot1 = _mm256_setzero_ps();
     __m256i most = _mm256_setzero_si256();
-    float sc[8];
-    for (int64_t g0 = 0; g0 < ng; g0 += 8) {
-        int64_t n = ng - g0 < 8 ? ng - g0 : 8, j = 0;
-        if (n == 8) _mm256_storeu_ps(sc, e8m0x8(sp + g0));
-        else
-            for (int64_t i = 0; i < n; i++) sc[i] = quant_e8m0(sp[g0 + i]);
-        for (; j < n; j += 2) {   /* two groups (a line of codes) a step, on two sums */
-            int64_t g = g0 + j;
-            if (pf) row_prefetch_line(pf + 32 * g);
-            tot0 = fp8_group(row + 32 * g, xr + 32 * g, sc[j], tot0, &most, scaled);
-            if (j + 1 < n) tot1 = fp8_group(row + 32 * g + 32, xr + 32 * g + 32, sc[j + 1], tot1, &most, scaled);
-        }
+    float sc[MAX_ROW / 32];
+    fp4_scales(w, sp, ng, sc);
+    for (int64_t g = 0; g < ng; g += 2) {   /* two groups (a line of codes) a step, on two sums */
+        if (pf) row_prefetch_line(pf + 32 * g);
+        tot0 = fp8_group(row + 32 * g, xr + 32 * g, sc[g], tot0, &most, scaled);
+        if (g + 1 < ng) tot1 = fp8_group(row + 32 * g + 32, xr + 32 * g + 32, sc[g + 1], tot1, &most, scaled);
     }
     __m256i nan = _mm256_cmpeq_epi8(most, _mm256_set1_epi8(0x7f));
     return _mm256_testz_si256(nan, nan) ? hsum(_mm256_add_ps(tot0, tot1)) : NAN;
@@ -510,9 +502,6 @@ static float dot_vec(const float *a, const float *b, int64_t n) {
 
 /* Everything else: dequantize a span at a time, vector dot per span. */
 #define SPAN 512
-/* Longest row the hot kernels take. */
-#define MAX_ROW 16384
-
 static float generic_row(const weight *w, int64_t r, const float *x) {
     if (w->format == WF_F32) return dot_vec((const float *)(const void *)(w->data + (size_t)r * w->row_stride), x, w->cols);
     float buf[SPAN];
@@ -524,8 +513,6 @@ static float generic_row(const weight *w, int64_t r, const float *x) {
     }
     return s;
 }
-
-static void fp4_scales(const weight *w, const uint8_t *p, int64_t n, float *out);
 
 /* Dequantization, the same arithmetic as quant_decode_span: (scale * code) +
  * bias as two roundings (separate multiply and add, never an FMA), or
