@@ -563,14 +563,21 @@ int quant_decode_row_avx2(const weight *w, int64_t r, float *out) {
 /* Longest row the hot kernels take (their group sums live on the stack). */
 #define MAX_GROUPS (MAX_ROW / 16)
 
+/* What hot_row_any needs of x besides x: the affine rows' group sums
+ * (xsum), or x in the mxfp8 rows' order (xr); returns `scaled`. */
+static int hot_row_input(int kind, const weight *w, const float *x, float *xsum, float *xr) {
+    if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
+    if (kind != K_FP8) return 0;
+    if (!avx512_rows()) return fp8_x_order32(x, w->cols, xr);
+    fp8_x_order(x, w->cols, xr);
+    return 0;
+}
+
 float quant_dot_avx2(const weight *w, int64_t row, const float *x) {
     int kind = hot_kind(w);
     if (kind < 0 || w->cols > MAX_ROW) return generic_row(w, row, x) * quant_global(w);
     float xsum[MAX_GROUPS], xr[MAX_ROW];
-    int scaled = 0;
-    if (kind == K_A4 || kind == K_A8) group_sums(x, w->cols, w->group_size, xsum);
-    if (kind == K_FP8 && avx512_rows()) fp8_x_order(x, w->cols, xr);
-    else if (kind == K_FP8) scaled = fp8_x_order32(x, w->cols, xr);
+    int scaled = hot_row_input(kind, w, x, xsum, xr);
     return hot_row_any(kind, w, row, x, xsum, xr, scaled, NULL) * quant_global(w);
 }
 
@@ -584,13 +591,9 @@ void quant_matmul_rows_avx2(const weight *w, int64_t row0, int64_t row1, const f
         return;
     }
     float xsum[MAX_GROUPS], xr[MAX_ROW];
-    int fp8_512 = kind == K_FP8 && avx512_rows();
     for (int t = 0; t < n_x; t++) {
         const float *xt = x + (size_t)t * x_stride;
-        int scaled = 0;
-        if (kind == K_A4 || kind == K_A8) group_sums(xt, w->cols, w->group_size, xsum);
-        if (fp8_512) fp8_x_order(xt, w->cols, xr);
-        else if (kind == K_FP8) scaled = fp8_x_order32(xt, w->cols, xr);
+        int scaled = hot_row_input(kind, w, xt, xsum, xr);
         for (int64_t r = row0; r < row1; r++)
             y[(size_t)t * y_stride + r] =
                 hot_row_any(kind, w, r, xt, xsum, xr, scaled, t == 0 ? row_ahead(w, r, row1) : NULL) * g;
