@@ -42,6 +42,14 @@ static double get_num(reader *r, const json_value *obj, const char *key, double 
     return x;
 }
 
+/* A string, or NULL when the key is absent or null (a value of another type is an error). */
+static const char *get_str(reader *r, const char *key) {
+    const json_value *v = json_get(r->root, key);
+    const char *s = json_get_str(v);
+    if (v && v->type != JSON_NULL && !s) bad(r, "config.json: \"%s\" must be a string", key);
+    return s;
+}
+
 static int get_bool(reader *r, const char *key, int dflt) {
     const json_value *v = json_get(r->root, key);
     if (!v || v->type == JSON_NULL) return dflt;
@@ -100,14 +108,15 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
     cfg->qk_nope_head_dim = get_int(&r, "qk_nope_head_dim", 1, 0, 0, BIG);
     cfg->qk_rope_head_dim = get_int(&r, "qk_rope_head_dim", 1, 0, 2, BIG);
     cfg->v_head_dim = get_int(&r, "v_head_dim", 1, 0, 1, BIG);
-    cfg->intermediate_size = get_int(&r, "intermediate_size", 1, 0, 1, BIG);
+    cfg->intermediate_size = get_int(&r, "intermediate_size", 0, 0, 1, BIG);   /* required below if a layer is dense */
     cfg->vocab_size = get_int(&r, "vocab_size", 1, 0, 1, 1 << 28);
     cfg->n_routed_experts = get_int(&r, "n_routed_experts", 0, 0, 0, GLM_MAX_EXPERTS);
     cfg->num_experts_per_tok = get_int(&r, "num_experts_per_tok", cfg->n_routed_experts > 0, 0, 1, GLM_MAX_EXPERTS);
     cfg->moe_intermediate_size = get_int(&r, "moe_intermediate_size", cfg->n_routed_experts > 0, 0, 1, BIG);
-    cfg->n_shared_experts = get_int(&r, "n_shared_experts", 0, 0, 0, 1 << 16);
+    /* HF class defaults: DeepseekV2 none, DeepseekV3 / Glm4MoeLite one shared expert */
+    cfg->n_shared_experts = get_int(&r, "n_shared_experts", 0, is_v2 ? 0 : 1, 0, 1 << 16);
     cfg->n_group = get_int(&r, "n_group", 0, 1, 1, GLM_MAX_EXPERTS);
-    cfg->topk_group = get_int(&r, "topk_group", 0, cfg->n_group, 1, GLM_MAX_EXPERTS);
+    cfg->topk_group = get_int(&r, "topk_group", 0, 1, 1, GLM_MAX_EXPERTS);   /* HF default 1, as n_group */
     cfg->max_position_embeddings = get_int(&r, "max_position_embeddings", 0, 1 << 20, 1, 1 << 30);
     cfg->pad_token_id = get_int(&r, "pad_token_id", 0, -1, 0, INT32_MAX);
     if (r.failed) goto done;
@@ -121,14 +130,13 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
         bad(&r, "config.json: \"%s\" groups hold fewer experts than num_experts_per_tok", "topk_group");
 
     /* Routing: SPEC §5.6.1. glm4_moe_lite has no scoring_func key and is always sigmoid (§9.1). */
-    const char *sf = json_get_str(json_get(r.root, "scoring_func"));
-    if (json_get(r.root, "scoring_func") && json_get(r.root, "scoring_func")->type != JSON_NULL && !sf)
-        bad(&r, "config.json: \"%s\" must be a string", "scoring_func");
-    if (!sf) cfg->scoring_func = is_v2 ? SCORE_SOFTMAX : SCORE_SIGMOID;
+    const char *sf = get_str(&r, "scoring_func");
+    if (strcmp(mt, "glm4_moe_lite") == 0) cfg->scoring_func = SCORE_SIGMOID;   /* HF's router ignores the key */
+    else if (!sf) cfg->scoring_func = is_v2 ? SCORE_SOFTMAX : SCORE_SIGMOID;
     else if (strcmp(sf, "sigmoid") == 0) cfg->scoring_func = SCORE_SIGMOID;
     else if (strcmp(sf, "softmax") == 0) cfg->scoring_func = SCORE_SOFTMAX;
     else bad(&r, "config.json: unsupported scoring_func \"%s\"", sf);
-    const char *tm = json_get_str(json_get(r.root, "topk_method"));
+    const char *tm = get_str(&r, "topk_method");
     if (!tm) cfg->topk_method = is_v2 ? TOPK_GREEDY : TOPK_NOAUX_TC;
     else if (strcmp(tm, "noaux_tc") == 0) cfg->topk_method = TOPK_NOAUX_TC;
     else if (strcmp(tm, "greedy") == 0) cfg->topk_method = TOPK_GREEDY;
@@ -156,13 +164,19 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
         /* DeepSeek-V2/V3: MoE from layer first_k_dense_replace on, every moe_layer_freq-th layer */
         int k = get_int(&r, "first_k_dense_replace", 0, 0, 0, GLM_MAX_LAYERS);
         int freq = get_int(&r, "moe_layer_freq", 0, 1, 1, GLM_MAX_LAYERS);
-        for (int i = 0; i < cfg->num_hidden_layers; i++) cfg->layer_is_dense[i] = i < k || i % freq != 0;
+        /* as HF: without routed experts every layer is a dense MLP */
+        for (int i = 0; i < cfg->num_hidden_layers; i++)
+            cfg->layer_is_dense[i] = cfg->n_routed_experts == 0 || i < k || i % freq != 0;
     }
     int any_moe = 0;
     for (int i = 0; i < cfg->num_hidden_layers; i++) any_moe |= !cfg->layer_is_dense[i];
     if (any_moe && cfg->n_routed_experts == 0) bad(&r, "config.json: MoE layers but \"%s\" is missing or 0", "n_routed_experts");
+    int any_dense = 0;
+    for (int i = 0; i < cfg->num_hidden_layers; i++) any_dense |= cfg->layer_is_dense[i];
+    if (any_dense && cfg->intermediate_size == 0) bad(&r, "config.json: missing required key \"%s\"", "intermediate_size");
 
     cfg->rms_norm_eps = (float)get_num(&r, r.root, "rms_norm_eps", 1e-6);
+    if (cfg->rms_norm_eps < 0) bad(&r, "config.json: \"%s\" must not be negative", "rms_norm_eps");
     cfg->latent_norm_eps = 1e-6f;
     cfg->rope_theta = get_num(&r, r.root, "rope_theta", 10000.0);
     if (cfg->rope_theta <= 1.0) bad(&r, "config.json: \"%s\" must be > 1", "rope_theta");
@@ -172,7 +186,7 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
     /* values this engine does not implement are refused rather than ignored */
     if (get_num(&r, r.root, "partial_rotary_factor", 1.0) != 1.0)
         bad(&r, "config.json: \"%s\" other than 1.0 is not supported", "partial_rotary_factor");
-    const char *act = json_get_str(json_get(r.root, "hidden_act"));
+    const char *act = get_str(&r, "hidden_act");
     if (act && strcmp(act, "silu") != 0) bad(&r, "config.json: \"%s\" must be silu", "hidden_act");
 
     cfg->qk_head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
@@ -191,9 +205,11 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
             cfg->yarn_mscale_all_dim = get_num(&r, rs, "mscale_all_dim", 0.0);
             cfg->yarn_beta_fast = get_num(&r, rs, "beta_fast", 32.0);
             cfg->yarn_beta_slow = get_num(&r, rs, "beta_slow", 1.0);
-            cfg->yarn_original_max_pos = (int)get_num(&r, rs, "original_max_position_embeddings", 4096);
-            if (cfg->yarn_factor <= 0 || cfg->yarn_original_max_pos <= 0)
-                bad(&r, "config.json: \"%s\": factor and original_max_position_embeddings must be positive", "rope_scaling");
+            double orig = get_num(&r, rs, "original_max_position_embeddings", 4096);
+            cfg->yarn_original_max_pos = orig >= 1 && orig <= (1 << 30) ? (int)orig : 0;   /* never cast out of range */
+            if (cfg->yarn_factor <= 0 || cfg->yarn_original_max_pos <= 0 || cfg->yarn_beta_fast <= 0 || cfg->yarn_beta_slow <= 0)
+                bad(&r, "config.json: \"%s\": factor, beta_fast, beta_slow and original_max_position_embeddings must be positive",
+                    "rope_scaling");
             cfg->rope_attention_factor = (float)(yarn_mscale(cfg->yarn_factor, cfg->yarn_mscale) /
                                                  yarn_mscale(cfg->yarn_factor, cfg->yarn_mscale_all_dim));
             if (cfg->yarn_mscale_all_dim != 0.0) {

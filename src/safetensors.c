@@ -80,7 +80,12 @@ static void rehash(safetensors *st) {
     while (st->n_slots < st->n * 2 + 2) st->n_slots *= 2;
     st->slots = calloc(st->n_slots, sizeof *st->slots);
     if (!st->slots) abort();
-    for (size_t i = 0; i < st->n; i++) *find_slot(st, st->entries[i].t.name) = i + 1;
+    /* the first definition keeps its slot, so a later one of the same name
+       (same file or another shard) is seen as a duplicate by parse_file */
+    for (size_t i = 0; i < st->n; i++) {
+        size_t *slot = find_slot(st, st->entries[i].t.name);
+        if (!*slot) *slot = i + 1;
+    }
 }
 
 const st_tensor *st_find(const safetensors *st, const char *name) {

@@ -40,6 +40,10 @@ TEST(loader_missing_tensor) { expect_load_error("missing-tensor", "missing tenso
 TEST(loader_missing_config_key) { expect_load_error("missing-config-key", "config.json", "kv_lora_rank"); }
 TEST(loader_unknown_model_type) { expect_load_error("unknown-model-type", "unsupported model_type \"llama\"", NULL); }
 
+TEST(loader_tensor_in_two_shards) {
+    expect_load_error("defined-twice", "tensor 'model.layers.1.self_attn.o_proj.weight' is defined more than once", NULL);
+}
+
 TEST(loader_not_a_directory) {
     char err[1024];
     CHECK(!glm_model_load("/nonexistent/model", NULL, err, sizeof err));
@@ -91,6 +95,7 @@ TEST(config_defaults_follow_the_family) {
                       "\"first_k_dense_replace\":1,\"eos_token_id\":[3,5,3]}";
     REQUIRE(config_parse(glm, strlen(glm), &c, err, sizeof err) == 0);
     CHECK(c.scoring_func == SCORE_SIGMOID && c.topk_method == TOPK_NOAUX_TC && c.norm_topk_prob);
+    CHECK(c.n_shared_experts == 1 && c.n_group == 1 && c.topk_group == 1);   /* HF's class defaults */
     CHECK(c.layer_is_dense[0] && !c.layer_is_dense[1]);
     CHECK_EQ_INT(c.n_eos, 2);
     CHECK(c.rope_interleave);
@@ -100,6 +105,9 @@ TEST(config_defaults_follow_the_family) {
     REQUIREF(config_parse(v2, strlen(v2), &c, err, sizeof err) == 0, "%s", err);
     CHECK(c.scoring_func == SCORE_SOFTMAX && c.topk_method == TOPK_GREEDY && !c.norm_topk_prob);
     CHECK(c.q_lora_rank == 0 && c.n_eos == 1 && c.eos_ids[0] == 7);
+    CHECK(c.n_shared_experts == 0);
+    /* without routed experts every layer is dense (HF DeepseekV2, reference.py) */
+    CHECK(c.layer_is_dense[0]);
     const char *freq = "{\"model_type\":\"deepseek_v2\",\"hidden_size\":8,\"num_hidden_layers\":5,\"num_attention_heads\":1,"
                        "\"kv_lora_rank\":4,\"qk_nope_head_dim\":2,\"qk_rope_head_dim\":2,\"v_head_dim\":2,\"intermediate_size\":8,"
                        "\"vocab_size\":10,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":4,"
@@ -107,6 +115,34 @@ TEST(config_defaults_follow_the_family) {
     REQUIRE(config_parse(freq, strlen(freq), &c, err, sizeof err) == 0);
     /* HF DeepseekV2: MoE where layer >= first_k_dense_replace and layer % moe_layer_freq == 0 */
     CHECK(c.layer_is_dense[0] && c.layer_is_dense[1] && !c.layer_is_dense[2] && c.layer_is_dense[3] && !c.layer_is_dense[4]);
+    /* glm4_moe_lite routes by sigmoid whatever a scoring_func key says (SPEC §5.6.1, §9.1) */
+    const char *keyed = "{\"model_type\":\"glm4_moe_lite\",\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":1,"
+                        "\"kv_lora_rank\":4,\"qk_nope_head_dim\":2,\"qk_rope_head_dim\":2,\"v_head_dim\":2,"
+                        "\"vocab_size\":10,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":4,"
+                        "\"first_k_dense_replace\":0,\"n_group\":2,\"scoring_func\":\"softmax\"}";
+    REQUIREF(config_parse(keyed, strlen(keyed), &c, err, sizeof err) == 0, "%s", err);
+    CHECK(c.scoring_func == SCORE_SIGMOID && c.topk_group == 1);
+    /* intermediate_size is needed only by dense layers */
+    const char *dense = "{\"model_type\":\"deepseek_v3\",\"hidden_size\":8,\"num_hidden_layers\":2,\"num_attention_heads\":1,"
+                        "\"kv_lora_rank\":4,\"qk_nope_head_dim\":2,\"qk_rope_head_dim\":2,\"v_head_dim\":2,"
+                        "\"vocab_size\":10,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":4,"
+                        "\"first_k_dense_replace\":1}";
+    CHECK(config_parse(dense, strlen(dense), &c, err, sizeof err) == -1 && strstr(err, "intermediate_size"));
+    /* nonsense values are refused by name, never cast or computed with */
+    const char *bad_values[][2] = {
+        {"\"rms_norm_eps\":-1e-6", "rms_norm_eps"},
+        {"\"topk_method\":3", "topk_method"},
+        {"\"hidden_act\":[]", "hidden_act"},
+        {"\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4,\"original_max_position_embeddings\":1e20}", "rope_scaling"},
+        {"\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4,\"beta_fast\":0}", "rope_scaling"},
+    };
+    for (size_t i = 0; i < sizeof bad_values / sizeof *bad_values; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%.*s,%s}", (int)strlen(glm) - 1, glm, bad_values[i][0]);
+        err[0] = 0;
+        CHECKF(config_parse(text, strlen(text), &c, err, sizeof err) == -1, "accepted %s", bad_values[i][0]);
+        CHECKF(strstr(err, bad_values[i][1]), "'%s' lacks '%s'", err, bad_values[i][1]);
+    }
     const char *badtype = "{\"model_type\":\"glm4_moe_lite\",\"hidden_size\":\"8\"}";
     CHECK(config_parse(badtype, strlen(badtype), &c, err, sizeof err) == -1 && strstr(err, "hidden_size"));
 }

@@ -6,7 +6,7 @@ loader's error tests. Standard library only.
 
 Modes: truncate, header-past-eof, offset-out-of-range, wrong-dtype,
 wrong-shape, missing-tensor, missing-config-key, unknown-model-type,
-corrupt-header."""
+corrupt-header, defined-twice (the tensor also written into another shard)."""
 import argparse
 import json
 import os
@@ -71,6 +71,15 @@ def main():
         else:
             del header[a.tensor]
         write(path, header, data)
+    elif m == "defined-twice":
+        header, data = read(path)
+        start, end = header[a.tensor]["data_offsets"]
+        with open(os.path.join(a.out, "model.safetensors.index.json")) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        other = os.path.join(a.out, next(s for s in shards if os.path.join(a.out, s) != path))
+        oh, od = read(other)
+        oh[a.tensor] = dict(header[a.tensor], data_offsets=[len(od), len(od) + end - start])
+        write(other, oh, od + data[start:end])
     elif m in ("missing-config-key", "unknown-model-type"):
         with open(cfg_path) as f:
             cfg = json.load(f)
