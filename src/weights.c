@@ -52,13 +52,16 @@ static int mode_format(const char *mode, wformat *f) {
     return 0;
 }
 
-/* {"group_size", "bits", "mode"} (mode defaults to affine; for the fp modes
- * missing bits/group take the mode's fixed values). inherit: the block-level
- * values a per-module dict may leave out. */
-static int parse_qspec(const json_value *v, const qspec *inherit, const char *what, qspec *out, char *err, size_t errlen) {
+/* {"group_size", "bits", "mode"}: mode defaults to affine and missing bits or
+ * group_size to the mode's defaults. A per-module dict inherits nothing from
+ * the block: mlx's nn.quantize passes it as it is to to_quantized(**dict), so
+ * {"bits": 8} under an mxfp4 block is affine 8-bit in groups of 64
+ * (mlx python/mlx/nn/layers/quantized.py; mlx-lm's mixed recipes write such
+ * dicts without a mode). */
+static int parse_qspec(const json_value *v, const char *what, qspec *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     out->known = 1;
-    out->fmt = inherit ? inherit->fmt : WF_AFFINE;
+    out->fmt = WF_AFFINE;
     const json_value *m = json_get(v, "mode");
     if (m) {
         const char *s = json_get_str(m);
@@ -67,8 +70,7 @@ static int parse_qspec(const json_value *v, const qspec *inherit, const char *wh
             return -1;
         }
     }
-    int64_t bits = inherit && (!m || inherit->fmt == out->fmt) ? inherit->bits : 0;
-    int64_t gs = inherit && (!m || inherit->fmt == out->fmt) ? inherit->group : 0;
+    int64_t bits = 0, gs = 0;
     const json_value *b = json_get(v, "bits"), *g = json_get(v, "group_size");
     if ((b && !json_get_int64(b, &bits)) || (g && !json_get_int64(g, &gs))) {
         snprintf(err, errlen, "config.json: %s: bits and group_size must be integers", what);
@@ -84,8 +86,8 @@ static int parse_qspec(const json_value *v, const qspec *inherit, const char *wh
             return -1;
         }
     } else {
-        if (!g && !gs) gs = 64;   /* mlx-lm's affine defaults */
-        if (!b && !bits) bits = 4;
+        if (!g) gs = 64;   /* mlx's affine defaults */
+        if (!b) bits = 4;
         if (!(bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8) ||
             !(gs == 32 || gs == 64 || gs == 128)) {
             snprintf(err, errlen, "config.json: %s: affine bits %lld / group_size %lld unsupported (bits 2-6 or 8, groups 32/64/128)",
@@ -118,7 +120,7 @@ static int read_quant_config(weights_file *wf, char *err, size_t errlen) {
         if (!q || q->type != JSON_OBJECT || json_get(q, "quant_method") || !(json_get(q, "bits") || json_get(q, "group_size")))
             return 0;
     }
-    if (parse_qspec(q, NULL, what, &wf->qdefault, err, errlen)) return -1;
+    if (parse_qspec(q, what, &wf->qdefault, err, errlen)) return -1;
     wf->qblock = q;
     /* per-module overrides: every object/false member is checked now so a bad entry fails the load */
     for (size_t i = 0; i < q->len; i++) {
@@ -128,7 +130,7 @@ static int read_quant_config(weights_file *wf, char *err, size_t errlen) {
         char w[600];
         snprintf(w, sizeof w, "%s[\"%.500s\"]", what, mb->key);
         if (mb->value.type == JSON_OBJECT) {
-            if (parse_qspec(&mb->value, &wf->qdefault, w, &tmp, err, errlen)) return -1;
+            if (parse_qspec(&mb->value, w, &tmp, err, errlen)) return -1;
         } else if (mb->value.type == JSON_BOOL) {
             continue;
         } else if (mb->value.type != JSON_NULL && mb->value.type != JSON_STRING && mb->value.type != JSON_NUMBER) {
@@ -149,7 +151,7 @@ static int module_spec(const weights_file *wf, const char *path, qspec *out, cha
         else out->known = -1;
         return 0;
     }
-    if (v && v->type == JSON_OBJECT) return parse_qspec(v, &wf->qdefault, path, out, err, errlen);
+    if (v && v->type == JSON_OBJECT) return parse_qspec(v, path, out, err, errlen);
     *out = wf->qdefault;
     return 0;
 }
@@ -392,46 +394,59 @@ static int bind_mlx(weights_file *wf, const char *prefix, const st_tensor *tw, c
     return validate(wf, tw, out, n, err, errlen);
 }
 
-/* ModelOpt / compressed-tensors NVFP4: codes U8 [rows, cols/2], E4M3 scales
- * [rows, cols/16], a global scale (direct, or inverted). */
-static int bind_nvfp4_pair(weights_file *wf, const st_tensor *tw, const st_tensor *ts, const st_tensor *tg, int inverted,
-                           int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
-    if (tw->dtype != ST_U8 && tw->dtype != ST_U32) {
-        snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s, expected U8 (two E2M1 codes per byte)", fname(wf, tw),
-                 tw->name, st_dtype_name(tw->dtype));
+/* ModelOpt / compressed-tensors fp layouts (2-D, per expert):
+ *   nvfp4: codes U8 [rows, cols/2], E4M3 scales [rows, cols/16], a global scale (direct, or inverted);
+ *   mxfp4: codes U8 [rows, cols/2], E8M0 scales U8 [rows, cols/32], no global scale
+ *          (compressed-tensors mxfp4-pack-quantized: weight_packed + weight_scale);
+ *   mxfp8: codes F8_E4M3 [rows, cols], E8M0 scales U8 [rows, cols/32], no global scale
+ *          (compressed-tensors mxfp8-quantized / ModelOpt MXFP8: weight + weight_scale). */
+static int bind_fp_pair(weights_file *wf, wformat f, const st_tensor *tw, const st_tensor *ts, const st_tensor *tg,
+                        int inverted, int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
+    int bits = f == WF_MXFP8 ? 8 : 4, gs = f == WF_NVFP4 ? 16 : 32;
+    const char *fn = f == WF_NVFP4 ? "nvfp4" : f == WF_MXFP4 ? "mxfp4" : "mxfp8";
+    if (f == WF_MXFP8 ? tw->dtype != ST_F8_E4M3 : (tw->dtype != ST_U8 && tw->dtype != ST_U32)) {
+        snprintf(err, errlen, "%s: quantized tensor '%s' has dtype %s, expected %s", fname(wf, tw), tw->name,
+                 st_dtype_name(tw->dtype), f == WF_MXFP8 ? "F8_E4M3 (one code per byte)" : "U8 (two E2M1 codes per byte)");
         return -1;
     }
     if (check_lead(wf, tw, 0, rows, 0, err, errlen) || check_lead(wf, ts, 0, rows, 0, err, errlen)) return -1;
     size_t pb = (size_t)tw->shape[1] * st_dtype_size(tw->dtype);
-    if (cols % 16 || pb != (size_t)cols / 2) {
-        snprintf(err, errlen, "%s: quantized tensor '%s': packed width %zu bytes per row, expected %lld/2 = %lld for nvfp4 "
-                 "(cols a multiple of 16)", fname(wf, tw), tw->name, pb, (long long)cols, (long long)cols / 2);
+    if (cols % gs || pb != (size_t)cols * (size_t)bits / 8) {
+        snprintf(err, errlen, "%s: quantized tensor '%s': packed width %zu bytes per row, expected %lld for %s "
+                 "(cols %lld a multiple of %d)", fname(wf, tw), tw->name, pb, (long long)cols * bits / 8, fn,
+                 (long long)cols, gs);
         return -1;
     }
-    if (!(ts->dtype == ST_F8_E4M3 || ts->dtype == ST_U8) || ts->shape[1] != cols / 16) {
+    if (!(ts->dtype == ST_U8 || (f == WF_NVFP4 && ts->dtype == ST_F8_E4M3)) || ts->shape[1] != cols / gs) {
         char got[128];
         shape_str(got, sizeof got, ts->shape, ts->ndim);
-        snprintf(err, errlen, "%s: quantized tensor '%s' is %s %s, expected F8_E4M3 [%lld, %lld] (one scale per 16 columns)",
-                 fname(wf, ts), ts->name, st_dtype_name(ts->dtype), got, (long long)rows, (long long)cols / 16);
+        snprintf(err, errlen, "%s: quantized tensor '%s' is %s %s, expected %s [%lld, %lld] (one %s scale per %d columns)",
+                 fname(wf, ts), ts->name, st_dtype_name(ts->dtype), got, f == WF_NVFP4 ? "F8_E4M3" : "U8",
+                 (long long)rows, (long long)cols / gs, f == WF_NVFP4 ? "E4M3" : "E8M0", gs);
         return -1;
     }
     float g = 1.0f;
     if (tg && scalar_f32(wf, tg, &g, err, errlen)) return -1;
     if (inverted) g = 1.0f / g;
     weight w = {0};
-    w.format = WF_NVFP4;
+    w.format = f;
     w.rows = rows;
     w.cols = cols;
-    w.bits = 4;
-    w.group_size = 16;
+    w.bits = bits;
+    w.group_size = gs;
     w.scale_dtype = DT_U8;
     w.data = tw->data;
     w.row_stride = pb;
     w.scales = ts->data;
-    w.scale_stride = (size_t)cols / 16;
+    w.scale_stride = (size_t)(cols / gs);
     w.global_scale = g;
     *out = w;
     return validate(wf, tw, out, 1, err, errlen);
+}
+
+/* No global scale and U8 scales with one per 32 columns: the MX (E8M0) variant. */
+static int is_mx_scale(const st_tensor *ts, const st_tensor *tg, int64_t cols) {
+    return !tg && ts->dtype == ST_U8 && ts->ndim == 2 && cols % 32 == 0 && ts->shape[1] == cols / 32;
 }
 
 /* PREFIX as [n_stack,] rows x cols in whatever layout it is stored;
@@ -446,8 +461,10 @@ static int bind_view(weights_file *wf, const char *prefix, int64_t n_stack, int6
         snprintf(name, sizeof name, "%s.weight_scale", prefix);
         if (!(ts = find(wf, name, err, errlen))) return -1;
         snprintf(name, sizeof name, "%s.weight_global_scale", prefix);
-        if (!(tg = find(wf, name, err, errlen))) return -1;
-        return bind_nvfp4_pair(wf, tp, ts, tg, 1, rows, cols, out, err, errlen);
+        tg = st_find(wf->st, name);
+        if (is_mx_scale(ts, tg, cols)) return bind_fp_pair(wf, WF_MXFP4, tp, ts, NULL, 0, rows, cols, out, err, errlen);
+        if (!tg && !(tg = find(wf, name, err, errlen))) return -1;
+        return bind_fp_pair(wf, WF_NVFP4, tp, ts, tg, 1, rows, cols, out, err, errlen);
     }
     snprintf(name, sizeof name, "%s.weight", prefix);
     const st_tensor *tw = find(wf, name, err, errlen);
@@ -460,8 +477,13 @@ static int bind_view(weights_file *wf, const char *prefix, int64_t n_stack, int6
     if (ts && !n_stack && (tw->dtype == ST_U8 || tw->dtype == ST_U32)) {   /* ModelOpt NVFP4 */
         snprintf(name, sizeof name, "%s.weight_scale_2", prefix);
         const st_tensor *tg = st_find(wf->st, name);
-        return bind_nvfp4_pair(wf, tw, ts, tg, 0, rows, cols, out, err, errlen);
+        if (is_mx_scale(ts, tg, cols)) return bind_fp_pair(wf, WF_MXFP4, tw, ts, NULL, 0, rows, cols, out, err, errlen);
+        /* ModelOpt NVFP4 always writes weight_scale_2: without it every weight would be off by that factor */
+        if (!tg && !(tg = find(wf, name, err, errlen))) return -1;
+        return bind_fp_pair(wf, WF_NVFP4, tw, ts, tg, 0, rows, cols, out, err, errlen);
     }
+    if (ts && !n_stack && tw->dtype == ST_F8_E4M3)   /* compressed-tensors / ModelOpt MXFP8 */
+        return bind_fp_pair(wf, WF_MXFP8, tw, ts, NULL, 0, rows, cols, out, err, errlen);
     /* plain */
     wformat f;
     if (plain_format(wf, tw, &f, err, errlen)) return -1;

@@ -247,9 +247,9 @@ TEST(qmodel_kl_and_top1_against_bf16_per_type) {
     glm_model_free(b);
 }
 
-static void check_layout(const char *layout, const int *want_formats, int n_want) {
+static void check_layout(const char *layout, const char *type, const int *want_formats, int n_want) {
     char dir[512];
-    REQUIRE(py_layout(layout, "int4", dir, sizeof dir));
+    REQUIRE(py_layout(layout, type, dir, sizeof dir));
     double e = vs_dequantized_reference(dir);
     printf("    %-9s layout vs float64 reference on the dequantized weights: relative L2 %.3g\n", layout, e);
     CHECKF(e >= 0 && e < 1e-2, "%s: relative L2 %.3g", layout, e);
@@ -262,11 +262,13 @@ static void check_layout(const char *layout, const int *want_formats, int n_want
     glm_model_free(m);
 }
 
-/* mixed: affine 2/3/4/5/6/8-bit, groups 32/64/128, nvfp4/mxfp4/mxfp8 modules,
- * bf16 holes, and kv_b_proj kept as one quantized matrix */
+/* mixed: an mxfp4 block, affine 2/3/4/5/6/8-bit, groups 32/64/128, nvfp4 and
+ * mxfp8 modules, override dicts without a mode or group size (affine, 64: they
+ * take nothing from the block), bf16 holes, and kv_b_proj kept as one
+ * quantized matrix */
 TEST(qmodel_mixed_checkpoint) {
     int f[] = {WF_BF16, WF_AFFINE, WF_NVFP4, WF_MXFP4, WF_MXFP8};
-    check_layout("mixed", f, 5);
+    check_layout("mixed", "int4", f, 5);
 }
 
 /* The NVFP4 layouts carry a global scale G = amax/2688 (~1e-5 here): read
@@ -274,12 +276,19 @@ TEST(qmodel_mixed_checkpoint) {
  * logits would not match the reference at all. */
 TEST(qmodel_modelopt_nvfp4_direct_global_scale) {
     int f[] = {WF_NVFP4, WF_BF16};
-    check_layout("modelopt", f, 2);
+    check_layout("modelopt", "nvfp4", f, 2);
 }
 
 TEST(qmodel_compressed_tensors_nvfp4_inverted_global_scale) {
     int f[] = {WF_NVFP4, WF_BF16};
-    check_layout("ct", f, 2);
+    check_layout("ct", "nvfp4", f, 2);
+}
+
+/* compressed-tensors MX layouts: E8M0 scales as U8, one per 32 columns, no global scale */
+TEST(qmodel_compressed_tensors_mxfp4_and_mxfp8) {
+    int f4[] = {WF_MXFP4, WF_BF16}, f8[] = {WF_MXFP8, WF_BF16};
+    check_layout("ct", "mxfp4", f4, 2);
+    check_layout("ct", "mxfp8", f8, 2);
 }
 
 static void check_malformed(const char *from, const char *kind) {
@@ -304,12 +313,13 @@ static void check_malformed(const char *from, const char *kind) {
 
 TEST(qmodel_malformed_tensors_named_in_errors) {
     const char *q4 = quantized("int4"), *nv = quantized("nvfp4");
-    char ct[512];
-    REQUIRE(q4 && nv && py_layout("ct", "int4", ct, sizeof ct));
+    char ct[512], mo[512];
+    REQUIRE(q4 && nv && py_layout("ct", "nvfp4", ct, sizeof ct) && py_layout("modelopt", "nvfp4", mo, sizeof mo));
     const char *kinds[] = {"packed_width", "scales_shape", "group_divide", "config_bits", "config_false"};
     for (int i = 0; i < 5; i++) check_malformed(q4, kinds[i]);
     check_malformed(nv, "nan_scale");
     check_malformed(ct, "global_zero");
+    check_malformed(mo, "global_missing");
 }
 
 TEST(qmodel_quantize_config_block_and_interrupted_run) {

@@ -7,15 +7,19 @@ sharing no code with the engine:
                       mlp.switch_mlp experts, embed_q/unembed_out instead of kv_b_proj, a
                       `quantization` block with per-module overrides. With the same input it
                       writes the same tensors, byte for byte, as `glmlite quantize`.
-  --layout mixed      mlx-lm-style, deliberately irregular: default affine 4-bit/64 with overrides
-                      for other bit widths (2, 3, 5, 6, 8), groups (32, 128), an fp mode, modules
+  --layout mixed      mlx-lm-style, deliberately irregular: an mxfp4 block with overrides for
+                      affine bit widths (2, 3, 4, 5, 6, 8), groups (32, 64, 128), other fp modes,
+                      dicts without a mode or group (mlx reads them alone: affine, 64), modules
                       left bf16 (`false`, and plain tensors with no entry), and kv_b_proj kept
                       and quantized as one matrix (the engine must dequantize-then-split).
   --layout modelopt   NVIDIA ModelOpt NVFP4: X.weight U8 [out, in/2], X.weight_scale F8_E4M3
                       [out, in/16], X.weight_scale_2 F32 scalar (direct multiplier), X.input_scale;
                       per-expert HF names; router, embeddings, lm_head and norms stay plain.
   --layout ct         compressed-tensors NVFP4: X.weight_packed U8, X.weight_scale F8_E4M3,
-                      X.weight_global_scale F32 [1] stored inverted (w = e2m1 * scale / global).
+                      X.weight_global_scale F32 [1] stored inverted (w = e2m1 * scale / global);
+                      with --type mxfp4 (mxfp4-pack-quantized) X.weight_packed U8 and X.weight_scale
+                      U8 E8M0 [out, in/32], no global scale; with --type mxfp8 X.weight F8_E4M3 and
+                      the same scales.
   The NVFP4 layouts use a per-tensor global scale G = amax/(6*448) (ModelOpt's), so a loader with
   the wrong convention (multiply vs divide) produces weights off by a factor of G^2.
 
@@ -150,29 +154,42 @@ def glmlite_policy(path, cols, main, eight):
     return p if cols % p["group_size"] == 0 else None
 
 
+MIXED_BLOCK = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
+
+
+def mlx_spec(d):
+    """A config dict as mlx reads it: to_quantized(**d), so a missing mode is affine and missing
+    bits/group_size are that mode's defaults; nothing comes from the block."""
+    mode = d.get("mode", "affine")
+    group, bits = {"affine": (64, 4), "mxfp4": (32, 4), "nvfp4": (16, 4), "mxfp8": (32, 8)}[mode]
+    return {"group_size": d.get("group_size", group), "bits": d.get("bits", bits), "mode": mode}
+
+
 def mixed_policy(path, cols):
-    """An irregular mlx-style checkpoint: every bit width, several groups, bf16 holes."""
+    """An irregular mlx-style checkpoint under an mxfp4 block (mlx-lm --q-mode mxfp4 with a mixed
+    recipe): every affine bit width, several groups, override dicts without a mode (affine) or
+    without a group size, bf16 holes."""
     table = [
-        (r"\.self_attn\.q_a_proj$", {"group_size": 32, "bits": 8, "mode": "affine"}),
+        (r"\.self_attn\.q_a_proj$", {"group_size": 32, "bits": 8}),
         (r"\.self_attn\.q_b_proj$", {"group_size": 128, "bits": 6, "mode": "affine"}),
-        (r"\.self_attn\.kv_a_proj_with_mqa$", {"group_size": 64, "bits": 5, "mode": "affine"}),
-        (r"\.self_attn\.kv_b_proj$", {"group_size": 32, "bits": 8, "mode": "affine"}),
+        (r"\.self_attn\.kv_a_proj_with_mqa$", {"group_size": 64, "bits": 5}),
+        (r"\.self_attn\.kv_b_proj$", {"group_size": 32, "bits": 8}),
         (r"layers\.0\.self_attn\.o_proj$", False),
         (r"\.self_attn\.o_proj$", {"group_size": 32, "bits": 8, "mode": "mxfp8"}),
-        (r"\.switch_mlp\.up_proj$", {"group_size": 64, "bits": 3, "mode": "affine"}),
-        (r"\.switch_mlp\.gate_proj$", {"group_size": 32, "bits": 4, "mode": "mxfp4"}),
-        (r"\.shared_experts\.gate_proj$", {"group_size": 16, "bits": 4, "mode": "nvfp4"}),
-        (r"\.shared_experts\.up_proj$", {"group_size": 64, "bits": 2, "mode": "affine"}),
-        (r"^lm_head$", {"group_size": 64, "bits": 8, "mode": "affine"}),
+        (r"\.switch_mlp\.up_proj$", {"group_size": 64, "bits": 3}),
+        (r"\.switch_mlp\.down_proj$", {"group_size": 64, "bits": 4}),
+        (r"\.shared_experts\.gate_proj$", {"mode": "nvfp4"}),
+        (r"\.shared_experts\.up_proj$", {"group_size": 64, "bits": 2}),
+        (r"^lm_head$", {"bits": 8}),
         (r"\.mlp\.gate$", None),
         (r"layers\.0\.mlp\.up_proj$", "plain-no-entry"),
     ]
     for pat, spec in table:
         if re.search(pat, path):
-            if isinstance(spec, dict) and cols % spec["group_size"]:
+            if isinstance(spec, dict) and cols % mlx_spec(spec)["group_size"]:
                 return False
             return spec
-    return {"group_size": 64, "bits": 4, "mode": "affine"} if cols % 64 == 0 else False
+    return MIXED_BLOCK if cols % 32 == 0 else False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +227,7 @@ def make(model, out, layout, qtype="int4", group=None):
         main, eight = type_params(qtype, group)
         block = dict(main)
     elif layout == "mixed":
-        block = {"group_size": 64, "bits": 4, "mode": "affine"}
+        block = MIXED_BLOCK
 
     def values(name):
         return np.asarray(src.get(name), dtype=f32)
@@ -239,7 +256,7 @@ def make(model, out, layout, qtype="int4", group=None):
             arr = np.stack(mats) if stacked is not None else mat
             w.add(f"{path}.weight", in_dtype, arr)
             return
-        parts = [quantize_matrix(m, spec, in_dtype) for m in mats]
+        parts = [quantize_matrix(m, mlx_spec(spec), in_dtype) for m in mats]
         if stacked is None:
             w.add_quantized(path, parts[0])
         else:
@@ -252,10 +269,20 @@ def make(model, out, layout, qtype="int4", group=None):
             continue  # MTP layer dropped
         path = name[:-7] if name.endswith(".weight") else name
         if layout in ("modelopt", "ct"):
+            mx = layout == "ct" and qtype in ("mxfp4", "mxfp8")
             quant = (name.endswith(".weight") and len(shape) == 2 and ".mlp.gate." not in name + "."
-                     and "embed_tokens" not in name and name != "lm_head.weight" and shape[1] % 16 == 0)
+                     and "embed_tokens" not in name and name != "lm_head.weight" and shape[1] % (32 if mx else 16) == 0)
             if not quant:
                 w.add(name, dt, src.raw(name))
+                continue
+            if mx:  # compressed-tensors MX: E8M0 scales (U8) per 32 columns, no global scale
+                parts = quantize_matrix(values(name), mlx_spec({"mode": qtype}), dt)
+                codes = parts["weight"][1].view(np.uint8).reshape(shape[0], -1)
+                if qtype == "mxfp4":
+                    w.add(path + ".weight_packed", "U8", codes)
+                else:
+                    w.add(path + ".weight", "F8_E4M3", codes)
+                w.add(path + ".weight_scale", "U8", parts["scales"][1])
                 continue
             codes, sc, g = nvfp4_global(values(name))
             packed = np.frombuffer(b"".join(qr.pack(r, 4) for r in codes), dtype=np.uint8).reshape(shape[0], -1)
@@ -306,7 +333,8 @@ def make(model, out, layout, qtype="int4", group=None):
     elif layout == "modelopt":
         cfg["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16}
     else:
-        cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}
+        fmt = {"mxfp4": "mxfp4-pack-quantized", "mxfp8": "mxfp8-quantized"}.get(qtype, "nvfp4-pack-quantized")
+        cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": fmt}
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
         f.write("\n")
@@ -336,13 +364,17 @@ class DequantLoader:
     def module(self, path):
         """Dequantized [..., rows, cols] of module path, or None if absent."""
         st = self.st
-        if path + ".weight_packed" in st:  # compressed-tensors: divide by the stored global scale
+        if path + ".weight_packed" in st and path + ".weight_global_scale" not in st:  # compressed-tensors MXFP4
+            return self._mx(path + ".weight_packed", path + ".weight_scale", qr.WF_MXFP4)
+        if path + ".weight_packed" in st:  # compressed-tensors NVFP4: divide by the stored global scale
             v = self._nvfp4(path + ".weight_packed", path + ".weight_scale")
             return v / float(np.asarray(st.get(path + ".weight_global_scale"), dtype=np.float64).reshape(-1)[0])
         if path + ".weight" not in st:
             return None
         if path + ".scales" in st:
             return self._mlx(path)
+        if path + ".weight_scale" in st and st.info(path + ".weight")[0] == "F8_E4M3":  # compressed-tensors MXFP8
+            return self._mx(path + ".weight", path + ".weight_scale", qr.WF_MXFP8)
         if path + ".weight_scale" in st:  # ModelOpt: direct multiplier
             v = self._nvfp4(path + ".weight", path + ".weight_scale")
             return v * float(np.asarray(st.get(path + ".weight_scale_2"), dtype=np.float64).reshape(-1)[0])
@@ -355,6 +387,13 @@ class DequantLoader:
         codes = unpack(packed.tobytes(), 4, rows, cols)
         sc = self._raw(sname).reshape(rows, -1)
         return qr.dequant_fp(codes, sc, qr.WF_NVFP4, 0.0).astype(np.float64)
+
+    def _mx(self, wname, sname, fmt):
+        raw = self._raw(wname)
+        rows, bits = raw.shape[0], 8 if fmt == qr.WF_MXFP8 else 4
+        cols = raw.shape[1] * raw.dtype.itemsize * 8 // bits
+        codes = unpack(raw.tobytes(), bits, rows, cols)
+        return qr.dequant_fp(codes, self._raw(sname).reshape(rows, -1), fmt, 0.0).astype(np.float64)
 
     def _mlx(self, path):
         st = self.st
@@ -420,7 +459,7 @@ class DequantLoader:
 # malformed checkpoints (tests of the loader's errors)
 
 CORRUPTIONS = ("packed_width", "scales_shape", "group_divide", "nan_scale", "config_bits", "global_zero",
-               "config_false")
+               "global_missing", "config_false")
 
 
 def corrupt(model, out, kind):
@@ -456,6 +495,9 @@ def corrupt(model, out, kind):
     elif kind == "global_zero":  # compressed-tensors global scale of 0
         target = next(n for n in sorted(tensors) if n.endswith(".weight_global_scale"))
         tensors[target] = np.zeros_like(tensors[target])
+    elif kind == "global_missing":  # a ModelOpt module without its weight_scale_2
+        target = next(n for n in sorted(tensors) if n.endswith(".weight_scale_2"))
+        del tensors[target], dtypes[target]
     else:
         raise ValueError(f"unknown corruption {kind!r}")
     cfg.pop("quantization_config", None) if "quantization" in cfg else None
