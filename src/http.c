@@ -313,20 +313,26 @@ static void head_common(buf *out, int status, const char *content_type, int keep
 void http_response(buf *out, int status, const char *content_type, const char *body, size_t len, int keep_alive,
                    const char *extra_headers, int head_only) {
     head_common(out, status, content_type, keep_alive, extra_headers);
+    if (status == 204) {   /* no body, and no Content-Length (RFC 9110 §8.6) */
+        buf_puts(out, "\r\n");
+        return;
+    }
     buf_printf(out, "Content-Length: %zu\r\n\r\n", len);
     if (!head_only && len) buf_append(out, body, len);
 }
 
-void http_chunked_head(buf *out, int status, const char *content_type, int keep_alive, const char *extra_headers) {
+void http_stream_head(buf *out, int status, const char *content_type, int chunked, int keep_alive, const char *extra_headers) {
     head_common(out, status, content_type, keep_alive, extra_headers);
-    buf_puts(out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n");
+    buf_puts(out, chunked ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n" : "Cache-Control: no-cache\r\n\r\n");
 }
 
-void http_chunk(buf *out, const char *data, size_t len) {
+void http_stream_data(buf *out, int chunked, const char *data, size_t len) {
     if (!len) return;
-    buf_printf(out, "%zx\r\n", len);
+    if (chunked) buf_printf(out, "%zx\r\n", len);
     buf_append(out, data, len);
-    buf_puts(out, "\r\n");
+    if (chunked) buf_puts(out, "\r\n");
 }
 
-void http_chunk_end(buf *out) { buf_puts(out, "0\r\n\r\n"); }
+void http_stream_end(buf *out, int chunked) {
+    if (chunked) buf_puts(out, "0\r\n\r\n");
+}

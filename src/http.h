@@ -75,11 +75,13 @@ const char *http_status_text(int status);
  * each ending in "\r\n". For HEAD, pass head_only = 1 (headers only). */
 void http_response(buf *out, int status, const char *content_type, const char *body, size_t len, int keep_alive,
                    const char *extra_headers, int head_only);
-/* The head of a chunked response (Transfer-Encoding: chunked). */
-void http_chunked_head(buf *out, int status, const char *content_type, int keep_alive, const char *extra_headers);
-/* One chunk (nothing for len 0: an empty chunk would end the body). */
-void http_chunk(buf *out, const char *data, size_t len);
-/* The terminating zero-length chunk. */
-void http_chunk_end(buf *out);
+/* A streamed response. chunked = 1: Transfer-Encoding: chunked (HTTP/1.1).
+ * chunked = 0, for HTTP/1.0 clients, which have no chunked coding (RFC 9112
+ * §7.1): the raw body, ended by closing the connection (keep_alive must be 0). */
+void http_stream_head(buf *out, int status, const char *content_type, int chunked, int keep_alive, const char *extra_headers);
+/* One piece of the body (as a chunk: nothing for len 0, an empty chunk would end the body). */
+void http_stream_data(buf *out, int chunked, const char *data, size_t len);
+/* The end of the body: the terminating zero-length chunk, or nothing (the close ends it). */
+void http_stream_end(buf *out, int chunked);
 
 #endif

@@ -156,6 +156,7 @@ typedef struct {
     int keep_alive;
     int head_only;
     int ollama_errors;           /* error body format: Ollama {"error":"..."} or OpenAI's */
+    char cors[400];              /* CORS response headers for an allowed Origin, or "" */
     /* for the log line */
     int n_prompt, n_cached, n_gen;
     double decode_s;
@@ -163,7 +164,12 @@ typedef struct {
 
 static void send_body(exchange *x, int status, const char *ctype, const char *body, size_t len, const char *extra) {
     buf out = {0};
+    char hdrs[1024];
     x->status = status;
+    if (x->cors[0]) {   /* every response to an allowed browser origin carries the CORS headers */
+        snprintf(hdrs, sizeof hdrs, "%s%s", extra ? extra : "", x->cors);
+        extra = hdrs;
+    }
     http_response(&out, status, ctype, body, len, x->keep_alive, extra, x->head_only);
     conn_write_buf(x->c, &out);
     buf_free(&out);
@@ -262,6 +268,7 @@ typedef struct {
     long created;
     char model[256];
     int holding_lock;
+    int chunked;                 /* stream framing: chunks, or (HTTP/1.0 clients) the raw body ended by closing */
 } gen_ctx;
 
 /* Frames one event payload (a JSON object) for the stream. */
@@ -275,7 +282,7 @@ static void emit(gen_ctx *g, buf *payload) {
         buf_append(&framed, payload->data, payload->len);
         buf_putc(&framed, '\n');
     }
-    http_chunk(&g->out, framed.data, framed.len);
+    http_stream_data(&g->out, g->chunked, framed.data, framed.len);
     buf_free(&framed);
     buf_clear(payload);
 }
@@ -355,8 +362,15 @@ static void deliver_call(gen_ctx *g, const chat_event *ev) {
     call_id(g, ev->index, id, sizeof id);
     const char *name = ev->name ? ev->name : "";
     const char *args = ev->arguments_json ? ev->arguments_json : "{}";
-    if (g->r->kind == API_OLLAMA_GENERATE) {   /* no tool calls in this API: the raw text */
-        deliver_text(g, 0, ev->text, ev->len);
+    if (g->r->kind == API_OLLAMA_GENERATE || !g->r->tools) {
+        /* no tool calls in this API, or none offered (no tools, tool_choice
+           "none"): the model's raw text, tags included, as content */
+        buf raw = {0};
+        buf_puts(&raw, "<tool_call>");
+        buf_append(&raw, ev->text, ev->len);
+        buf_puts(&raw, "</tool_call>");
+        deliver_text(g, 0, raw.data, raw.len);
+        buf_free(&raw);
         return;
     }
     buf b = {0};
@@ -501,7 +515,7 @@ static void finish_response(gen_ctx *g, const gen_stats *st, double t_start) {
             emit(g, &b);
             break;
         }
-        http_chunk_end(&g->out);
+        http_stream_end(&g->out, g->chunked);
         conn_write_buf(g->x->c, &g->out);
         g->x->status = 200;
         buf_free(&b);
@@ -633,8 +647,10 @@ static void handle_generation(exchange *x, api_kind kind) {
     }
     if (r.chat) g.parser = chat_parser_new(r.thinking, r.tools);
     if (g.stream) {
-        http_chunked_head(&g.out, 200, kind == API_OPENAI_CHAT || kind == API_OPENAI_COMPLETION ? "text/event-stream" : "application/x-ndjson",
-                          x->keep_alive, NULL);
+        const char *ctype = kind == API_OPENAI_CHAT || kind == API_OPENAI_COMPLETION ? "text/event-stream" : "application/x-ndjson";
+        g.chunked = p->version_minor != 0;   /* HTTP/1.0 has no chunked coding: the body runs to the close */
+        if (!g.chunked) x->keep_alive = 0;
+        http_stream_head(&g.out, 200, ctype, g.chunked, x->keep_alive, x->cors[0] ? x->cors : NULL);
         conn_write_buf(x->c, &g.out);   /* headers now: the client sees the request accepted */
     }
     gen_options go = {r.max_tokens, (const char *const *)r.stop, r.n_stop, s->script, s->script ? s->o.n_script : 0};
@@ -657,7 +673,7 @@ static void handle_generation(exchange *x, api_kind kind) {
             json_write_string(&b, err, strlen(err), 0);
             buf_putc(&b, '}');
             emit(&g, &b);
-            http_chunk_end(&g.out);
+            http_stream_end(&g.out, g.chunked);
             conn_write_buf(x->c, &g.out);
             buf_free(&b);
             x->status = 500;
@@ -697,6 +713,18 @@ static size_t model_bytes(server *s) {
     return st.weight_bytes;
 }
 
+/* A stable 64-hex-digit id for the model (Ollama's digest is a sha256; its
+ * CLI prints digest[:12] and panics on anything shorter). */
+static void model_digest(server *s, char out[65]) {
+    size_t size = model_bytes(s);
+    for (int w = 0; w < 4; w++) {
+        uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)w * 0x9E3779B97F4A7C15ull;
+        for (const char *c = s->rt->name; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+        for (int i = 0; i < 8; i++) h = (h ^ ((size >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+        snprintf(out + 16 * w, 17, "%016llx", (unsigned long long)h);
+    }
+}
+
 static void handle_tags(exchange *x, int ps) {
     server *s = x->c->srv;
     buf b = {0};
@@ -707,7 +735,9 @@ static void handle_tags(exchange *x, int ps) {
     buf_puts(&b, ",\"model\":");
     json_write_string(&b, s->rt->name, strlen(s->rt->name), 0);
     if (!ps) buf_printf(&b, ",\"modified_at\":\"%s\"", t);
-    buf_printf(&b, ",\"size\":%zu,\"digest\":\"\",\"details\":", model_bytes(s));
+    char digest[65];
+    model_digest(s, digest);
+    buf_printf(&b, ",\"size\":%zu,\"digest\":\"%s\",\"details\":", model_bytes(s), digest);
     model_details(s, &b);
     if (ps) buf_printf(&b, ",\"expires_at\":\"2999-01-01T00:00:00Z\",\"size_vram\":0,\"context_length\":%d", s->n_ctx);
     buf_puts(&b, "}]}");
@@ -733,21 +763,30 @@ static void handle_show(exchange *x) {
     buf_free(&b);
 }
 
-static void handle_models(exchange *x) {
+/* The loaded model as an OpenAI model object. */
+static void model_object(server *s, buf *b) {
+    buf_puts(b, "{\"id\":");
+    json_write_string(b, s->rt->name, strlen(s->rt->name), 0);
+    buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"glmlite\",\"meta\":{\"n_ctx\":%d,\"slots\":%d}}",
+               (long)s->started, s->n_ctx, s->n_slots);
+}
+
+/* GET /v1/models, or (one) GET /v1/models/{id}: any id names the one loaded
+ * model, as any "model" in a request does. */
+static void handle_models(exchange *x, int one) {
     server *s = x->c->srv;
     buf b = {0};
-    buf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
-    json_write_string(&b, s->rt->name, strlen(s->rt->name), 0);
-    buf_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"glmlite\",\"meta\":{\"n_ctx\":%d,\"slots\":%d}}]}",
-               (long)s->started, s->n_ctx, s->n_slots);
+    if (!one) buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    model_object(s, &b);
+    if (!one) buf_puts(&b, "]}");
     send_json(x, 200, &b);
     buf_free(&b);
 }
 
-typedef enum { R_ROOT, R_VERSION, R_TAGS, R_PS, R_SHOW, R_MODELS, R_CHAT, R_COMPLETIONS, R_OCHAT, R_OGENERATE } route_id;
+typedef enum { R_ROOT, R_VERSION, R_TAGS, R_PS, R_SHOW, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_OCHAT, R_OGENERATE } route_id;
 
 static const struct {
-    const char *path;
+    const char *path;            /* ending in '/': that prefix and at least one more byte */
     route_id id;
     const char *method;          /* GET routes also answer HEAD */
 } ROUTES[] = {
@@ -757,11 +796,18 @@ static const struct {
     {"/api/ps", R_PS, "GET"},
     {"/api/show", R_SHOW, "POST"},
     {"/v1/models", R_MODELS, "GET"},
+    {"/v1/models/", R_MODEL, "GET"},
     {"/v1/chat/completions", R_CHAT, "POST"},
     {"/v1/completions", R_COMPLETIONS, "POST"},
     {"/api/chat", R_OCHAT, "POST"},
     {"/api/generate", R_OGENERATE, "POST"},
 };
+
+static int route_matches(const char *route, const char *path) {
+    size_t n = strlen(route);
+    if (n > 1 && route[n - 1] == '/') return !strncmp(path, route, n) && path[n];
+    return !strcmp(path, route);
+}
 
 static int authorized(server *s, const http_parser *p) {
     if (!s->o.api_key || !*s->o.api_key) return 1;
@@ -775,19 +821,64 @@ static int authorized(server *s, const http_parser *p) {
     return diff == 0;
 }
 
+/* Browser origins allowed to call the API (as Ollama's default OLLAMA_ORIGINS):
+ * local pages, desktop/extension shells; any origin when an API key guards
+ * the server (the browser must still present the key). */
+static int origin_allowed(server *s, const char *o) {
+    if (s->o.api_key && *s->o.api_key) return 1;
+    static const char *const schemes[] = {"app://", "file://", "tauri://", "vscode-webview://", "vscode-file://",
+                                          "chrome-extension://", "moz-extension://", "safari-web-extension://"};
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+        if (!strncasecmp(o, schemes[i], strlen(schemes[i]))) return 1;
+    if (!strcmp(o, "null")) return 1;   /* file:// pages */
+    const char *h = !strncasecmp(o, "http://", 7) ? o + 7 : !strncasecmp(o, "https://", 8) ? o + 8 : NULL;
+    if (!h) return 0;
+    static const char *const hosts[] = {"localhost", "127.0.0.1", "[::1]", "0.0.0.0"};
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        size_t l = strlen(hosts[i]);
+        if (!strncasecmp(h, hosts[i], l) && (h[l] == 0 || h[l] == ':')) return 1;
+    }
+    return 0;
+}
+
+static void set_cors(exchange *x, server *s, const http_parser *p) {
+    const char *o = http_header_get(p, "origin");
+    x->cors[0] = 0;
+    if (!o || !*o || strlen(o) > 200 || strpbrk(o, "\r\n") || !origin_allowed(s, o)) return;
+    snprintf(x->cors, sizeof x->cors, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", o);
+}
+
+/* A CORS preflight: OPTIONS with Access-Control-Request-Method. No API key
+ * is asked for (browsers never send credentials on a preflight). */
+static void send_preflight(exchange *x, const http_parser *p, int is_get) {
+    char hdrs[1024];
+    const char *rh = http_header_get(p, "access-control-request-headers");
+    if (!rh || strlen(rh) > 500 || strpbrk(rh, "\r\n")) rh = "Authorization, Content-Type";
+    snprintf(hdrs, sizeof hdrs,
+             "Access-Control-Allow-Methods: %s, OPTIONS\r\nAccess-Control-Allow-Headers: %s\r\n"
+             "Access-Control-Max-Age: 86400\r\n",
+             is_get ? "GET, HEAD" : "POST", rh);
+    send_body(x, 204, NULL, "", 0, hdrs);
+}
+
 static void dispatch(exchange *x) {
     server *s = x->c->srv;
     const http_parser *p = x->req;
     const char *path = p->path;
     x->ollama_errors = strncmp(path, "/v1/", 4) != 0;
+    set_cors(x, s, p);
     int found = -1;
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
-        if (!strcmp(path, ROUTES[i].path)) found = (int)i;
+        if (route_matches(ROUTES[i].path, path)) found = (int)i;
     if (found < 0) {
         send_error(x, 404, "not found", NULL, NULL);
         return;
     }
     int is_get = !strcmp(ROUTES[found].method, "GET");
+    if (!strcmp(p->method, "OPTIONS")) {
+        send_preflight(x, p, is_get);
+        return;
+    }
     x->head_only = is_get && !strcmp(p->method, "HEAD");
     if (strcmp(p->method, ROUTES[found].method) != 0 && !x->head_only) {
         char allow[64];
@@ -809,7 +900,8 @@ static void dispatch(exchange *x) {
     case R_TAGS: handle_tags(x, 0); break;
     case R_PS: handle_tags(x, 1); break;
     case R_SHOW: handle_show(x); break;
-    case R_MODELS: handle_models(x); break;
+    case R_MODELS: handle_models(x, 0); break;
+    case R_MODEL: handle_models(x, 1); break;
     case R_CHAT: handle_generation(x, API_OPENAI_CHAT); break;
     case R_COMPLETIONS: handle_generation(x, API_OPENAI_COMPLETION); break;
     case R_OCHAT: handle_generation(x, API_OLLAMA_CHAT); break;
@@ -873,7 +965,7 @@ static void *conn_main(void *arg) {
             break;
         }
         if (rc < 0) {
-            x.ollama_errors = 1;
+            x.ollama_errors = !p.path || strncmp(p.path, "/v1/", 4) != 0;   /* the API's own error format where known */
             send_error(&x, p.status, p.error, NULL, NULL);
             log_request(&x, p.method ? p.method : "-", p.path ? p.path : "-", t0);
             break;

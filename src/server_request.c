@@ -75,10 +75,10 @@ static int decode_sampling(api_request *r, const json_value *o, const char *pref
     NUMF("repeat_penalty", 0.01, 100, repeat_penalty);
 #undef NUMF
     if (r->sp.top_p <= 0) r->sp.top_p = 1;   /* top_p 0 would keep nothing: treat as off, as Ollama does */
-    int rc = get_int(o, "top_k", 0, 1 << 30, &i);
+    int rc = get_int(o, "top_k", INT32_MIN, 1 << 30, &i);
     snprintf(name, sizeof name, "%stop_k", prefix);
-    if (rc < 0) return bad(r, err, errlen, name, "'%s' must be a non-negative integer", name);
-    if (rc > 0) r->sp.top_k = (int)i;
+    if (rc < 0) return bad(r, err, errlen, name, "'%s' must be an integer", name);
+    if (rc > 0) r->sp.top_k = i > 0 ? (int)i : 0;   /* 0 or less (vLLM's -1): off */
     rc = get_int(o, "repeat_last_n", -1, 1 << 20, &i);
     snprintf(name, sizeof name, "%srepeat_last_n", prefix);
     if (rc < 0) return bad(r, err, errlen, name, "'%s' must be an integer >= -1", name);
@@ -86,8 +86,11 @@ static int decode_sampling(api_request *r, const json_value *o, const char *pref
     const json_value *s = json_get(o, "seed");
     snprintf(name, sizeof name, "%sseed", prefix);
     if (!absent(s)) {
-        if (!json_is_int(s) || !json_get_int64(s, &i)) return bad(r, err, errlen, name, "'%s' must be an integer", name);
-        r->sp.seed = (uint64_t)i;
+        /* any integer (OpenAI's are int64; past 2^53 JSON numbers arrive rounded, the same each time) */
+        if (s->type != JSON_NUMBER || s->number != floor(s->number) || s->number < -9223372036854775808.0 ||
+            s->number >= 18446744073709551616.0)
+            return bad(r, err, errlen, name, "'%s' must be an integer", name);
+        r->sp.seed = s->number < 0 ? (uint64_t)(int64_t)s->number : (uint64_t)s->number;
         r->has_seed = 1;
     }
     /* stop: a string or a list of strings */

@@ -217,6 +217,38 @@ TEST(server_robustness) {
     CHECK_EQ_INT(status_of(r), 405);
     CHECK(r && strstr(r, "Allow: POST"));
     free(r);
+    /* CORS: a browser preflight from a local page is answered, and the answer carries the origin */
+    r = request(port, "OPTIONS", "/v1/chat/completions", NULL,
+                "Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\n"
+                "Access-Control-Request-Headers: authorization,content-type\r\n");
+    CHECK_EQ_INT(status_of(r), 204);
+    CHECK(r && strstr(r, "Access-Control-Allow-Origin: http://localhost:3000\r\n"));
+    CHECK(r && strstr(r, "Access-Control-Allow-Headers: authorization,content-type\r\n"));
+    free(r);
+    r = request(port, "GET", "/api/version", NULL, "Origin: http://127.0.0.1:5173\r\n");
+    CHECK_EQ_INT(status_of(r), 200);
+    CHECK(r && strstr(r, "Access-Control-Allow-Origin: http://127.0.0.1:5173\r\n"));
+    free(r);
+    r = request(port, "GET", "/api/version", NULL, "Origin: http://evil.example\r\n");
+    CHECK(r && !strstr(r, "Access-Control-Allow-Origin"));
+    free(r);
+    /* the ollama CLI prints digest[:12] (and panics on a shorter one) */
+    r = request(port, "GET", "/api/tags", NULL, NULL);
+    {
+        const char *d = strstr(body_of(r), "\"digest\":\"");
+        CHECK(d && strspn(d + 10, "0123456789abcdef") == 64);
+    }
+    free(r);
+    /* HTTP/1.0 clients get no chunked coding */
+    {
+        const char *req10 = "POST /api/chat HTTP/1.0\r\nContent-Length: 73\r\n\r\n"
+                            "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"options\":{\"num_predict\":2}}";
+        r = exchange_raw(port, req10, strlen(req10), 10, 0);
+        CHECK_EQ_INT(status_of(r), 200);
+        CHECK(r && !strstr(r, "Transfer-Encoding") && strstr(body_of(r), "{\"model\"") == body_of(r));
+        CHECK(r && strstr(r, "\"done\":true"));
+        free(r);
+    }
     /* malformed JSON, wrong types: 400 with a JSON error naming the field */
     r = request(port, "POST", "/v1/chat/completions", "{\"messages\":[", NULL);
     CHECK_EQ_INT(status_of(r), 400);
@@ -226,7 +258,7 @@ TEST(server_robustness) {
     CHECK_EQ_INT(status_of(r), 400);
     CHECK(strstr(body_of(r), "\"param\":\"max_tokens\""));
     free(r);
-    r = request(port, "POST", "/api/chat", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":{\"top_k\":-1}}", NULL);
+    r = request(port, "POST", "/api/chat", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":{\"top_k\":2.5}}", NULL);
     CHECK_EQ_INT(status_of(r), 400);
     CHECK(strstr(body_of(r), "options.top_k"));
     free(r);
@@ -272,6 +304,12 @@ TEST(server_robustness) {
     const char *huge = "POST /api/chat HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{";
     r = exchange_raw(port, huge, strlen(huge), 5, 0);
     CHECK_EQ_INT(status_of(r), 413);
+    CHECK(r && strstr(body_of(r), "{\"error\":\""));   /* Ollama's error format under /api/ */
+    free(r);
+    const char *huge_v1 = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{";
+    r = exchange_raw(port, huge_v1, strlen(huge_v1), 5, 0);
+    CHECK_EQ_INT(status_of(r), 413);
+    CHECK(r && strstr(body_of(r), "{\"error\":{"));   /* OpenAI's under /v1/ */
     free(r);
     const char *smuggle = "POST /api/chat HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     r = exchange_raw(port, smuggle, strlen(smuggle), 5, 0);
@@ -296,6 +334,10 @@ TEST(server_robustness) {
     r = request(port, "GET", "/v1/models", NULL, NULL);
     CHECK_EQ_INT(status_of(r), 200);
     CHECK(strstr(body_of(r), "\"id\":\"tiny-f32\""));
+    free(r);
+    r = request(port, "GET", "/v1/models/anything", NULL, NULL);   /* the OpenAI SDKs' models.retrieve */
+    CHECK_EQ_INT(status_of(r), 200);
+    CHECK(strncmp(body_of(r), "{\"id\":\"tiny-f32\",\"object\":\"model\"", 32) == 0);
     free(r);
 
     /* half-closed connections: a request then shutdown(SHUT_WR) is cancelled and closed;
@@ -444,6 +486,11 @@ TEST(server_request_decode) {
     CHECK(r.stream && !r.thinking && r.max_tokens == 5 && r.n_stop == 2);
     CHECK(strstr(r.prompt.data, "<|assistant|></think>") != NULL);
     api_request_free(&r);
+    /* vLLM-style clients send top_k -1 for off; OpenAI seeds are any int64 */
+    const char *wide = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_k\":-1,\"seed\":9223372036854775807}";
+    REQUIRE(api_request_decode(API_OPENAI_CHAT, wide, strlen(wide), &d, &r, err, sizeof err) == 0);
+    CHECK(r.sp.top_k == 0 && r.has_seed && r.sp.seed == 9223372036854775808ull);
+    api_request_free(&r);
     static const struct { api_kind k; const char *body, *param; } bad[] = {
         {API_OPENAI_CHAT, "{\"messages\":[]}", "messages"},
         {API_OPENAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":2}", "top_p"},
@@ -454,6 +501,7 @@ TEST(server_request_decode) {
         {API_OPENAI_COMPLETION, "{\"prompt\":7}", "prompt"},
         {API_OLLAMA_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"think\":3}", "think"},
         {API_OLLAMA_GENERATE, "{\"prompt\":\"x\",\"options\":{\"seed\":1.5}}", "options.seed"},
+        {API_OLLAMA_GENERATE, "{\"prompt\":\"x\",\"options\":{\"seed\":1e30}}", "options.seed"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECKF(api_request_decode(bad[i].k, bad[i].body, strlen(bad[i].body), &d, &r, err, sizeof err) == -1, "case %zu", i);

@@ -51,9 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (na != nb || memcmp(a, b, (size_t)na * sizeof a[0]) != 0) abort();
     buf out = {0};
     http_response(&out, 400, "application/json", (const char *)data, size, 1, NULL, 0);
-    http_chunked_head(&out, 200, "text/event-stream", 0, NULL);
-    http_chunk(&out, (const char *)data, size);
-    http_chunk_end(&out);
+    http_stream_head(&out, 200, "text/event-stream", 1, 0, NULL);
+    http_stream_data(&out, 1, (const char *)data, size);
+    http_stream_end(&out, 1);
     buf_free(&out);
     return 0;
 }

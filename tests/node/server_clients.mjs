@@ -53,6 +53,7 @@ let plain;
 await check('openai models.list', async () => {
   const list = await oa.models.list();
   assert.deepEqual(list.data.map((m) => m.id), [model]);
+  assert.equal((await oa.models.retrieve(model)).id, model);
 });
 await check('openai chat non-stream', async () => {
   plain = await oa.chat.completions.create({ model, messages: hi, max_tokens: 12, ...greedy });
@@ -244,6 +245,18 @@ await check('ollama tool call (scripted)', async () => {
   }
   assert.equal(thinking, 'The user wants weather.');
   assert.deepEqual(calls.map((c) => [c.function.name, c.function.arguments]), [['get_weather', { city: 'Paris' }]]);
+});
+await check('no tool calls when none are offered (scripted)', async () => {
+  for (const extra of [{}, { tools, tool_choice: 'none' }]) {
+    const r = await oaS.chat.completions.create({ model, messages: ask, ...extra });
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    assert.equal(r.choices[0].message.tool_calls, undefined);
+    assert.match(r.choices[0].message.content, /<tool_call>get_weather.*<\/tool_call>$/);
+  }
+  const o = await olS.chat({ model, messages: ask });
+  assert.equal(o.message.tool_calls, undefined);
+  const g = await olS.generate({ model, prompt: 'hi' });
+  assert.match(g.response, /^Sure\.<tool_call>get_weather<arg_key>city<\/arg_key><arg_value>Paris<\/arg_value><\/tool_call>$/);
 });
 await check('api key required', async () => {
   const noKey = new OpenAI({ baseURL: `${scripted}/v1`, apiKey: 'wrong', maxRetries: 0 });
