@@ -129,10 +129,28 @@ static int write_message(api_request *r, buf *out, const json_value *m, size_t i
         return bad(r, err, errlen, name, "'%s.content' must be a string, an array of parts or null", name);
     buf_puts(out, "{\"role\":");
     json_write_string(out, rs, strlen(rs), 0);
+    /* a tool result given as OpenAI text parts is their text: the template
+       would print each part (it reads a list there as several results) */
+    int tool_parts = !strcmp(rs, "tool") && content && content->type == JSON_ARRAY && content->len > 0;
+    for (size_t k = 0; tool_parts && k < content->len; k++) {
+        const json_value *part = &content->items[k], *type = json_get(part, "type"), *text = json_get(part, "text");
+        tool_parts = type && type->type == JSON_STRING && !strcmp(type->str, "text") && text && text->type == JSON_STRING;
+    }
     for (size_t k = 0; k < m->len; k++) {
         const json_member *mm = &m->members[k];
         const char *key = mm->key;
         if (!strcmp(key, "role") || !strcmp(key, "images")) continue;
+        if (tool_parts && !strcmp(key, "content")) {
+            buf text = {0};
+            for (size_t i = 0; i < content->len; i++) {
+                const json_value *t = json_get(&content->items[i], "text");
+                buf_append(&text, t->str, t->len);
+            }
+            buf_puts(out, ",\"content\":");
+            json_write_string(out, text.data ? text.data : "", text.len, 0);
+            buf_free(&text);
+            continue;
+        }
         if (ollama && !strcmp(key, "thinking")) key = "reasoning_content";
         else if (ollama && !strcmp(key, "reasoning_content")) continue;
         buf_putc(out, ',');

@@ -486,6 +486,14 @@ TEST(server_request_decode) {
     CHECK(r.stream && !r.thinking && r.max_tokens == 5 && r.n_stop == 2);
     CHECK(strstr(r.prompt.data, "<|assistant|></think>") != NULL);
     api_request_free(&r);
+    /* a tool result as OpenAI text parts renders as its text, not as the parts' repr */
+    const char *parts = "{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\",\"content\":null,"
+                        "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":\"{}\"}}]},"
+                        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":[{\"type\":\"text\",\"text\":\"sunny, \"},"
+                        "{\"type\":\"text\",\"text\":\"20C\"}]}]}";
+    REQUIRE(api_request_decode(API_OPENAI_CHAT, parts, strlen(parts), &d, &r, err, sizeof err) == 0);
+    CHECKF(strstr(r.prompt.data, "<|observation|><tool_response>sunny, 20C</tool_response>") != NULL, "%s", r.prompt.data);
+    api_request_free(&r);
     /* vLLM-style clients send top_k -1 for off; OpenAI seeds are any int64 */
     const char *wide = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_k\":-1,\"seed\":9223372036854775807}";
     REQUIRE(api_request_decode(API_OPENAI_CHAT, wide, strlen(wide), &d, &r, err, sizeof err) == 0);
