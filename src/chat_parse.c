@@ -22,7 +22,8 @@
  *
  * Tool calls: name<arg_key>k</arg_key><arg_value>v</arg_value>...; the name
  * and keys are trimmed; values are raw. Values of parameters the tool's
- * schema declares "string" stay strings verbatim; others are JSON-decoded,
+ * schema admits a string (directly, in a type list, or in an anyOf/oneOf
+ * branch) stay strings verbatim; others are JSON-decoded,
  * falling back to the string. Repairs (walking the expected tag cycle):
  * missing </arg_value> (value ends at the next <arg_key> or the end, trailing
  * whitespace trimmed), missing <arg_key> (the text after </arg_value> up to
@@ -128,14 +129,28 @@ static const json_value *find_tool_params(const chat_parser *p, const char *name
     return NULL;
 }
 
-static int param_is_string(const json_value *params, const char *key) {
-    const json_value *t = json_get(json_get(json_get(params, "properties"), key), "type");
-    if (!t) return 0;
-    if (t->type == JSON_STRING) return strcmp(t->str, "string") == 0;
-    if (t->type == JSON_ARRAY)
+/* A schema that admits a string: "type": "string", a type list naming
+ * "string", or an anyOf/oneOf branch that does (pydantic writes Optional[str]
+ * as {"anyOf": [{"type": "string"}, {"type": "null"}]}). */
+static int schema_is_string(const json_value *s, int depth) {
+    if (!s || s->type != JSON_OBJECT || depth > 8) return 0;
+    const json_value *t = json_get(s, "type");
+    if (t && t->type == JSON_STRING && strcmp(t->str, "string") == 0) return 1;
+    if (t && t->type == JSON_ARRAY)
         for (size_t i = 0; i < t->len; i++)
             if (t->items[i].type == JSON_STRING && strcmp(t->items[i].str, "string") == 0) return 1;
+    static const char *const alts[] = {"anyOf", "oneOf"};
+    for (int a = 0; a < 2; a++) {
+        const json_value *l = json_get(s, alts[a]);
+        if (l && l->type == JSON_ARRAY)
+            for (size_t i = 0; i < l->len; i++)
+                if (schema_is_string(&l->items[i], depth + 1)) return 1;
+    }
     return 0;
+}
+
+static int param_is_string(const json_value *params, const char *key) {
+    return schema_is_string(json_get(json_get(params, "properties"), key), 0);
 }
 
 /* ---------------------------------------------------------------- call body */

@@ -166,12 +166,18 @@ static int py_isspace(unsigned cp) {
 }
 
 /* Code points Python's str.isprintable() rejects, as far as a table-free
- * check can tell: controls, non-ASCII separators, common format characters,
- * surrogates and private use. Unassigned code points are not detected. */
+ * check can tell: controls, non-ASCII separators, every format character (Cf)
+ * of Unicode 14/15 (the ones added since were unassigned before, hence
+ * non-printable in older Pythons too), surrogates, private use and the
+ * noncharacters. Other unassigned code points are not detected. */
 static int py_nonprintable(unsigned cp) {
     if (cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD) return 1;
     if ((cp >= 0x600 && cp <= 0x605) || cp == 0x61C || cp == 0x6DD || cp == 0x70F || cp == 0x1680 || cp == 0x180E)
         return 1;
+    if (cp == 0x890 || cp == 0x891 || cp == 0x8E2 || cp == 0x110BD || cp == 0x110CD || (cp >= 0x13430 && cp <= 0x1343F) ||
+        (cp >= 0x1BCA0 && cp <= 0x1BCA3) || (cp >= 0x1D173 && cp <= 0x1D17A))
+        return 1;
+    if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) return 1; /* noncharacters (always Cn) */
     if ((cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x2064) ||
         (cp >= 0x2066 && cp <= 0x206F) || cp == 0x3000)
         return 1;

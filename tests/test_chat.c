@@ -208,6 +208,20 @@ TEST(chat_render_errors_are_reported) {
     free(got);
 }
 
+/* str() of a dict escapes what Python's str.isprintable() rejects: format
+ * characters outside the BMP's common ones and noncharacters included
+ * (expected text from repr() in Python 3.11 and 3.12). */
+TEST(chat_render_repr_escapes_format_chars) {
+    const char *req = "{\"messages\": [{\"role\": \"user\", \"content\": {\"s\": "
+                      "\"\\u0890\\u0891\\u08e2\\ud804\\udcbd\\ud804\\udccd\\ud80d\\udc30\\ud80d\\udc38\\ud82f\\udca0"
+                      "\\ud834\\udd73\\ud834\\udd7a\\ufdd0\\uffff\\ud83f\\udffe\\ud834\\udd72\\u00e9\"}}]}";
+    char err[256] = "";
+    char *got = render_text(req, strlen(req), 0, err, sizeof err);
+    CHECK_STR(got, "[gMASK]<sop><|user|>{'s': '\\u0890\\u0891\\u08e2\\U000110bd\\U000110cd\\U00013430\\U00013438"
+                   "\\U0001bca0\\U0001d173\\U0001d17a\\ufdd0\\uffff\\U0001fffe\xF0\x9D\x85\xB2\xC3\xA9'}");
+    free(got);
+}
+
 /* Python's repr(float) checked against /usr/bin/python3 itself on awkward values. */
 TEST(chat_py_float_repr_matches_python) {
     double vals[400];
@@ -414,6 +428,27 @@ TEST(chat_parse_cases_whole_and_streamed) {
             collect_free(&c);
         }
     }
+}
+
+/* A parameter whose schema admits a string through anyOf/oneOf (pydantic's
+ * Optional[str]) keeps its raw text, as "type": ["string", "null"] does. */
+TEST(chat_parse_any_of_string_stays_string) {
+    const char *tools = "[{\"type\": \"function\", \"function\": {\"name\": \"lookup\", \"parameters\": {\"type\": \"object\", "
+                        "\"properties\": {\"zip\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}], \"default\": null}, "
+                        "\"tag\": {\"oneOf\": [{\"type\": \"integer\"}, {\"type\": \"string\"}]}, "
+                        "\"n\": {\"anyOf\": [{\"type\": \"integer\"}, {\"type\": \"null\"}]}}}}}]";
+    const char *out = "<tool_call>lookup<arg_key>zip</arg_key><arg_value>12345</arg_value><arg_key>tag</arg_key>"
+                      "<arg_value>true</arg_value><arg_key>n</arg_key><arg_value>7</arg_value></tool_call>";
+    json_doc *t = parse_str(tools, strlen(tools));
+    chat_parser *p = chat_parser_new(0, json_root(t));
+    json_free(t);
+    collect c = {0};
+    c.last = (chat_event_kind)-1;
+    chat_parser_feed(p, out, strlen(out), on_event, &c);
+    chat_parser_finish(p, on_event, &c);
+    chat_parser_free(p);
+    CHECK_STR(S(&c.calls), "lookup({\"zip\":\"12345\",\"tag\":\"true\",\"n\":7})\n");
+    collect_free(&c);
 }
 
 /* Deltas stream: text is released as soon as it cannot be part of a tag or
