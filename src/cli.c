@@ -19,6 +19,7 @@ typedef struct {
     const char *model_dir;
     const char *tokens;
     const char *prompt;
+    char *prompt_file_text;  /* -f FILE: owns the prompt */
     const char *system;
     const char *tools_file;
     const char *out;
@@ -125,7 +126,8 @@ static glm_model *load_model(const cli_opts *o) {
 
 static int open_runtime(const cli_opts *o, glm_runtime *rt) {
     char err[1024];
-    if (runtime_open(rt, o->model_dir, o->threads, err, sizeof err)) {
+    glm_load_options lo = {.n_threads = o->threads, .exact_matmul = o->exact_matmul};   /* run/chat honour --exact-matmul */
+    if (runtime_open_opts(rt, o->model_dir, &lo, err, sizeof err)) {
         fprintf(stderr, "glmlite: %s\n", err);
         return -1;
     }
@@ -227,7 +229,9 @@ static int cmd_tokenize(const cli_opts *o) {
     tokenizer *t = tokenizer_load(path, err, sizeof err);
     if (!t) { fprintf(stderr, "glmlite: %s: %s\n", path, err); return 1; }
     size_t len, n;
-    char *text = read_stdin(&len);
+    /* -p/-f text (llama-tokenize's way), else stdin */
+    char *text = o->prompt ? strdup(o->prompt) : read_stdin(&len);
+    if (o->prompt) len = strlen(text);
     int32_t *ids = NULL;
     int rc = tokenizer_encode(t, text, len, !o->no_special, &ids, &n, err, sizeof err);
     if (rc) fprintf(stderr, "glmlite: %s\n", err);
@@ -459,14 +463,19 @@ static int cmd_run_tokens(const cli_opts *o) {
     const glm_config *c = glm_model_config(m);
     char err[1024];
     int n_predict = o->n_predict > 0 ? o->n_predict : 32;
-    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : n + n_predict};
+    /* -n is a maximum: size the context like run/chat do (never n + n_predict unbounded) */
+    long long want = (long long)n + n_predict;
+    int cap_ctx = c->max_position_embeddings > n ? c->max_position_embeddings : n;
+    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : (int)(want < cap_ctx ? want : cap_ctx)};
+    err[0] = 0;
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int rc = 0;
     if (!s || !logits || glm_forward(s, ids, n, logits, 0, err, sizeof err)) {
-        fprintf(stderr, "glmlite: %s\n", s ? err : "cannot create session");
+        fprintf(stderr, "glmlite: %s\n", err[0] ? err : "out of memory");
         rc = 1;
     }
+    int n_ctx = s ? glm_session_n_ctx(s) : 0;
     for (int i = 0; !rc && i < n_predict; i++) {
         int32_t next = 0;
         for (int v = 1; v < c->vocab_size; v++) if (logits[v] > logits[next]) next = v;
@@ -474,7 +483,7 @@ static int cmd_run_tokens(const cli_opts *o) {
         fflush(stdout);
         int stop = 0;
         for (int k = 0; k < c->n_eos; k++) stop |= next == c->eos_ids[k];
-        if (stop || i + 1 == n_predict) break;
+        if (stop || i + 1 == n_predict || n + i + 1 >= n_ctx) break;   /* the context is full: stop, as run -p does */
         if (glm_forward(s, &next, 1, logits, 0, err, sizeof err)) { fprintf(stderr, "\nglmlite: %s\n", err); rc = 1; }
     }
     if (!rc) printf("\n");
@@ -507,15 +516,17 @@ static int cmd_chat(const cli_opts *o) {
     sigaction(SIGINT, &sa, NULL);
     int tty = isatty(STDIN_FILENO);
     if (tty) fprintf(stderr, "glmlite chat — %s. /think /nothink /clear /quit; Ctrl-C stops a reply, Ctrl-D quits.\n", cs.rt.name);
-    char line[65536];
+    char *line = NULL;
+    size_t cap = 0;
     for (;;) {
         if (tty) { fputs(cs.think ? "> " : "(no think) > ", stdout); fflush(stdout); }
         interrupted = 0;
-        if (!fgets(line, sizeof line, stdin)) {
+        ssize_t got = getline(&line, &cap, stdin);   /* a whole line, however long */
+        if (got < 0) {
             if (interrupted) { clearerr(stdin); printf("\n"); continue; }
             break;
         }
-        size_t l = strlen(line);
+        size_t l = (size_t)got;
         while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
         if (!l) continue;
         if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
@@ -527,10 +538,16 @@ static int cmd_chat(const cli_opts *o) {
             glm_session_truncate(cs.session, 0);
             continue;
         }
+        size_t before = cs.history.len;
         if (!strncmp(line, "/tool ", 6)) history_add(&cs, "tool", line + 6);   /* a tool's result */
         else history_add(&cs, "user", line);
-        chat_turn(&cs, o->n_predict);
+        /* a failed turn (e.g. the prompt no longer fits) must not stay in the history */
+        if (chat_turn(&cs, o->n_predict)) {
+            cs.history.len = before;
+            if (cs.history.data) cs.history.data[before] = 0;
+        }
     }
+    free(line);
     chat_state_close(&cs);
     return 0;
 }
@@ -554,15 +571,27 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, takes = 1;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) { bad = !v; o.model_dir = v; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); free(o.prompt_file_text); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { bad = !v; o.model_dir = v; }
         else if (!strcmp(a, "--tokens")) { bad = !v; o.tokens = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { bad = !v; o.prompt = v; }
-        else if (!strcmp(a, "--system")) { bad = !v; o.system = v; }
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {   /* llama.cpp: the prompt from a file */
+            buf pf = {0};
+            bad = !v || buf_read_file(&pf, v, 64u << 20) != 0;
+            if (bad) { buf_free(&pf); fprintf(stderr, "glmlite: cannot read prompt file '%s'\n", v ? v : ""); return 2; }
+            if (pf.len && pf.data[pf.len - 1] == '\n') pf.len--;   /* as llama.cpp's -f */
+            if (pf.len && pf.data[pf.len - 1] == '\r') pf.len--;
+            buf_reserve(&pf, 0);
+            pf.data[pf.len] = 0;
+            free(o.prompt_file_text);
+            o.prompt = o.prompt_file_text = buf_detach(&pf);
+        }
+        else if (!strcmp(a, "--system") || !strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) { bad = !v; o.system = v; }
         else if (!strcmp(a, "--tools")) { bad = !v; o.tools_file = v; }
         else if (!strcmp(a, "-o")) { bad = !v; o.out = v; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_parse_int(v, 1, 4096, &o.threads);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = cli_parse_int(v, 1, INT_MAX, &o.n_ctx);
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) bad = cli_parse_int(v, 0, INT_MAX, &o.n_predict);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict") || !strcmp(a, "--predict")) bad = cli_parse_int(v, 0, INT_MAX, &o.n_predict);
         else if (!strcmp(a, "--cache-type")) bad = cli_parse_cache_type(v, &o.kv_bf16);
         else if (!strcmp(a, "--temp")) { bad = !v || parse_float(v, &o.sp.temperature) || o.sp.temperature < 0; o.set |= SET_TEMP; }
         else if (!strcmp(a, "--top-p")) { bad = !v || parse_float(v, &o.sp.top_p) || o.sp.top_p <= 0; o.set |= SET_TOP_P; }
@@ -571,29 +600,34 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--repeat-penalty")) { bad = !v || parse_float(v, &o.sp.repeat_penalty) || o.sp.repeat_penalty <= 0; o.set |= SET_REPEAT; }
         else if (!strcmp(a, "--presence-penalty")) { bad = !v || parse_float(v, &o.sp.presence_penalty); o.set |= SET_PRESENCE; }
         else if (!strcmp(a, "--frequency-penalty")) { bad = !v || parse_float(v, &o.sp.frequency_penalty); o.set |= SET_FREQUENCY; }
-        else if (!strcmp(a, "--seed")) {
-            char *end;
+        else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
+            char *end = NULL;
             errno = 0;
             o.sp.seed = v ? strtoull(v, &end, 10) : 0;
-            bad = !v || errno || *end;
+            /* digits only: strtoull takes "", " 5" and "-5" (wrapped to 2^64-5) */
+            bad = !v || *v < '0' || *v > '9' || errno || *end;
             o.set |= SET_SEED;
         }
         else if (!strcmp(a, "--think")) { o.think = 1; takes = 0; }
         else if (!strcmp(a, "--no-think")) { o.think = 0; takes = 0; }
         else if (!strcmp(a, "--no-special")) { o.no_special = 1; takes = 0; }
         else if (!strcmp(a, "--exact-matmul")) { o.exact_matmul = 1; takes = 0; }
-        else { fprintf(stderr, "glmlite: unknown option '%s'\n", a); usage(stderr); return 2; }
-        if (bad) { fprintf(stderr, "glmlite: option '%s' needs a valid value\n", a); return 2; }
+        else { fprintf(stderr, "glmlite: unknown option '%s'\n", a); usage(stderr); free(o.prompt_file_text); return 2; }
+        if (bad) { fprintf(stderr, "glmlite: option '%s' needs a valid value\n", a); free(o.prompt_file_text); return 2; }
         i += takes;
     }
     if (!o.model_dir) o.model_dir = cli_default_model_dir();
-    if (!strcmp(cmd, "info")) return cmd_info(&o);
-    if (!strcmp(cmd, "logits")) return cmd_logits(&o);
-    if (!strcmp(cmd, "run")) return cmd_run(&o);
-    if (!strcmp(cmd, "chat")) return cmd_chat(&o);
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(&o);
-    if (!strcmp(cmd, "render")) return cmd_render();
-    fprintf(stderr, "glmlite: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    int rc = 2;
+    if (!strcmp(cmd, "info")) rc = cmd_info(&o);
+    else if (!strcmp(cmd, "logits")) rc = cmd_logits(&o);
+    else if (!strcmp(cmd, "run")) rc = cmd_run(&o);
+    else if (!strcmp(cmd, "chat")) rc = cmd_chat(&o);
+    else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(&o);
+    else if (!strcmp(cmd, "render")) rc = cmd_render();
+    else {
+        fprintf(stderr, "glmlite: unknown command '%s'\n", cmd);
+        usage(stderr);
+    }
+    free(o.prompt_file_text);
+    return rc;
 }

@@ -116,8 +116,8 @@ int cmd_perplexity(int argc, char **argv) {
         else if (!strcmp(a, "--kl-base") && has) base_dir = argv[++i];
         else if (!strcmp(a, "--exact-matmul")) exact = 1;
         else if ((!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) && has) {
-            if (cli_parse_int(argv[++i], 2, INT_MAX, &n_ctx)) {
-                fprintf(stderr, "glmlite perplexity: -c wants an integer >= 2, got '%s'\n", argv[i]);
+            if (cli_parse_int(argv[++i], 3, INT_MAX, &n_ctx)) {   /* -c 2 scores no token (ppl 1.0) */
+                fprintf(stderr, "glmlite perplexity: -c wants an integer >= 3, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && has) {

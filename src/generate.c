@@ -37,14 +37,18 @@ static void read_generation_defaults(const char *dir, sampler_params *p) {
 }
 
 int runtime_open(glm_runtime *rt, const char *dir, int n_threads, char *err, size_t errlen) {
+    glm_load_options lo = {.n_threads = n_threads};
+    return runtime_open_opts(rt, dir, &lo, err, errlen);
+}
+
+int runtime_open_opts(glm_runtime *rt, const char *dir, const glm_load_options *opts, char *err, size_t errlen) {
     memset(rt, 0, sizeof *rt);
     snprintf(rt->dir, sizeof rt->dir, "%s", dir);
     size_t l = strlen(rt->dir);
     while (l > 1 && rt->dir[l - 1] == '/') rt->dir[--l] = 0;
     const char *base = strrchr(rt->dir, '/');
     snprintf(rt->name, sizeof rt->name, "%.255s", base ? base + 1 : rt->dir);
-    glm_load_options lo = {.n_threads = n_threads};
-    rt->model = glm_model_load(dir, &lo, err, errlen);
+    rt->model = glm_model_load(dir, opts, err, errlen);
     if (!rt->model) return -1;
     char path[1200], terr[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", rt->dir);
@@ -59,6 +63,10 @@ int runtime_open(glm_runtime *rt, const char *dir, int n_threads, char *err, siz
     rt->n_valid = tokenizer_n_tokens(rt->tok) < V ? tokenizer_n_tokens(rt->tok) : V;
     sampler_params_default(&rt->defaults);
     read_generation_defaults(rt->dir, &rt->defaults);
+    /* a model directory whose eos_token_id lists only <|endoftext|> must still end a turn at the
+     * next role marker, or the reply runs on into an invented user/tool turn */
+    rt->role_stop[0] = tokenizer_token_id(rt->tok, "<|user|>");
+    rt->role_stop[1] = tokenizer_token_id(rt->tok, "<|observation|>");
     return 0;
 }
 
@@ -72,7 +80,7 @@ int runtime_is_stop_id(const glm_runtime *rt, int32_t id) {
     const glm_config *c = glm_model_config(rt->model);
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] == id) return 1;
-    return 0;
+    return id >= 0 && (id == rt->role_stop[0] || id == rt->role_stop[1]);
 }
 
 /* Longest suffix of text[0..n) that is a proper prefix of some stop string:

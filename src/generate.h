@@ -17,11 +17,14 @@ typedef struct {
     tokenizer *tok;
     sampler_params defaults;      /* sampler defaults overridden by generation_config.json */
     int n_valid;                  /* ids below this are real tokens; above are padding rows */
+    int32_t role_stop[2];         /* <|user|>, <|observation|> (-1 if absent): always stop (SPEC §7.5) */
     char dir[1024];
     char name[256];               /* the model directory's base name */
 } glm_runtime;
 
 int runtime_open(glm_runtime *rt, const char *dir, int n_threads, char *err, size_t errlen);
+/* The same with every load option (--exact-matmul). */
+int runtime_open_opts(glm_runtime *rt, const char *dir, const glm_load_options *opts, char *err, size_t errlen);
 void runtime_close(glm_runtime *rt);
 int runtime_is_stop_id(const glm_runtime *rt, int32_t id);
 

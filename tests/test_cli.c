@@ -240,3 +240,58 @@ TEST(cli_bench_lists_and_skips) {
     CHECK(out && strstr(out, "usage: glmlite bench"));
     free(out);
 }
+
+/* Per-subcommand help, llama.cpp's spellings, run --tokens with a large -n
+ * or a full context, and a chat that recovers from a turn that does not fit. */
+TEST(cli_help_llama_spellings_and_recovery) {
+    const char *dir = test_fixture_model("tiny", "f32");
+    REQUIRE(dir);
+    char cmd[2048], path[512], *out;
+    const char *cmds[] = {"run", "chat", "tokenize", "render", "logits", "info"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s -h < /dev/null 2>/dev/null", glmlite(), cmds[i]);
+        CHECKF(run_capture(cmd, &out) == 0 && strstr(out, "usage:"), "%s -h", cmds[i]);
+        free(out);
+    }
+    /* -n is a maximum: it must not size (or overflow) the context */
+    snprintf(cmd, sizeof cmd, "%s run -m %s --tokens 1,2,3 -n 100000000 2>/dev/null", glmlite(), dir);
+    CHECK_EQ_INT(run_capture(cmd, &out), 0);
+    free(out);
+    /* the context filling up ends generation, it is not an error */
+    snprintf(cmd, sizeof cmd, "%s run -m %s --tokens 1,2,3 -n 10 -c 5 2>/dev/null", glmlite(), dir);
+    CHECK_EQ_INT(run_capture(cmd, &out), 0);
+    free(out);
+    /* llama.cpp spellings: -f FILE, -s SEED, --predict; tokenize -p */
+    snprintf(path, sizeof path, "%s/prompt.txt", test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    fputs("Hello there\n", f);
+    fclose(f);
+    char *a, *b;
+    snprintf(cmd, sizeof cmd, "%s run -m %s -f %s -s 7 --predict 6 2>/dev/null", glmlite(), dir, path);
+    CHECK_EQ_INT(run_capture(cmd, &a), 0);
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Hello there' --seed 7 -n 6 2>/dev/null", glmlite(), dir);
+    CHECK_EQ_INT(run_capture(cmd, &b), 0);
+    CHECK(a && b && !strcmp(a, b));
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello there'", glmlite(), dir);
+    CHECK_EQ_INT(run_capture(cmd, &a), 0);
+    snprintf(cmd, sizeof cmd, "printf 'Hello there' | %s tokenize -m %s", glmlite(), dir);
+    CHECK_EQ_INT(run_capture(cmd, &b), 0);
+    CHECK(a && b && !strcmp(a, b));
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --seed '' 2>/dev/null", glmlite(), dir);
+    CHECK_EQ_INT(test_run(cmd), 2);
+    /* chat: a message that does not fit is dropped; the next one is answered */
+    snprintf(cmd, sizeof cmd,
+             "awk 'BEGIN { for (i = 0; i < 200; i++) printf \"word \"; print \"\"; print \"hello\" }' | "
+             "%s chat -m %s -c 64 -n 4 --temp 0 2>%s/chat-recover.err",
+             glmlite(), dir, test_tmpdir());
+    CHECK_EQ_INT(run_capture(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/chat-recover.err", test_tmpdir());
+    char *err = test_read_file(path, NULL);
+    CHECKF(err && strstr(err, "[prompt "), "second message not answered: %s", err ? err : "");
+    free(err);
+}
