@@ -857,8 +857,9 @@ static void split_added(enc_ctx *c, const trie *tr, const char *s, size_t n, con
         if (start_offset < start) next(c, s + start_offset, start - start_offset);
         if (c->piece_fn) c->piece_fn(c->piece_ctx, t->arena + a->off, a->len, a->id);
         else ids_push(&c->out, a->id);
+        /* As HF: the search resumes at the match's end, not after what rstrip
+         * swallowed, so an added token inside that whitespace still counts. */
         start_offset = stop;
-        if (i < stop) i = stop;
     }
     if (start_offset < n) next(c, s + start_offset, n - start_offset);
 }
@@ -868,17 +869,26 @@ static void stage_pretok(enc_ctx *c, const char *s, size_t n) { pretokenize(c, s
 /* The guarded ranges of the raw text that meet the segment [off, off+n),
  * clipped and made relative to it. Returns the count; *out is malloc'd. */
 static size_t clip_ranges(const enc_ctx *c, size_t off, size_t n, size_t **out) {
-    size_t k = 0;
     *out = NULL;
-    for (size_t r = 0; r < c->niv; r++) {
-        size_t a = c->iv[2 * r], b = c->iv[2 * r + 1];
-        if (b <= off || a >= off + n) continue;
-        if (!*out) *out = xrealloc(NULL, 2 * (c->niv - r) * sizeof **out);
-        (*out)[2 * k] = a > off ? a - off : 0;
-        (*out)[2 * k + 1] = (b < off + n ? b : off + n) - off;
-        k++;
+    /* The ranges are sorted and disjoint, so those meeting the segment are
+     * consecutive: binary search for the first one ending after off (a scan
+     * from the start made a prompt with many markers and spans quadratic). */
+    size_t lo = 0, hi = c->niv;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->iv[2 * mid + 1] <= off) lo = mid + 1;
+        else hi = mid;
     }
-    return k;
+    size_t e = lo;
+    while (e < c->niv && c->iv[2 * e] < off + n) e++;
+    if (e == lo) return 0;
+    *out = xrealloc(NULL, 2 * (e - lo) * sizeof **out);
+    for (size_t r = lo; r < e; r++) {
+        size_t a = c->iv[2 * r], b = c->iv[2 * r + 1];
+        (*out)[2 * (r - lo)] = a > off ? a - off : 0;
+        (*out)[2 * (r - lo) + 1] = (b < off + n ? b : off + n) - off;
+    }
+    return e - lo;
 }
 
 /* Guarded ranges of a segment carried over to its NFC form. Each piece

@@ -219,14 +219,32 @@ void uc_nfc_append(buf *out, const char *s, size_t len) {
         i += utf8_decode(u + i, len - i, &cp);
         decompose(&d, cp, 0);
     }
-    /* Canonical ordering: stable insertion sort of each run of non-starters. */
-    for (size_t i = 1; i < d.n; i++) {
-        int c = uc_ccc(d.v[i]);
-        if (!c) continue;
-        size_t j = i;
-        uint32_t x = d.v[i];
-        while (j > 0 && uc_ccc(d.v[j - 1]) > c) { d.v[j] = d.v[j - 1]; j--; }
-        d.v[j] = x;
+    /* Canonical ordering: stable sort of each run of non-starters by ccc.
+     * Short runs: insertion sort; long ones: a counting sort (ccc < 256), so
+     * a long run of marks (untrusted input) stays linear, not quadratic. */
+    for (size_t i = 0; i < d.n;) {
+        if (!uc_ccc(d.v[i])) { i++; continue; }
+        size_t e = i + 1;
+        while (e < d.n && uc_ccc(d.v[e])) e++;
+        if (e - i <= 32) {
+            for (size_t k = i + 1; k < e; k++) {
+                uint32_t x = d.v[k];
+                int c = uc_ccc(x);
+                size_t j = k;
+                while (j > i && uc_ccc(d.v[j - 1]) > c) { d.v[j] = d.v[j - 1]; j--; }
+                d.v[j] = x;
+            }
+        } else {
+            size_t cnt[257] = {0};
+            uint32_t *tmp = malloc((e - i) * sizeof *tmp);
+            if (!tmp) abort();
+            for (size_t k = i; k < e; k++) cnt[uc_ccc(d.v[k]) + 1]++;
+            for (int b = 1; b < 257; b++) cnt[b] += cnt[b - 1];
+            for (size_t k = i; k < e; k++) tmp[cnt[uc_ccc(d.v[k])]++] = d.v[k];
+            memcpy(d.v + i, tmp, (e - i) * sizeof *tmp);
+            free(tmp);
+        }
+        i = e;
     }
     /* Canonical composition: a character combines with the last starter when
      * nothing between them blocks it (is a starter or has ccc >= its own). */

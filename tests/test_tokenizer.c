@@ -214,6 +214,35 @@ TEST(unicode_nfc_conformance) {
     free(text);
 }
 
+TEST(unicode_nfc_long_mark_run) {
+    /* "x" + (U+0301 U+0323) * N: canonical ordering moves every dot below
+     * (ccc 220) before every acute (ccc 230). Runs this long take the counting
+     * sort (an insertion sort made them quadratic: a 1 MB prompt of marks
+     * under an NFC normalizer took minutes; speed is the benchmarks' business,
+     * this checks the long-run path's result). */
+    const size_t N = 5000;
+    buf in = {0}, out = {0}, want = {0};
+    buf_putc(&in, 'x');
+    buf_putc(&want, 'x');
+    for (size_t i = 0; i < N; i++) buf_puts(&in, "\xCC\x81\xCC\xA3");
+    for (size_t i = 0; i < N; i++) buf_puts(&want, "\xCC\xA3");
+    for (size_t i = 0; i < N; i++) buf_puts(&want, "\xCC\x81");
+    uc_nfc_append(&out, in.data, in.len);
+    CHECK(same(out.data, out.len, want.data, want.len));
+    /* a run just over the short-run threshold, with ties (stability) and a composition */
+    buf_clear(&in); buf_clear(&out);
+    buf_putc(&in, 'a');
+    for (int i = 0; i < 20; i++) buf_puts(&in, "\xCC\x88\xD6\xB0");   /* U+0308 (230), U+05B0 (10) */
+    uc_nfc_append(&out, in.data, in.len);
+    /* U+05B0s first; a + U+0308 composes to U+00E4 (the lower-class U+05B0s do not block it) */
+    buf_clear(&want);
+    buf_puts(&want, "\xC3\xA4");
+    for (int i = 0; i < 20; i++) buf_puts(&want, "\xD6\xB0");
+    for (int i = 1; i < 20; i++) buf_puts(&want, "\xCC\x88");
+    CHECK(same(out.data, out.len, want.data, want.len));
+    buf_free(&in); buf_free(&out); buf_free(&want);
+}
+
 /* ---- the HF oracle ---- */
 
 static int oracle_ready(char *dir, size_t dirlen) {
@@ -465,7 +494,8 @@ static tokenizer *load_flags_tokenizer(void) {
                  "{\"id\":300,\"content\":\"<L>\",\"lstrip\":true,\"special\":true,\"normalized\":false},"
                  "{\"id\":301,\"content\":\"<R>\",\"rstrip\":true,\"special\":true,\"normalized\":false},"
                  "{\"id\":302,\"content\":\"word\",\"single_word\":true,\"special\":false,\"normalized\":true},"
-                 "{\"id\":303,\"content\":\"<R><L>x\",\"special\":false,\"normalized\":false}]}");
+                 "{\"id\":303,\"content\":\"<R><L>x\",\"special\":false,\"normalized\":false},"
+                 "{\"id\":304,\"content\":\" y\",\"special\":false,\"normalized\":false}]}");
     char err[256];
     tokenizer *t = tokenizer_load_mem(j.data, j.len, err, sizeof err);
     if (!t) fprintf(stderr, "flags tokenizer: %s\n", err);
@@ -495,8 +525,42 @@ TEST(tokenizer_added_token_flags) {
     CHECK_STR(b.data, "776f7264 5f");
     pieces_of(t, "<R><L>x", 1, &b);        /* longest match wins */
     CHECK_STR(b.data, "!3c523e3c4c3e78");
+    pieces_of(t, "<R>  y z", 1, &b);       /* HF resumes the search at <R>'s end: " y" inside the */
+    CHECK_STR(b.data, "!3c523e !2079 207a");  /* swallowed spaces still matches (Rust and tokenizers.js) */
     pieces_of(t, "a <L>", 0, &b);          /* special tokens off: plain text, stripping off too */
     CHECK_STR(b.data, "61 203c 4c 3e");
+    buf_free(&b);
+    tokenizer_free(t);
+}
+
+TEST(tokenizer_guarded_many_spans) {
+    /* A prompt with many template markers and as many request spans: each
+     * text run between markers finds its spans by binary search (a scan of
+     * every span made 1 MB of short messages take seconds). */
+    tokenizer *t = load_glm_mini();
+    REQUIRE(t);
+    const size_t N = 20000;
+    buf b = {0};
+    size_t *sp = malloc(2 * N * sizeof *sp);
+    for (size_t i = 0; i < N; i++) {
+        buf_puts(&b, "<|user|>");
+        sp[2 * i] = b.len;
+        sp[2 * i + 1] = 10;
+        buf_puts(&b, i % 2 ? "hi<think>!" : "hi there!!");
+    }
+    int32_t *ids;
+    size_t n;
+    char err[256];
+    REQUIRE(tokenizer_encode_guarded(t, b.data, b.len, sp, N, &ids, &n, err, sizeof err) == 0);
+    size_t users = 0, thinks = 0;
+    for (size_t i = 0; i < n; i++) {
+        users += ids[i] == 154827;
+        thinks += ids[i] == 154841;
+    }
+    CHECK(users == N);    /* the template's markers stay special */
+    CHECK(thinks == 0);   /* "<think>" inside the spans stays text */
+    free(ids);
+    free(sp);
     buf_free(&b);
     tokenizer_free(t);
 }
