@@ -41,7 +41,7 @@ static void usage(FILE *f) {
     fputs("usage: glmlite COMMAND [options]\n"
           "  run       -p TEXT [--system TEXT] [--tools FILE] [--think|--no-think]   one chat turn, streamed\n"
           "  run       --tokens 1,2,3 -n N          greedy continuation of token ids\n"
-          "  chat      [--system TEXT] [--tools FILE]   interactive chat (/think /nothink /clear /quit)\n"
+          "  chat      [--system TEXT] [--tools FILE]   interactive chat (/think /nothink /clear /tool RESULT /quit)\n"
           "  tokenize  [--no-special]              text on stdin -> token ids\n"
           "  render                                JSON request on stdin -> prompt text\n"
           "  logits    --tokens 1,2,3 -o FILE      raw little-endian f32 logits [n_tokens][vocab]\n"
@@ -200,7 +200,7 @@ static int cmd_logits(const cli_opts *o) {
     glm_model *m = load_model(o);
     if (!m) { free(ids); return 1; }
     char err[1024];
-    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : n};
+    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : n, .kv_bf16 = o->kv_bf16};
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     int V = glm_model_config(m)->vocab_size;
     float *logits = s ? malloc((size_t)n * V * sizeof *logits) : NULL;
@@ -466,7 +466,7 @@ static int cmd_run_tokens(const cli_opts *o) {
     /* -n is a maximum: size the context like run/chat do (never n + n_predict unbounded) */
     long long want = (long long)n + n_predict;
     int cap_ctx = c->max_position_embeddings > n ? c->max_position_embeddings : n;
-    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : (int)(want < cap_ctx ? want : cap_ctx)};
+    glm_session_options so = {.n_ctx = o->n_ctx > 0 ? o->n_ctx : (int)(want < cap_ctx ? want : cap_ctx), .kv_bf16 = o->kv_bf16};
     err[0] = 0;
     glm_session *s = glm_session_new(m, &so, err, sizeof err);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
@@ -515,7 +515,7 @@ static int cmd_chat(const cli_opts *o) {
     sa.sa_handler = on_sigint;   /* no SA_RESTART: Ctrl-C at the prompt interrupts the read */
     sigaction(SIGINT, &sa, NULL);
     int tty = isatty(STDIN_FILENO);
-    if (tty) fprintf(stderr, "glmlite chat — %s. /think /nothink /clear /quit; Ctrl-C stops a reply, Ctrl-D quits.\n", cs.rt.name);
+    if (tty) fprintf(stderr, "glmlite chat — %s. /think /nothink /clear /tool RESULT /quit; Ctrl-C stops a reply, Ctrl-D quits.\n", cs.rt.name);
     char *line = NULL;
     size_t cap = 0;
     for (;;) {

@@ -20,7 +20,7 @@ static void on_signal(int sig) {
 static void serve_usage(FILE *f) {
     fputs("usage: glmlite serve [-m DIR] [--host 127.0.0.1] [--port 8080] [-c CTX] [-t THREADS]\n"
           "                     [--parallel N] [--api-key KEY] [--timeout SECONDS] [--cache-type f32|bf16]\n"
-          "  OpenAI API: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n"
+          "  OpenAI API: POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/{id}]\n"
           "  Ollama API: POST /api/chat, /api/generate, /api/show; GET /api/tags, /api/ps, /api/version, /\n"
           "  --parallel N   N cache slots (conversations kept in KV caches); more requests queue\n"
           "  --api-key KEY  require 'Authorization: Bearer KEY' (also read from GLMLITE_API_KEY)\n"

@@ -118,7 +118,7 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
     int n_ctx = glm_session_n_ctx(s);
     if (n_prompt <= 0) { snprintf(err, errlen, "the prompt is empty"); return -1; }
     if (n_prompt >= n_ctx) {
-        snprintf(err, errlen, "the prompt has %d tokens but the context holds %d (raise -c / num_ctx)", n_prompt, n_ctx);
+        snprintf(err, errlen, "the prompt has %d tokens but the context holds %d (raise -c)", n_prompt, n_ctx);
         return -1;
     }
     /* prompt cache: keep the longest cached prefix, but always recompute the

@@ -154,6 +154,15 @@ TEST(cli_logits_and_info) {
     size_t len;
     char *l = test_read_file(path, &len);
     CHECK(l && len == 5 * 512 * sizeof(float));
+    /* --cache-type bf16 reaches logits' session: the cached latents round, the logits move */
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens 3,1,4,1,5 --cache-type bf16 -o %s.bf16", glmlite(), dir, path);
+    REQUIRE(test_run(cmd) == 0);
+    char bpath[600];
+    snprintf(bpath, sizeof bpath, "%s.bf16", path);
+    size_t blen;
+    char *lb = test_read_file(bpath, &blen);
+    CHECK(lb && blen == len && memcmp(lb, l, len) != 0);
+    free(lb);
     free(l);
     snprintf(cmd, sizeof cmd, "%s info -m %s", glmlite(), dir);
     REQUIRE(run_capture(cmd, &out) == 0);
