@@ -180,12 +180,12 @@ static int cmd_info(const cli_opts *o) {
     kernels_describe(kernels, sizeof kernels);
     printf("kernels           %s (this CPU)\n", kernels);
     int ctx = o->n_ctx > 0 ? o->n_ctx : 4096;
-    glm_session_options so = {.n_ctx = ctx};
-    double kv = (double)st.kv_bytes_per_token * ctx, scratch = (double)glm_session_bytes(m, &so) - kv;
-    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache (%.3f GB with --cache-type bf16)\n"
+    glm_session_options so = {.n_ctx = ctx, .kv_bf16 = o->kv_bf16};
+    double kv = (double)st.kv_bytes_per_token * ctx / (o->kv_bf16 ? 2 : 1), scratch = (double)glm_session_bytes(m, &so) - kv;
+    printf("memory at -c %-5d %.3f GB mapped weights + %.3f GB KV cache (%s)\n"
            "                  + %.3f GB scratch (%d threads) = %.3f GB\n",
-           ctx, st.weight_bytes / 1e9, kv / 1e9, kv / 2e9, scratch / 1e9, glm_model_threads(m),
-           (st.weight_bytes + kv + scratch) / 1e9);
+           ctx, st.weight_bytes / 1e9, kv / 1e9, o->kv_bf16 ? "bf16" : "f32; half with --cache-type bf16", scratch / 1e9,
+           glm_model_threads(m), (st.weight_bytes + kv + scratch) / 1e9);
     glm_model_free(m);
     return 0;
 }
@@ -483,7 +483,7 @@ static int cmd_run_tokens(const cli_opts *o) {
         fflush(stdout);
         int stop = 0;
         for (int k = 0; k < c->n_eos; k++) stop |= next == c->eos_ids[k];
-        if (stop || i + 1 == n_predict || n + i + 1 >= n_ctx) break;   /* the context is full: stop, as run -p does */
+        if (stop || i + 1 == n_predict || n + i + 1 > n_ctx) break;   /* the context is full: stop, as run -p does */
         if (glm_forward(s, &next, 1, logits, 0, err, sizeof err)) { fprintf(stderr, "\nglmlite: %s\n", err); rc = 1; }
     }
     if (!rc) printf("\n");

@@ -164,6 +164,13 @@ TEST(cli_logits_and_info) {
     CHECK(lb && blen == len && memcmp(lb, l, len) != 0);
     free(lb);
     free(l);
+    /* run --tokens fills the context: 5 prompt tokens in -c 6 leave room to decode one more */
+    snprintf(cmd, sizeof cmd, "%s run -m %s --tokens 3,1,4,1,5 -n 4 -c 6", glmlite(), dir);
+    REQUIRE(run_capture(cmd, &out) == 0);
+    int printed = 0;
+    for (char *t = strtok(out, " \n"); t; t = strtok(NULL, " \n")) printed++;
+    CHECKF(printed == 2, "run --tokens -c 6 printed %d tokens (the first, and one after the cache is full)", printed);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s info -m %s", glmlite(), dir);
     REQUIRE(run_capture(cmd, &out) == 0);
     CHECK(strstr(out, "glm4_moe_lite") && strstr(out, "kv cache"));
