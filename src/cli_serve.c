@@ -1,6 +1,7 @@
 /* cli_serve.c — `glmlite serve`: flags, model loading, signals; the server
  * itself is server.c. */
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,17 @@ int cmd_serve(int argc, char **argv) {
     if (!model_dir) model_dir = cli_default_model_dir();
     glm_runtime rt;
     char err[1024];
-    if (runtime_open(&rt, model_dir, threads, err, sizeof err)) {
+    /* The model's pool workers outlive the server (server_free runs before runtime_close), so
+     * on_signal must never run on them: they inherit this mask. Connection threads may run it,
+     * but they are all joined before server_run returns. */
+    sigset_t stop_sigs, old_mask;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, &old_mask);
+    int open_rc = runtime_open(&rt, model_dir, threads, err, sizeof err);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (open_rc) {
         fprintf(stderr, "glmlite: %s\n", err);
         return 1;
     }

@@ -225,7 +225,7 @@ static int slot_acquire(server *s, const int32_t *ids, int n) {
     int best = -1;
     for (;;) {
         if (atomic_load(&s->stopping)) break;
-        int best_len = -1;
+        int best_len = -1, lru = -1;
         for (int i = 0; i < s->n_slots; i++) {
             if (s->slots[i].busy) continue;
             int l = common_prefix(s->slots[i].session, ids, n);
@@ -233,7 +233,12 @@ static int slot_acquire(server *s, const int32_t *ids, int n) {
                 best = i;
                 best_len = l;
             }
+            if (lru < 0 || s->slots[i].last_used < s->slots[lru].last_used) lru = i;
         }
+        /* a prefix that is only a small part of the prompt (the chat template's first tokens, a
+           short system prompt) is not worth evicting another conversation for: take the least
+           recently used slot, so that alternating conversations keep their caches */
+        if (best >= 0 && 2 * best_len < n) best = lru;
         if (best >= 0) break;
         pthread_cond_wait(&s->slot_c, &s->slot_m);
     }
@@ -1091,10 +1096,12 @@ int server_run(server *s, char *err, size_t errlen) {
         for (int i = 0; i < s->o.max_conns; i++)
             if (!s->conns[i]) { slot = i; break; }
         if (slot < 0) {
-            static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                       "Connection: close\r\nContent-Length: 36\r\n\r\n{\"error\":\"too many open connections\"}";
-            ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            static const char body[] = "{\"error\":\"too many open connections\"}";
+            buf busy = {0};
+            http_response(&busy, 503, "application/json", body, sizeof body - 1, 0, NULL, 0);
+            ssize_t w = send(fd, busy.data, busy.len, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
+            buf_free(&busy);
             close(fd);
             continue;
         }

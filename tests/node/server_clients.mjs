@@ -124,6 +124,22 @@ await check('openai prompt cache across turns', async () => {
   assert.ok(t2.usage.prompt_tokens - cached < 40, `prefilled ${t2.usage.prompt_tokens - cached}`);
 });
 
+// two conversations taking turns keep their caches in the two slots (--parallel 2): the template's
+// first tokens, which every prompt shares, do not send B into A's slot
+await check('alternating conversations keep their slots', async () => {
+  const a = [{ role: 'user', content: 'Alpha: ' + story + 'Go on.' }];
+  const b = [{ role: 'user', content: 'Beta: a different question about lakes, mountains and rain. '.repeat(8) }];
+  for (const m of [a, b]) {
+    const r = await oa.chat.completions.create({ model, messages: m, max_tokens: 4, ...greedy });
+    m.push({ role: 'assistant', content: r.choices[0].message.content ?? '' }, { role: 'user', content: 'More.' });
+  }
+  for (const m of [a, b]) {
+    const r = await oa.chat.completions.create({ model, messages: m, max_tokens: 4, ...greedy });
+    assert.ok(r.usage.prompt_tokens - r.usage.prompt_tokens_details.cached_tokens < 40,
+      `prefilled ${r.usage.prompt_tokens - r.usage.prompt_tokens_details.cached_tokens} of ${r.usage.prompt_tokens}`);
+  }
+});
+
 // ---- Ollama client, sampling server
 let olPlain;
 await check('ollama list/ps/show/version', async () => {
