@@ -257,6 +257,15 @@ TEST(cli_bench_lists_and_skips) {
     free(out);
 }
 
+/* 1 when both commands exit 0 with the same stdout. */
+static int same_output(const char *cmd_a, const char *cmd_b) {
+    char *a = NULL, *b = NULL;
+    int ok = run_capture(cmd_a, &a) == 0 && run_capture(cmd_b, &b) == 0 && a && b && !strcmp(a, b);
+    free(a);
+    free(b);
+    return ok;
+}
+
 /* Per-subcommand help, llama.cpp's spellings, run --tokens with a large -n
  * or a full context, and a chat that recovers from a turn that does not fit. */
 TEST(cli_help_llama_spellings_and_recovery) {
@@ -282,21 +291,13 @@ TEST(cli_help_llama_spellings_and_recovery) {
     FILE *f = fopen(path, "wb");
     fputs("Hello there\n", f);
     fclose(f);
-    char *a, *b;
-    snprintf(cmd, sizeof cmd, "%s run -m %s -f %s -s 7 --predict 6 2>/dev/null", glmlite(), dir, path);
-    CHECK_EQ_INT(run_capture(cmd, &a), 0);
+    char spelled[1024];
+    snprintf(spelled, sizeof spelled, "%s run -m %s -f %s -s 7 --predict 6 2>/dev/null", glmlite(), dir, path);
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Hello there' --seed 7 -n 6 2>/dev/null", glmlite(), dir);
-    CHECK_EQ_INT(run_capture(cmd, &b), 0);
-    CHECK(a && b && !strcmp(a, b));
-    free(a);
-    free(b);
-    snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello there'", glmlite(), dir);
-    CHECK_EQ_INT(run_capture(cmd, &a), 0);
+    CHECK(same_output(spelled, cmd));
+    snprintf(spelled, sizeof spelled, "%s tokenize -m %s -p 'Hello there'", glmlite(), dir);
     snprintf(cmd, sizeof cmd, "printf 'Hello there' | %s tokenize -m %s", glmlite(), dir);
-    CHECK_EQ_INT(run_capture(cmd, &b), 0);
-    CHECK(a && b && !strcmp(a, b));
-    free(a);
-    free(b);
+    CHECK(same_output(spelled, cmd));
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --seed '' 2>/dev/null", glmlite(), dir);
     CHECK_EQ_INT(test_run(cmd), 2);
     /* chat: a message that does not fit is dropped; the next one is answered */
