@@ -34,13 +34,13 @@ static double now_s(void) {
 typedef struct {
     const float *data;
     size_t per_task;
-    float sums[64];
+    float *sums;                 /* one per task: tasks never share a slot, whatever the thread count */
 } read_job;
 
 static void read_task(void *ctx, int task, int thread) {
     (void)thread;
     read_job *j = ctx;
-    j->sums[task % 64] += kernels_active()->sum_f32(j->data + (size_t)task * j->per_task, (int64_t)j->per_task);
+    j->sums[task] += kernels_active()->sum_f32(j->data + (size_t)task * j->per_task, (int64_t)j->per_task);
 }
 
 /* The machine's read bandwidth: a 1 GiB buffer, summed with full-width
@@ -69,42 +69,46 @@ static int probe_open(bandwidth_probe *p) {
 /* GB/s: the best of 5 passes over the buffer. */
 static double probe_run(const bandwidth_probe *p, thread_pool *pool) {
     int tasks = pool_size(pool) * 8;
-    read_job j = {p->data, p->n / (size_t)tasks, {0}};
+    read_job j = {p->data, p->n / (size_t)tasks, calloc((size_t)tasks, sizeof(float))};
     double best = 0;
+    if (!j.sums) return 0;
     for (int pass = 0; pass < 5; pass++) {
         double t0 = now_s();
         pool_run(pool, read_task, &j, tasks);
         double gbs = (double)j.per_task * (size_t)tasks * sizeof(float) / (now_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
+    free(j.sums);
     return best;
 }
 
 typedef struct {
     long iters;
-    double flops[64];
-    float sink[64];
+    double *flops;               /* one per task (thread): more than 64 threads were counted as 64 */
+    float *sink;
 } fma_job;
 
 static void fma_task(void *ctx, int task, int thread) {
     (void)thread;
     fma_job *j = ctx;
-    j->flops[task % 64] = kernels_active()->fma_probe(j->iters, &j->sink[task % 64]);
+    j->flops[task] = kernels_active()->fma_probe(j->iters, &j->sink[task]);
 }
 
 /* f32 FMA peak in GFLOP/s with the pool's threads: the best of 3 runs of 2e8 FMAs a thread (~25 ms
  * with AVX-512 here). */
 static double measure_fma_peak(thread_pool *pool) {
     int n_threads = pool_size(pool);
-    fma_job j = {20000000, {0}, {0}};
+    fma_job j = {20000000, calloc((size_t)n_threads, sizeof(double)), calloc((size_t)n_threads, sizeof(float))};
     double best = 0;
-    for (int pass = 0; pass < 3; pass++) {
+    for (int pass = 0; pass < 3 && j.flops && j.sink; pass++) {
         double t0 = now_s();
         pool_run(pool, fma_task, &j, n_threads);
         double t = now_s() - t0, f = 0;
-        for (int i = 0; i < n_threads && i < 64; i++) f += j.flops[i];
+        for (int i = 0; i < n_threads; i++) f += j.flops[i];
         if (f / t / 1e9 > best) best = f / t / 1e9;
     }
+    free(j.flops);
+    free(j.sink);
     return best;
 }
 

@@ -578,8 +578,9 @@ static int write_config(qctx *q, const char *in_dir, const char *tmp) {
     return 0;
 }
 
+/* Written for one shard too, as mlx-lm's save_model does (its sharded and
+ * pipeline loaders read the weight_map). */
 static int write_index(qctx *q, const char *tmp, out_tensor **sorted) {
-    if (q->n_shards == 1) return 0;
     size_t total = 0;
     for (size_t i = 0; i < q->n_outs; i++) total += q->outs[i].nbytes;
     buf b = {0};

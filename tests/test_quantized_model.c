@@ -357,6 +357,25 @@ TEST(qmodel_quantize_config_block_and_interrupted_run) {
     CHECK(!st_find(st, "model.layers.1.self_attn.kv_b_proj.weight"));
     CHECK(st_find(st, "model.layers.1.self_attn.embed_q.scales") != NULL);
     CHECK(!st_find(st, "model.layers.3.input_layernorm.weight"));
+    /* model.safetensors.index.json, as mlx-lm's save_model writes it even for one shard: every tensor
+       mapped to its file, total_size their bytes */
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    char *idx = test_read_file(path, NULL);
+    CHECKF(idx != NULL, "%s is missing", path);
+    json_doc *id = idx ? json_parse(idx, strlen(idx), err, sizeof err) : NULL;
+    const json_value *wm = id ? json_get(json_root(id), "weight_map") : NULL;
+    CHECK(wm && wm->type == JSON_OBJECT && wm->len == st_count(st));
+    size_t total = 0;
+    for (size_t i = 0; wm && i < st_count(st); i++) {
+        const st_tensor *t = st_at(st, i);
+        CHECKF(json_get(wm, t->name) != NULL, "%s not in the weight_map", t->name);
+        CHECK_STR(json_get_str(json_get(wm, t->name)), "model.safetensors");
+        total += t->nbytes;
+    }
+    int64_t ts = -1;
+    CHECK(id && json_get_int64(json_get(json_get(json_root(id), "metadata"), "total_size"), &ts) && (size_t)ts == total);
+    json_free(id);
+    free(idx);
     st_close(st);
 
     /* interrupted after 3 tensors: nothing at OUT, and the leftover temporary directory does not load either */
