@@ -466,11 +466,15 @@ static void usage_json(buf *b, const gen_stats *st) {
                st->n_prompt, st->n_generated, st->n_prompt + st->n_generated, st->n_cached);
 }
 
+/* Ollama's prompt_eval_count is the whole prompt, cached or not ("caching is an
+ * implementation detail", ollama PR #5371); the cached part is
+ * prompt_eval_cached_count, as in Ollama's api.Metrics. */
 static void ollama_stats(buf *b, const gen_stats *st, const char *done_reason, double t_start) {
     long long total = (long long)((now_s() - t_start) * 1e9);
     buf_printf(b, "\"done\":true,\"done_reason\":\"%s\",\"total_duration\":%lld,\"load_duration\":0,"
-                  "\"prompt_eval_count\":%d,\"prompt_eval_duration\":%lld,\"eval_count\":%d,\"eval_duration\":%lld}",
-               done_reason, total, st->n_prompt - st->n_cached, (long long)(st->prefill_s * 1e9), st->n_generated,
+                  "\"prompt_eval_count\":%d,\"prompt_eval_cached_count\":%d,\"prompt_eval_duration\":%lld,"
+                  "\"eval_count\":%d,\"eval_duration\":%lld}",
+               done_reason, total, st->n_prompt, st->n_cached, (long long)(st->prefill_s * 1e9), st->n_generated,
                (long long)(st->decode_s * 1e9));
 }
 
@@ -876,7 +880,13 @@ static void dispatch(exchange *x) {
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
         if (route_matches(ROUTES[i].path, path)) found = (int)i;
     if (found < 0) {
-        send_error(x, 404, "not found", NULL, NULL);
+        /* The OpenAI Responses API is the default of some clients (Vercel AI SDK's
+         * openai(model), @openai/agents): say what to use instead. */
+        if (!strcmp(path, "/v1/responses") || !strncmp(path, "/v1/responses/", 14))
+            send_error(x, 404, "/v1/responses (the OpenAI Responses API) is not supported: use /v1/chat/completions "
+                       "(Vercel AI SDK: openai.chat(model); @openai/agents: setOpenAIAPI('chat_completions'))", NULL, NULL);
+        else
+            send_error(x, 404, "not found", NULL, NULL);
         return;
     }
     int is_get = !strcmp(ROUTES[found].method, "GET");

@@ -101,6 +101,13 @@ await check('openai stop string', async () => {
   assert.equal(got, all.slice(0, all.indexOf(stop)));
   assert.equal(r.choices[0].finish_reason, 'stop');
 });
+await check('openai Responses API: a 404 that says what to use', async () => {
+  await assert.rejects(oa.responses.create({ model, input: 'hi' }), (e) => {
+    assert.equal(e.status, 404);
+    assert.match(e.message, /\/v1\/chat\/completions/);
+    return true;
+  });
+});
 await check('openai 400 names the field', async () => {
   await assert.rejects(oa.chat.completions.create({ model, messages: hi, temperature: 'hot' }), (e) => {
     assert.equal(e.status, 400);
@@ -199,7 +206,11 @@ await check('ollama prompt cache across turns', async () => {
   msgs.push(t1.message, { role: 'user', content: 'More please.' });
   const t2 = await ol.chat({ model, messages: msgs, options: { num_predict: 6, ...greedy } });
   assert.ok(t1.prompt_eval_count > 150, `first ${t1.prompt_eval_count}`);
-  assert.ok(t2.prompt_eval_count < 40, `follow-up evaluated ${t2.prompt_eval_count} prompt tokens`);
+  // as Ollama: prompt_eval_count is the whole prompt (clients report it as input tokens),
+  // prompt_eval_cached_count the part taken from the cache
+  assert.ok(t2.prompt_eval_count > t1.prompt_eval_count, `follow-up prompt_eval_count ${t2.prompt_eval_count}`);
+  assert.ok(t2.prompt_eval_count - t2.prompt_eval_cached_count < 40,
+    `follow-up evaluated ${t2.prompt_eval_count - t2.prompt_eval_cached_count} prompt tokens`);
 });
 
 // ---- concurrency: 8 clients at once, each identical to the same request alone
