@@ -144,6 +144,8 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
     const char *const *stop = opt ? opt->stop : NULL;
     int n_stop = opt ? opt->n_stop : 0;
     int rc = 0, stopped_by_string = 0;
+    /* the next answer_prefix id to emit; -1 until reasoning_end has been generated */
+    int n_prefix = opt && !opt->forced ? opt->n_answer_prefix : 0, prefix_at = n_prefix > 0 && opt->reasoning_end < 0 ? 0 : -1;
     st->finish = GEN_LENGTH;
     double t1 = now_s();
     for (;;) {
@@ -152,10 +154,13 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
         if (opt && opt->forced) {
             if (st->n_generated >= opt->n_forced) { st->finish = GEN_STOP; break; }
             id = opt->forced[st->n_generated];
+        } else if (prefix_at >= 0 && prefix_at < n_prefix) {
+            id = opt->answer_prefix[prefix_at++];
         } else {
             id = sampler_sample(smp, logits);
         }
         if (runtime_is_stop_id(rt, id)) { st->finish = GEN_STOP; break; }
+        if (prefix_at < 0 && n_prefix > 0 && id == opt->reasoning_end) prefix_at = 0;
         sampler_accept(smp, id);
         st->n_generated++;
         token_stream_push(&ts, id, &pending);

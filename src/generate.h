@@ -44,6 +44,12 @@ typedef struct {
     int n_stop;
     const int32_t *forced;        /* tests: emit these ids in order instead of sampling */
     int n_forced;
+    /* The answer's first tokens, emitted instead of sampled right after the id
+     * reasoning_end (</think>) is generated, or at once when reasoning_end < 0
+     * (tool_choice "required" or a named function: "<tool_call>" [name]). */
+    const int32_t *answer_prefix;
+    int n_answer_prefix;
+    int32_t reasoning_end;
 } gen_options;
 
 typedef struct {

@@ -590,6 +590,29 @@ static uint64_t fresh_seed(server *s) {
     return (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ atomic_fetch_add(&s->req_counter, 1) << 32;
 }
 
+/* tool_choice "required" or a named function: the answer opens with
+ * "<tool_call>" and, when named, the function's name (the model writes the
+ * arguments); *n = 0 and NULL when the request forces nothing. */
+static int32_t *forced_call_prefix(const glm_runtime *rt, const api_request *r, int *n) {
+    *n = 0;
+    int32_t open = r->force_tool ? tokenizer_token_id(rt->tok, "<tool_call>") : -1;
+    if (open < 0) return NULL;
+    int32_t *name = NULL;
+    size_t n_name = 0;
+    char err[256];
+    if (r->force_tool_name[0] &&
+        tokenizer_encode(rt->tok, r->force_tool_name, strlen(r->force_tool_name), 0, &name, &n_name, err, sizeof err))
+        return NULL;
+    int32_t *ids = malloc((n_name + 1) * sizeof *ids);
+    if (ids) {
+        ids[0] = open;
+        if (n_name) memcpy(ids + 1, name, n_name * sizeof *name);
+        *n = (int)n_name + 1;
+    }
+    free(name);
+    return ids;
+}
+
 static void handle_generation(exchange *x, api_kind kind) {
     server *s = x->c->srv;
     double t_start = now_s();
@@ -662,7 +685,17 @@ static void handle_generation(exchange *x, api_kind kind) {
         http_stream_head(&g.out, 200, ctype, g.chunked, x->keep_alive, x->cors[0] ? x->cors : NULL);
         conn_write_buf(x->c, &g.out);   /* headers now: the client sees the request accepted */
     }
-    gen_options go = {r.max_tokens, (const char *const *)r.stop, r.n_stop, s->script, s->script ? s->o.n_script : 0};
+    int n_prefix = 0;
+    int32_t *prefix = forced_call_prefix(s->rt, &r, &n_prefix);
+    int32_t think_end = r.thinking ? tokenizer_token_id(s->rt->tok, "</think>") : -1;
+    gen_options go = {.max_tokens = r.max_tokens,
+                      .stop = (const char *const *)r.stop,
+                      .n_stop = r.n_stop,
+                      .forced = s->script,
+                      .n_forced = s->script ? s->o.n_script : 0,
+                      .answer_prefix = prefix,
+                      .n_answer_prefix = r.thinking && think_end < 0 ? 0 : n_prefix,   /* no </think> token: nothing to wait for */
+                      .reasoning_end = think_end};
     gen_callbacks cb = {on_text, on_poll, &g};
     gen_stats st;
     fair_lock_acquire(&s->model_lock);
@@ -701,6 +734,7 @@ static void handle_generation(exchange *x, api_kind kind) {
     buf_free(&g.reasoning);
     buf_free(&g.calls);
     sampler_free(smp);
+    free(prefix);
     free(ids);
     api_request_free(&r);
 }

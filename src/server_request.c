@@ -298,9 +298,18 @@ static int decode_openai(api_request *r, const json_value *root, char *err, size
     if (!absent(tc)) {
         if (tc->type == JSON_STRING) {
             if (!strcmp(tc->str, "none")) r->tools = NULL;
-            else if (strcmp(tc->str, "auto") && strcmp(tc->str, "required"))
+            else if (!strcmp(tc->str, "required")) r->force_tool = r->tools != NULL;
+            else if (strcmp(tc->str, "auto"))
                 return bad(r, err, errlen, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or an object");
-        } else if (tc->type != JSON_OBJECT) {
+        } else if (tc->type == JSON_OBJECT) {
+            /* {"type": "function", "function": {"name": ...}} */
+            const json_value *name = json_get(json_get(tc, "function"), "name");
+            if (!name || name->type != JSON_STRING || !name->len || name->len >= sizeof r->force_tool_name ||
+                strlen(name->str) != name->len)
+                return bad(r, err, errlen, "tool_choice", "'tool_choice.function.name' must be a function's name");
+            r->force_tool = r->tools != NULL;
+            memcpy(r->force_tool_name, name->str, name->len + 1);
+        } else {
             return bad(r, err, errlen, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or an object");
         }
     }

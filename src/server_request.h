@@ -32,6 +32,8 @@ typedef struct {
     int chat;                    /* output goes through the chat parser (else raw text) */
     int thinking;                /* the prompt ends in <think>: output starts as reasoning */
     const json_value *tools;     /* tools given to the parser (NULL: none, or tool_choice "none") */
+    int force_tool;              /* tool_choice "required" or a named function: the answer starts with a call */
+    char force_tool_name[128];   /* the named function ("" for "required") */
     int load_only;               /* Ollama: no prompt at all (a "load the model" request) */
     buf prompt;                  /* the prompt text */
     buf spans;                   /* request-text byte ranges of a rendered prompt (size_t pairs) */

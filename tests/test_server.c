@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "generate.h"
 #include "http.h"
 #include "server_request.h"
 #include "test.h"
@@ -494,6 +495,13 @@ TEST(server_request_decode) {
     REQUIRE(api_request_decode(API_OPENAI_CHAT, parts, strlen(parts), &d, &r, err, sizeof err) == 0);
     CHECKF(strstr(r.prompt.data, "<|observation|><tool_response>sunny, 20C</tool_response>") != NULL, "%s", r.prompt.data);
     api_request_free(&r);
+    /* a named tool_choice forces that function's call; "required" any call */
+    const char *named = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\","
+                        "\"function\":{\"name\":\"w\",\"parameters\":{}}}],\"tool_choice\":{\"type\":\"function\","
+                        "\"function\":{\"name\":\"w\"}}}";
+    REQUIRE(api_request_decode(API_OPENAI_CHAT, named, strlen(named), &d, &r, err, sizeof err) == 0);
+    CHECK(r.force_tool && !strcmp(r.force_tool_name, "w"));
+    api_request_free(&r);
     /* vLLM-style clients send top_k -1 for off; OpenAI seeds are any int64 */
     const char *wide = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_k\":-1,\"seed\":9223372036854775807}";
     REQUIRE(api_request_decode(API_OPENAI_CHAT, wide, strlen(wide), &d, &r, err, sizeof err) == 0);
@@ -510,6 +518,7 @@ TEST(server_request_decode) {
         {API_OLLAMA_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"think\":3}", "think"},
         {API_OLLAMA_GENERATE, "{\"prompt\":\"x\",\"options\":{\"seed\":1.5}}", "options.seed"},
         {API_OLLAMA_GENERATE, "{\"prompt\":\"x\",\"options\":{\"seed\":1e30}}", "options.seed"},
+        {API_OPENAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":{\"type\":\"function\"}}", "tool_choice"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECKF(api_request_decode(bad[i].k, bad[i].body, strlen(bad[i].body), &d, &r, err, sizeof err) == -1, "case %zu", i);
@@ -549,4 +558,52 @@ TEST(server_prompt_injection_guarded) {
         api_request_free(&r);
     }
     tokenizer_free(t);
+}
+
+static void collect_text(void *user, const char *text, size_t len) { buf_append((buf *)user, text, len); }
+
+/* generate() emits the answer prefix right after the reasoning_end id is
+ * sampled (here the first greedy token stands in for </think>), then samples
+ * again: tool_choice's forced "<tool_call>name" works the same way. */
+TEST(generate_answer_prefix_after_reasoning_end) {
+    const char *model = test_fixture_model("tiny", "f32");
+    REQUIRE(model);
+    glm_runtime rt;
+    char err[512];
+    REQUIRE(runtime_open(&rt, model, 1, err, sizeof err) == 0);
+    const glm_config *c = glm_model_config(rt.model);
+    glm_session_options so = {.n_ctx = 64};
+    glm_session *s = glm_session_new(rt.model, &so, err, sizeof err);
+    REQUIRE(s);
+    const int32_t prompt[] = {5, 9, 11};
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    REQUIRE(glm_forward(s, prompt, 3, logits, 0, err, sizeof err) == 0);
+    int32_t first = 0;
+    for (int v = 1; v < rt.n_valid; v++)
+        if (logits[v] > logits[first]) first = v;
+    free(logits);
+    sampler_params sp;
+    sampler_params_default(&sp);
+    sp.temperature = 0;
+    sampler *smp = sampler_new(&sp, c->vocab_size, rt.n_valid);
+    const int32_t prefix[] = {20, 21};
+    for (int after_first = 0; after_first < 2; after_first++) {
+        gen_options go = {.max_tokens = after_first ? 3 : 2, .answer_prefix = prefix, .n_answer_prefix = 2,
+                          .reasoning_end = after_first ? first : -1};
+        gen_callbacks cb = {collect_text, NULL, NULL};
+        buf got = {0}, want = {0};
+        cb.user = &got;
+        gen_stats st;
+        glm_session_truncate(s, 0);
+        REQUIRE(generate(&rt, s, smp, prompt, 3, &go, &cb, &st, err, sizeof err) == 0);
+        const int32_t ids[] = {first, 20, 21};
+        tokenizer_decode(rt.tok, after_first ? ids : ids + 1, after_first ? 3 : 2, &want);
+        CHECKF(got.len == want.len && !memcmp(got.data, want.data, got.len), "after_first %d: '%.*s' instead of '%.*s'",
+               after_first, (int)got.len, got.data, (int)want.len, want.data);
+        buf_free(&got);
+        buf_free(&want);
+    }
+    sampler_free(smp);
+    glm_session_free(s);
+    runtime_close(&rt);
 }

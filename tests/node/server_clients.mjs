@@ -285,6 +285,20 @@ await check('no tool calls when none are offered (scripted)', async () => {
   const g = await olS.generate({ model, prompt: 'hi' });
   assert.match(g.response, /^Sure\.<tool_call>get_weather<arg_key>city<\/arg_key><arg_value>Paris<\/arg_value><\/tool_call>$/);
 });
+// tool_choice "required" or a named function: the answer opens with the call (the sampling
+// server's random model would not write one by itself); its arguments are the model's own
+await check('tool_choice forces the call', async () => {
+  const off = { chat_template_kwargs: { enable_thinking: false }, max_tokens: 6, ...greedy };
+  for (const [choice, start] of [[{ type: 'function', function: { name: 'get_weather' } }, '<tool_call>get_weather'],
+    ['required', '<tool_call>']]) {
+    const r = await oa.chat.completions.create({ model, messages: ask, tools, tool_choice: choice, ...off });
+    const m = r.choices[0].message;
+    const call = m.tool_calls?.[0]?.function.name;
+    assert.ok(call === 'get_weather' || (m.content ?? '').startsWith(start), `${JSON.stringify(choice)}: ${JSON.stringify(m)}`);
+  }
+  const auto = await oa.chat.completions.create({ model, messages: ask, tools, ...off });
+  assert.ok(!(auto.choices[0].message.content ?? '').startsWith('<tool_call>'), 'the random model called a tool by itself');
+});
 await check('api key required', async () => {
   const noKey = new OpenAI({ baseURL: `${scripted}/v1`, apiKey: 'wrong', maxRetries: 0 });
   await assert.rejects(noKey.models.list(), (e) => e.status === 401);
