@@ -415,7 +415,7 @@ static int chat_turn(chat_state *cs, int n_predict) {
     tp.parser = chat_parser_new(cs->think, cs->tools ? json_root(cs->tools) : NULL);
     tp.tty = isatty(STDOUT_FILENO);
     gen_callbacks cb = {feed_text, is_cancelled, &tp};
-    gen_options go = {.max_tokens = n_predict};
+    gen_options go = {.max_tokens = n_predict, .reasoning_end = -1};
     gen_stats st;
     interrupted = 0;
     rc = generate(&cs->rt, cs->session, cs->smp, ids, (int)n_ids, &go, &cb, &st, err, sizeof err);

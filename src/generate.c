@@ -146,6 +146,7 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
     int rc = 0, stopped_by_string = 0;
     /* the next answer_prefix id to emit; -1 until reasoning_end has been generated */
     int n_prefix = opt && !opt->forced ? opt->n_answer_prefix : 0, prefix_at = n_prefix > 0 && opt->reasoning_end < 0 ? 0 : -1;
+    int reasoning = opt && opt->reasoning_end >= 0;   /* still in the reasoning (counted for usage) */
     st->finish = GEN_LENGTH;
     double t1 = now_s();
     for (;;) {
@@ -163,6 +164,8 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
         if (prefix_at < 0 && n_prefix > 0 && id == opt->reasoning_end) prefix_at = 0;
         sampler_accept(smp, id);
         st->n_generated++;
+        st->n_reasoning += reasoning;
+        if (id == (opt ? opt->reasoning_end : -1)) reasoning = 0;
         token_stream_push(&ts, id, &pending);
         long at = find_stop(pending.data ? pending.data : "", pending.len, stop, n_stop);
         if (at >= 0) {

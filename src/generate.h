@@ -44,9 +44,10 @@ typedef struct {
     int n_stop;
     const int32_t *forced;        /* tests: emit these ids in order instead of sampling */
     int n_forced;
-    /* The answer's first tokens, emitted instead of sampled right after the id
-     * reasoning_end (</think>) is generated, or at once when reasoning_end < 0
-     * (tool_choice "required" or a named function: "<tool_call>" [name]). */
+    /* reasoning_end: the id that ends the reasoning (</think>), or -1 when the
+     * output starts as the answer. answer_prefix: the answer's first tokens,
+     * emitted instead of sampled right after reasoning_end, or at once when it
+     * is -1 (tool_choice "required" or a named function: "<tool_call>" [name]). */
     const int32_t *answer_prefix;
     int n_answer_prefix;
     int32_t reasoning_end;
@@ -56,6 +57,7 @@ typedef struct {
     int n_prompt;                 /* prompt tokens */
     int n_cached;                 /* of those, reused from the session's cache */
     int n_generated;
+    int n_reasoning;              /* of those, the ones up to and including reasoning_end (all if it never came) */
     double prefill_s, decode_s;
     gen_finish finish;
 } gen_stats;

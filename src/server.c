@@ -462,8 +462,8 @@ static const char *finish_name(const gen_stats *st, int n_calls, int ollama) {
 
 static void usage_json(buf *b, const gen_stats *st) {
     buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
-                  "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
-               st->n_prompt, st->n_generated, st->n_prompt + st->n_generated, st->n_cached);
+                  "\"prompt_tokens_details\":{\"cached_tokens\":%d},\"completion_tokens_details\":{\"reasoning_tokens\":%d}}",
+               st->n_prompt, st->n_generated, st->n_prompt + st->n_generated, st->n_cached, st->n_reasoning);
 }
 
 /* Ollama's prompt_eval_count is the whole prompt, cached or not ("caching is an

@@ -235,6 +235,15 @@ await check('8 concurrent clients', async () => {
 const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city',
   parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];
 const ask = [{ role: 'user', content: 'What is the weather in Paris?' }];
+// usage counts the reasoning's tokens (up to and including </think>) among the completion's
+await check('openai usage reasoning_tokens (scripted)', async () => {
+  const r = await oaS.chat.completions.create({ model, messages: ask, tools });
+  const n = r.usage.completion_tokens_details?.reasoning_tokens;
+  assert.ok(n > 1 && n < r.usage.completion_tokens, `reasoning_tokens ${n} of ${r.usage.completion_tokens}`);
+  const off = await oa.chat.completions.create({ model, messages: hi, max_tokens: 3, ...greedy,
+    chat_template_kwargs: { enable_thinking: false } });
+  assert.equal(off.usage.completion_tokens_details.reasoning_tokens, 0);
+});
 await check('openai tool call (scripted)', async () => {
   const r = await oaS.chat.completions.create({ model, messages: ask, tools });
   const m = r.choices[0].message;
