@@ -96,6 +96,34 @@ static void ppl_usage(FILE *f) {
 
 typedef struct { int tty; } ppl_cli;
 
+/* The base model is fed the model's token ids, so its tokenizer (when the base
+ * directory has one) must tokenize the text to the same ids; the vocabulary
+ * size check in ppl_run does not catch different merges or added tokens. */
+static int check_base_tokens(const char *base_dir, const buf *text, const int32_t *ids, size_t n, char *err,
+                             size_t errlen) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", base_dir);
+    if (access(path, F_OK)) return 0;
+    tokenizer *bt = tokenizer_load(path, err, errlen);
+    if (!bt) return -1;
+    int32_t *bids = NULL;
+    size_t bn = 0;
+    int rc = tokenizer_encode(bt, text->data, text->len, 0, &bids, &bn, err, errlen);
+    tokenizer_free(bt);
+    if (!rc) {
+        size_t i = 0;
+        while (i < n && i < bn && ids[i] == bids[i]) i++;
+        if (i < n || i < bn) {
+            snprintf(err, errlen,
+                     "the base model's tokenizer (%.1024s/tokenizer.json) tokenizes the text differently from the "
+                     "model's (%zu vs %zu tokens, first difference at token %zu)", base_dir, bn, n, i);
+            rc = -1;
+        }
+    }
+    free(bids);
+    return rc;
+}
+
 static void ppl_progress(void *ctx, int w, int n, const ppl_stats *st) {
     ppl_cli *c = ctx;
     double pm, p = ppl_value(st, &pm);
@@ -156,8 +184,9 @@ int cmd_perplexity(int argc, char **argv) {
     size_t n = 0;
     int rc = tokenizer_encode(tok, text.data, text.len, 0, &ids, &n, err, sizeof err);
     tokenizer_free(tok);
+    if (!rc && base_dir) rc = check_base_tokens(base_dir, &text, ids, n, err, sizeof err);
     buf_free(&text);
-    if (rc) { fprintf(stderr, "glmlite perplexity: %s\n", err); return 1; }
+    if (rc) { fprintf(stderr, "glmlite perplexity: %s\n", err); free(ids); return 1; }
     glm_load_options lo = {.n_threads = threads, .exact_matmul = exact};
     glm_model *m = glm_model_load(dir, &lo, err, sizeof err), *base = NULL;
     if (!m) { fprintf(stderr, "glmlite perplexity: %s\n", err); free(ids); return 1; }

@@ -507,6 +507,22 @@ TEST(qmodel_cli_quantize_and_perplexity) {
     printf("%s", r);
     CHECK(strstr(r, "perplexity:") && strstr(r, "mean KL:") && strstr(r, "same top-1:"));
     free(r);
+    /* a base with the same vocabulary size but another tokenizer (half its merges dropped) would be fed
+       the model's ids: refused */
+    char other[600];
+    snprintf(other, sizeof other, "%s/base-other-tokenizer", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s -c \"import json,shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True); "
+             "p=sys.argv[2]+'/tokenizer.json'; t=json.load(open(p)); m=t['model']['merges']; "
+             "t['model']['merges']=m[len(m)//2:]; json.dump(t, open(p, 'w'))\" %s %s",
+             test_python(), base, other);
+    REQUIRE(test_run(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 64 --kl-base %s -t 2 > %s 2>&1", bin, out, text, other, log);
+    CHECK(test_run(cmd) == 1);
+    r = test_read_file(log, NULL);
+    REQUIRE(r);
+    CHECKF(strstr(r, "tokenizes the text differently") != NULL, "got: %s", r);
+    free(r);
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s/x --type int3 2>/dev/null", bin, base, test_tmpdir());
     CHECK(test_run(cmd) == 2);
 }
