@@ -406,8 +406,9 @@ void json_write_string(buf *b, const char *s, size_t len, int ascii_only) {
             buf_append(b, e, 2);
             i++;
         } else if (c < 0x20 || c == 0x7f) {
-            /* Python escapes only < 0x20; 0x7f is written raw by json.dumps too. */
-            if (c == 0x7f) { buf_putc(b, (char)c); i++; continue; }
+            /* ensure_ascii=False escapes only < 0x20 (0x7f raw); ensure_ascii=True
+               escapes everything outside ' '..'~', so 0x7f too. */
+            if (c == 0x7f && !ascii_only) { buf_putc(b, (char)c); i++; continue; }
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             buf_append(b, e, 6);
             i++;

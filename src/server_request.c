@@ -139,6 +139,16 @@ static int write_message(api_request *r, buf *out, const json_value *m, size_t i
     for (size_t k = 0; k < m->len; k++) {
         const json_member *mm = &m->members[k];
         const char *key = mm->key;
+        size_t key_len = mm->key_len;
+        /* a key holding NUL ("content\u0000") is a different key: compare and
+           write it with its full length, or it would pass for "content" unchecked */
+        if (strlen(key) != key_len) {
+            buf_putc(out, ',');
+            json_write_string(out, key, key_len, 0);
+            buf_putc(out, ':');
+            json_write_value(out, &mm->value, 0, 0);
+            continue;
+        }
         if (!strcmp(key, "role") || !strcmp(key, "images")) continue;
         if (tool_parts && !strcmp(key, "content")) {
             buf text = {0};

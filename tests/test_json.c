@@ -61,3 +61,13 @@ TEST(json_writes_python_style) {
     buf_free(&b);
     json_free(d);
 }
+
+TEST(json_ascii_only_escapes_del) {
+    buf b = {0};
+    json_write_string(&b, "a\x7f", 2, 1);
+    CHECK_STR(b.data, "\"a\\u007f\"");
+    buf_clear(&b);
+    json_write_string(&b, "a\x7f", 2, 0);
+    CHECK_STR(b.data, "\"a\x7f\"");
+    buf_free(&b);
+}

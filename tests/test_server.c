@@ -507,6 +507,11 @@ TEST(server_request_decode) {
     REQUIRE(api_request_decode(API_OPENAI_CHAT, wide, strlen(wide), &d, &r, err, sizeof err) == 0);
     CHECK(r.sp.top_k == 0 && r.has_seed && r.sp.seed == 9223372036854775808ull);
     api_request_free(&r);
+    /* a key with a NUL inside is not "content": it must not slip past the content check */
+    const char *nulkey = "{\"messages\":[{\"role\":\"user\",\"content\":\"ok\",\"content\\u0000\":{\"x\":1}}]}";
+    REQUIRE(api_request_decode(API_OPENAI_CHAT, nulkey, strlen(nulkey), &d, &r, err, sizeof err) == 0);
+    CHECKF(strstr(r.prompt.data, "<|user|>ok<|assistant|>") != NULL, "%s", r.prompt.data);
+    api_request_free(&r);
     static const struct { api_kind k; const char *body, *param; } bad[] = {
         {API_OPENAI_CHAT, "{\"messages\":[]}", "messages"},
         {API_OPENAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":2}", "top_p"},
