@@ -31,6 +31,7 @@ typedef struct {
     char *err;
     size_t errlen;
     int failed;
+    size_t n_values, max_values; /* json_parse_max's limit */
 } parser;
 
 static void *arena_alloc(json_doc *doc, size_t n) {
@@ -303,6 +304,7 @@ static int match_word(parser *ps, const char *w) {
 static int parse_value(parser *ps, json_value *v, int depth) {
     memset(v, 0, sizeof *v);
     if (depth > JSON_MAX_DEPTH) { fail(ps, "nesting deeper than %d", JSON_MAX_DEPTH); return 0; }
+    if (++ps->n_values > ps->max_values) { fail(ps, "more than %zu values", ps->max_values); return 0; }
     skip_ws(ps);
     if (ps->p >= ps->end) { fail(ps, "unexpected end of input"); return 0; }
     switch (*ps->p) {
@@ -317,12 +319,16 @@ static int parse_value(parser *ps, json_value *v, int depth) {
 }
 
 json_doc *json_parse(const char *text, size_t len, char *err, size_t errlen) {
+    return json_parse_max(text, len, SIZE_MAX, err, errlen);
+}
+
+json_doc *json_parse_max(const char *text, size_t len, size_t max_values, char *err, size_t errlen) {
     json_doc *doc = calloc(1, sizeof *doc);
     if (!doc) {
         if (err && errlen) snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    parser ps = {text, text + len, text, doc, err, errlen, 0};
+    parser ps = {text, text + len, text, doc, err, errlen, 0, 0, max_values};
     if (parse_value(&ps, &doc->root, 0)) {
         skip_ws(&ps);
         if (ps.p != ps.end) fail(&ps, "trailing characters after the value");

@@ -420,7 +420,7 @@ int api_request_decode(api_kind kind, const char *body, size_t len, const sample
     r->sp = *defaults;
     if (err && errlen) err[0] = 0;
     char jerr[200];
-    r->doc = json_parse(body, len, jerr, sizeof jerr);
+    r->doc = json_parse_max(body, len, API_MAX_JSON_VALUES, jerr, sizeof jerr);
     if (!r->doc) return bad(r, err, errlen, "", "the request body is not valid JSON: %s", jerr);
     const json_value *root = json_root(r->doc);
     if (root->type != JSON_OBJECT) return bad(r, err, errlen, "", "the request body must be a JSON object");

@@ -17,6 +17,10 @@
 typedef enum { API_OPENAI_CHAT, API_OPENAI_COMPLETION, API_OLLAMA_CHAT, API_OLLAMA_GENERATE } api_kind;
 
 #define API_MAX_STOP 16
+/* JSON values in one request body: a long chat is thousands, an Ollama "context"
+ * array one per token (GLM-4.7-Flash: up to 202,752); the parse tree of this
+ * many costs ~65 MB, against ~0.43 GB for 8 MiB of "[0,0,...". */
+#define API_MAX_JSON_VALUES (1 << 20)
 
 typedef struct {
     api_kind kind;

@@ -71,3 +71,12 @@ TEST(json_ascii_only_escapes_del) {
     CHECK_STR(b.data, "\"a\x7f\"");
     buf_free(&b);
 }
+
+/* json_parse_max counts every value, containers included: [1,[2,3]] is 5 */
+TEST(json_parse_max_values) {
+    char err[200];
+    json_doc *d = json_parse_max("[1,[2,3]]", 9, 5, err, sizeof err);
+    CHECK(d != NULL);
+    json_free(d);
+    CHECK(json_parse_max("[1,[2,3]]", 9, 4, err, sizeof err) == NULL && strstr(err, "more than 4 values"));
+}

@@ -507,6 +507,14 @@ TEST(server_request_decode) {
     REQUIRE(api_request_decode(API_OPENAI_CHAT, wide, strlen(wide), &d, &r, err, sizeof err) == 0);
     CHECK(r.sp.top_k == 0 && r.has_seed && r.sp.seed == 9223372036854775808ull);
     api_request_free(&r);
+    /* a body of more JSON values than API_MAX_JSON_VALUES is refused before its tree grows */
+    buf many = {0};
+    buf_puts(&many, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"context\":[0");
+    for (int i = 0; i < API_MAX_JSON_VALUES; i++) buf_puts(&many, ",0");
+    buf_puts(&many, "]}");
+    CHECK(api_request_decode(API_OLLAMA_GENERATE, many.data, many.len, &d, &r, err, sizeof err) == -1 && strstr(err, "values"));
+    api_request_free(&r);
+    buf_free(&many);
     /* a key with a NUL inside is not "content": it must not slip past the content check */
     const char *nulkey = "{\"messages\":[{\"role\":\"user\",\"content\":\"ok\",\"content\\u0000\":{\"x\":1}}]}";
     REQUIRE(api_request_decode(API_OPENAI_CHAT, nulkey, strlen(nulkey), &d, &r, err, sizeof err) == 0);
