@@ -199,7 +199,7 @@ AMX8 void quant_amx_rows(const int8_t *codes, const float *sg, const float *bg, 
             const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
             int tn = (size_t)a->n - t0 < 16 ? (int)((size_t)a->n - t0) : 16, rn = rows - i0 < 16 ? rows - i0 : 16;
             for (int t = 0; t < tn; t++)
-                _mm512_mask_storeu_ps(y + (t0 + (size_t)t) * y_stride + i0, (__mmask16)((1u << rn) - 1),
+                _mm512_mask_storeu_ps(y + (t0 + (size_t)t) * y_stride + i0, first_lanes16(rn),
                                       _mm512_i32gather_ps(column, out[0] + t, 4));
         }
     }

@@ -940,7 +940,7 @@ static inline __attribute__((always_inline)) VNNI void vnni_row_factors(const we
         _mm512_storeu_ps(bi + g, vnni_scales16(bp, dt, g, 0xffff));
     }
     if (g < ng) {
-        __mmask16 m = (__mmask16)((1u << (ng - g)) - 1);
+        __mmask16 m = first_lanes16(ng - g);
         _mm512_mask_storeu_ps(sc + g, m, vnni_scales16(sp, dt, g, m));
         _mm512_mask_storeu_ps(bi + g, m, vnni_scales16(bp, dt, g, m));
     }

@@ -199,7 +199,7 @@ void quant_x16_prepare(const float *x, size_t x_stride, int64_t c0, int64_t c1, 
  * byte's two nibbles become one 32-bit lane's two values, E2M1 codes (FP4)
  * as 2 * E2M1 by table. */
 static inline __attribute__((always_inline)) X16 __m512i nibbles32(const uint8_t *p, int bytes, const int FP4) {
-    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << bytes) - 1), p));
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(first_lanes16(bytes), p));
     v = _mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000f000f));
     if (!FP4) return v;
     const __m512i e2m1x2 = _mm512_broadcast_i64x4(_mm256_setr_epi16(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
