@@ -144,9 +144,10 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
     const char *const *stop = opt ? opt->stop : NULL;
     int n_stop = opt ? opt->n_stop : 0;
     int rc = 0, stopped_by_string = 0;
-    /* the next answer_prefix id to emit; -1 until reasoning_end has been generated */
-    int n_prefix = opt && !opt->forced ? opt->n_answer_prefix : 0, prefix_at = n_prefix > 0 && opt->reasoning_end < 0 ? 0 : -1;
-    int reasoning = opt && opt->reasoning_end >= 0;   /* still in the reasoning (counted for usage) */
+    /* until reasoning_end: the reasoning (counted for usage); then the answer, whose first
+       n_prefix tokens are answer_prefix's (prefix_at: the next to emit) */
+    int reasoning = opt && opt->reasoning_end >= 0;
+    int n_prefix = opt && !opt->forced ? opt->n_answer_prefix : 0, prefix_at = 0;
     st->finish = GEN_LENGTH;
     double t1 = now_s();
     for (;;) {
@@ -155,17 +156,16 @@ int generate(glm_runtime *rt, glm_session *s, sampler *smp, const int32_t *promp
         if (opt && opt->forced) {
             if (st->n_generated >= opt->n_forced) { st->finish = GEN_STOP; break; }
             id = opt->forced[st->n_generated];
-        } else if (prefix_at >= 0 && prefix_at < n_prefix) {
+        } else if (!reasoning && prefix_at < n_prefix) {
             id = opt->answer_prefix[prefix_at++];
         } else {
             id = sampler_sample(smp, logits);
         }
         if (runtime_is_stop_id(rt, id)) { st->finish = GEN_STOP; break; }
-        if (prefix_at < 0 && n_prefix > 0 && id == opt->reasoning_end) prefix_at = 0;
         sampler_accept(smp, id);
         st->n_generated++;
         st->n_reasoning += reasoning;
-        if (id == (opt ? opt->reasoning_end : -1)) reasoning = 0;
+        if (reasoning && id == opt->reasoning_end) reasoning = 0;
         token_stream_push(&ts, id, &pending);
         long at = find_stop(pending.data ? pending.data : "", pending.len, stop, n_stop);
         if (at >= 0) {

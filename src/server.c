@@ -758,11 +758,10 @@ static size_t model_bytes(server *s) {
 
 /* A stable 64-hex-digit id for the model (Ollama's digest is a sha256; its
  * CLI prints digest[:12] and panics on anything shorter). */
-static void model_digest(server *s, char out[65]) {
-    size_t size = model_bytes(s);
+static void model_digest(const char *name, size_t size, char out[65]) {
     for (int w = 0; w < 4; w++) {
         uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)w * 0x9E3779B97F4A7C15ull;
-        for (const char *c = s->rt->name; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+        for (const char *c = name; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
         for (int i = 0; i < 8; i++) h = (h ^ ((size >> (8 * i)) & 0xff)) * 0x100000001b3ull;
         snprintf(out + 16 * w, 17, "%016llx", (unsigned long long)h);
     }
@@ -779,8 +778,9 @@ static void handle_tags(exchange *x, int ps) {
     json_write_string(&b, s->rt->name, strlen(s->rt->name), 0);
     if (!ps) buf_printf(&b, ",\"modified_at\":\"%s\"", t);
     char digest[65];
-    model_digest(s, digest);
-    buf_printf(&b, ",\"size\":%zu,\"digest\":\"%s\",\"details\":", model_bytes(s), digest);
+    size_t size = model_bytes(s);
+    model_digest(s->rt->name, size, digest);
+    buf_printf(&b, ",\"size\":%zu,\"digest\":\"%s\",\"details\":", size, digest);
     model_details(s, &b);
     if (ps) buf_printf(&b, ",\"expires_at\":\"2999-01-01T00:00:00Z\",\"size_vram\":0,\"context_length\":%d", s->n_ctx);
     buf_puts(&b, "}]}");
