@@ -444,9 +444,17 @@ static int bind_fp_pair(weights_file *wf, wformat f, const st_tensor *tw, const 
     return validate(wf, tw, out, 1, err, errlen);
 }
 
-/* No global scale and U8 scales with one per 32 columns: the MX (E8M0) variant. */
-static int is_mx_scale(const st_tensor *ts, const st_tensor *tg, int64_t cols) {
-    return !tg && ts->dtype == ST_U8 && ts->ndim == 2 && cols % 32 == 0 && ts->shape[1] == cols / 32;
+/* Two E2M1 codes a byte with their scales ts: MXFP4 when there is no tensor
+ * global_name and the scales are U8, one per 32 columns (E8M0); else NVFP4,
+ * whose global scale global_name (inverted: compressed-tensors' 1/G) must be
+ * there, or every weight would be off by that factor. */
+static int bind_fp4_pair(weights_file *wf, const st_tensor *tw, const st_tensor *ts, const char *global_name, int inverted,
+                         int64_t rows, int64_t cols, weight *out, char *err, size_t errlen) {
+    const st_tensor *tg = st_find(wf->st, global_name);
+    if (!tg && ts->dtype == ST_U8 && ts->ndim == 2 && cols % 32 == 0 && ts->shape[1] == cols / 32)
+        return bind_fp_pair(wf, WF_MXFP4, tw, ts, NULL, 0, rows, cols, out, err, errlen);
+    if (!tg && !(tg = find(wf, global_name, err, errlen))) return -1;
+    return bind_fp_pair(wf, WF_NVFP4, tw, ts, tg, inverted, rows, cols, out, err, errlen);
 }
 
 /* PREFIX as [n_stack,] rows x cols in whatever layout it is stored;
@@ -457,14 +465,11 @@ static int bind_view(weights_file *wf, const char *prefix, int64_t n_stack, int6
     snprintf(name, sizeof name, "%s.weight_packed", prefix);
     const st_tensor *tp = st_find(wf->st, name);
     if (tp && !n_stack) {   /* compressed-tensors */
-        const st_tensor *ts, *tg;
+        const st_tensor *ts;
         snprintf(name, sizeof name, "%s.weight_scale", prefix);
         if (!(ts = find(wf, name, err, errlen))) return -1;
         snprintf(name, sizeof name, "%s.weight_global_scale", prefix);
-        tg = st_find(wf->st, name);
-        if (is_mx_scale(ts, tg, cols)) return bind_fp_pair(wf, WF_MXFP4, tp, ts, NULL, 0, rows, cols, out, err, errlen);
-        if (!tg && !(tg = find(wf, name, err, errlen))) return -1;
-        return bind_fp_pair(wf, WF_NVFP4, tp, ts, tg, 1, rows, cols, out, err, errlen);
+        return bind_fp4_pair(wf, tp, ts, name, 1, rows, cols, out, err, errlen);
     }
     snprintf(name, sizeof name, "%s.weight", prefix);
     const st_tensor *tw = find(wf, name, err, errlen);
@@ -474,13 +479,9 @@ static int bind_view(weights_file *wf, const char *prefix, int64_t n_stack, int6
     if (ts) return bind_mlx(wf, prefix, tw, ts, n_stack, rows, cols, out, err, errlen);
     snprintf(name, sizeof name, "%s.weight_scale", prefix);
     ts = st_find(wf->st, name);
-    if (ts && !n_stack && (tw->dtype == ST_U8 || tw->dtype == ST_U32)) {   /* ModelOpt NVFP4 */
+    if (ts && !n_stack && (tw->dtype == ST_U8 || tw->dtype == ST_U32)) {   /* ModelOpt NVFP4 (or an MXFP4 pair) */
         snprintf(name, sizeof name, "%s.weight_scale_2", prefix);
-        const st_tensor *tg = st_find(wf->st, name);
-        if (is_mx_scale(ts, tg, cols)) return bind_fp_pair(wf, WF_MXFP4, tw, ts, NULL, 0, rows, cols, out, err, errlen);
-        /* ModelOpt NVFP4 always writes weight_scale_2: without it every weight would be off by that factor */
-        if (!tg && !(tg = find(wf, name, err, errlen))) return -1;
-        return bind_fp_pair(wf, WF_NVFP4, tw, ts, tg, 0, rows, cols, out, err, errlen);
+        return bind_fp4_pair(wf, tw, ts, name, 0, rows, cols, out, err, errlen);
     }
     if (ts && !n_stack && tw->dtype == ST_F8_E4M3)   /* compressed-tensors / ModelOpt MXFP8 */
         return bind_fp_pair(wf, WF_MXFP8, tw, ts, NULL, 0, rows, cols, out, err, errlen);
