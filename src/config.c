@@ -168,11 +168,12 @@ int config_parse(const char *text, size_t len, glm_config *cfg, char *err, size_
         for (int i = 0; i < cfg->num_hidden_layers; i++)
             cfg->layer_is_dense[i] = cfg->n_routed_experts == 0 || i < k || i % freq != 0;
     }
-    int any_moe = 0;
-    for (int i = 0; i < cfg->num_hidden_layers; i++) any_moe |= !cfg->layer_is_dense[i];
+    int any_moe = 0, any_dense = 0;
+    for (int i = 0; i < cfg->num_hidden_layers; i++) {
+        any_moe |= !cfg->layer_is_dense[i];
+        any_dense |= cfg->layer_is_dense[i];
+    }
     if (any_moe && cfg->n_routed_experts == 0) bad(&r, "config.json: MoE layers but \"%s\" is missing or 0", "n_routed_experts");
-    int any_dense = 0;
-    for (int i = 0; i < cfg->num_hidden_layers; i++) any_dense |= cfg->layer_is_dense[i];
     if (any_dense && cfg->intermediate_size == 0) bad(&r, "config.json: missing required key \"%s\"", "intermediate_size");
 
     cfg->rms_norm_eps = (float)get_num(&r, r.root, "rms_norm_eps", 1e-6);
