@@ -131,11 +131,10 @@ def type_params(qtype, group):
         g = group or 64
         main = {"group_size": g, "bits": 4 if qtype == "int4" else 8, "mode": "affine"}
         return main, dict(main, bits=8)
-    fixed = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}[qtype]
-    if group and group != fixed:
-        raise ValueError(f"{qtype} has a fixed group size of {fixed}")
-    main = {"group_size": fixed, "bits": 8 if qtype == "mxfp8" else 4, "mode": qtype}
-    return main, {"group_size": 32, "bits": 8, "mode": "mxfp8"}
+    main = mlx_spec({"mode": qtype})
+    if group and group != main["group_size"]:
+        raise ValueError(f"{qtype} has a fixed group size of {main['group_size']}")
+    return main, mlx_spec({"mode": "mxfp8"})
 
 
 def glmlite_policy(path, cols, main, eight):
