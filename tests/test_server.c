@@ -603,9 +603,8 @@ TEST(generate_answer_prefix_after_reasoning_end) {
     for (int after_first = 0; after_first < 2; after_first++) {
         gen_options go = {.max_tokens = after_first ? 3 : 2, .answer_prefix = prefix, .n_answer_prefix = 2,
                           .reasoning_end = after_first ? first : -1};
-        gen_callbacks cb = {collect_text, NULL, NULL};
         buf got = {0}, want = {0};
-        cb.user = &got;
+        gen_callbacks cb = {collect_text, NULL, &got};
         gen_stats st;
         glm_session_truncate(s, 0);
         REQUIRE(generate(&rt, s, smp, prompt, 3, &go, &cb, &st, err, sizeof err) == 0);
